@@ -1,0 +1,252 @@
+"""The services of the local stack: how each is configured, started and health-checked."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import shutil
+import signal
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+from string import Template
+
+from deploy import install
+from deploy.process import port_open, read_pid
+from smartport.errors import StackError
+
+HOST = "127.0.0.1"
+KAFKA_PORT = 9092
+KAFKA_CONTROLLER_PORT = 9093
+MQTT_PORT = 1883
+MQTT_AUTH_PORT = 1884
+CLICKHOUSE_PORT = 9000
+CLICKHOUSE_HTTP_PORT = 8123
+ANVIL_PORT = 8545
+ANVIL_CHAIN_ID = 31337
+GATEWAY_MQTT_USER = "smartport-gateway"
+
+
+def render(template: Path, target: Path, **values: object) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(Template(template.read_text()).substitute(values))
+    return target
+
+
+class Service:
+    """One service of the stack. Subclasses say how to install, prepare, start and probe it."""
+
+    name: str
+    port: int
+    start_timeout = 60.0
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / self.name
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / f"{self.name}.out.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.home / f"{self.name}.pid"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def install(self) -> None:
+        """Fetch what is missing (Debian packages are installed once for all services)."""
+
+    def prepare(self) -> list[str]:
+        """Write configuration and initialise storage; returns the command that runs it."""
+        raise NotImplementedError
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+
+class Kafka(Service):
+    name = "kafka"
+    port = KAFKA_PORT
+    start_timeout = 90.0
+
+    def __init__(self, state_dir: Path, partitions: int) -> None:
+        super().__init__(state_dir)
+        self.partitions = partitions
+
+    @property
+    def libs(self) -> Path:
+        return self.home / "libs"
+
+    def install(self) -> None:
+        install.ensure_kafka_jars(self.libs)
+
+    def prepare(self) -> list[str]:
+        if shutil.which("java") is None:
+            raise StackError("Java 17+ is needed to run Kafka: apt-get install -y openjdk-17-jre")
+        data = self.home / "data"
+        properties = render(
+            install.DEPLOY_DIR / "kafka" / "server.properties",
+            self.home / "server.properties",
+            port=self.port, controller_port=KAFKA_CONTROLLER_PORT, data_dir=data,
+            partitions=self.partitions,
+        )
+        log4j = render(
+            install.DEPLOY_DIR / "kafka" / "log4j.properties",
+            self.home / "log4j.properties",
+            log_file=self.home / "server.log",
+        )
+        java = ["java", "-cp", f"{self.libs}/*", f"-Dlog4j.configuration=file:{log4j}"]
+        if not (data / "meta.properties").is_file():
+            # KRaft storage is formatted once with a fresh cluster id; -g ignores formatted dirs.
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            result = subprocess.run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(properties), "-g"],
+                capture_output=True, text=True,
+            )
+            if result.returncode != 0:
+                raise StackError(f"formatting Kafka storage in {data} failed:\n{result.stderr}")
+        return [*java[:1], "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", *java[1:],
+                "kafka.Kafka", str(properties)]
+
+    def healthy(self) -> bool:
+        if not port_open(HOST, self.port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.endpoint, "log_level": 0})
+        try:
+            metadata = admin.list_topics(timeout=3)
+        except Exception:
+            return False
+        return bool(metadata.brokers)
+
+
+class Mosquitto(Service):
+    name = "mosquitto"
+    port = MQTT_PORT
+    start_timeout = 20.0
+
+    @property
+    def password_file(self) -> Path:
+        return self.home / "passwd"
+
+    @property
+    def gateway_password_file(self) -> Path:
+        return self.home / "gateway.password"
+
+    def prepare(self) -> list[str]:
+        data = self.home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        acl = self.home / "acl"
+        shutil.copyfile(install.DEPLOY_DIR / "mosquitto" / "acl", acl)
+        if not self.password_file.is_file():
+            self.password_file.touch(mode=0o600)
+            self.add_user(GATEWAY_MQTT_USER, uuid.uuid4().hex, reload=False)
+        config = render(
+            install.DEPLOY_DIR / "mosquitto" / "mosquitto.conf",
+            self.home / "mosquitto.conf",
+            user=getpass.getuser(), data_dir=data, log_file=self.home / "mosquitto.log",
+            port=self.port, auth_port=MQTT_AUTH_PORT, password_file=self.password_file,
+            acl_file=acl,
+        )
+        return ["mosquitto", "-c", str(config)]
+
+    def add_user(self, username: str, password: str, reload: bool = True) -> None:
+        """Add or replace an MQTT user of the authenticated listener; SIGHUP reloads the broker."""
+        result = subprocess.run(
+            ["mosquitto_passwd", "-b", str(self.password_file), username, password],
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(f"mosquitto_passwd failed for {username!r}: {result.stderr.strip()}")
+        if username == GATEWAY_MQTT_USER:
+            self.gateway_password_file.write_text(password)
+            self.gateway_password_file.chmod(0o600)
+        pid = read_pid(self.pid_path) if reload else None
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+
+    def healthy(self) -> bool:
+        if not port_open(HOST, self.port):
+            return False
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        try:
+            client.connect(HOST, self.port, keepalive=5)
+            client.disconnect()
+        except OSError:
+            return False
+        return True
+
+
+class ClickHouse(Service):
+    name = "clickhouse"
+    port = CLICKHOUSE_PORT
+
+    def prepare(self) -> list[str]:
+        for sub in ("data", "data/tmp", "data/user_files", "log"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        config = render(
+            install.DEPLOY_DIR / "clickhouse" / "config.xml",
+            self.home / "config.xml",
+            log_dir=self.home / "log", port=self.port, http_port=CLICKHOUSE_HTTP_PORT,
+            data_dir=self.home / "data",
+        )
+        shutil.copyfile(install.DEPLOY_DIR / "clickhouse" / "users.xml", self.home / "users.xml")
+        return ["clickhouse-server", f"--config-file={config}"]
+
+    def healthy(self) -> bool:
+        if not port_open(HOST, self.port):
+            return False
+        from clickhouse_driver import Client
+
+        try:
+            return bool(Client(HOST, port=self.port, connect_timeout=2).execute("SELECT 1"))
+        except Exception:
+            return False
+
+
+class Anvil(Service):
+    name = "anvil"
+    port = ANVIL_PORT
+    start_timeout = 30.0
+
+    def install(self) -> None:
+        install.ensure_anvil(self.home / "npm")
+
+    def prepare(self) -> list[str]:
+        binary = install.ensure_anvil(self.home / "npm")
+        return [str(binary), "--host", HOST, "--port", str(self.port),
+                "--chain-id", str(ANVIL_CHAIN_ID), "--silent"]
+
+    def healthy(self) -> bool:
+        return chain_id(f"http://{self.endpoint}") == ANVIL_CHAIN_ID
+
+
+def chain_id(rpc_url: str) -> int | None:
+    """``eth_chainId`` of a JSON-RPC node, or None when it does not answer."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
+    request = urllib.request.Request(
+        rpc_url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return int(json.load(response)["result"], 16)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def all_services(state_dir: Path, partitions: int) -> list[Service]:
+    return [Kafka(state_dir, partitions), Mosquitto(state_dir), ClickHouse(state_dir),
+            Anvil(state_dir)]

@@ -1,0 +1,88 @@
+"""`smartport stack up | down | status`: the local services, installed, started and reused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from deploy import install, process
+from deploy.services import HOST, Mosquitto, Service, all_services
+from deploy.topics import ensure_topics
+from smartport.errors import StackError
+from smartport.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    endpoint: str
+    healthy: bool
+    pid: int | None
+    log: Path
+
+
+def _start(service: Service, console: Console) -> str:
+    """Start ``service`` unless a healthy one already answers on its port; returns what happened."""
+    if service.healthy():
+        pid = process.read_pid(service.pid_path)
+        return f"reused (pid {pid})" if pid else "reused (started outside smartport)"
+    if process.port_open(HOST, service.port):
+        raise StackError(
+            f"port {service.port} is taken by a process that is not a healthy {service.name}: "
+            f"stop it (`ss -ltnp 'sport = :{service.port}'` shows which) and run again"
+        )
+    process.stop(service.pid_path)  # a stale process of ours that lost its port
+    argv = service.prepare()
+    with console.status(f"starting {service.name} on {service.endpoint} ..."):
+        process.spawn(argv, service.log_path, service.pid_path, cwd=service.home)
+        process.wait_until(
+            service.healthy,
+            timeout=service.start_timeout,
+            service=service.name,
+            log_path=service.log_path,
+            pid_path=service.pid_path,
+        )
+    return f"started (pid {process.read_pid(service.pid_path)})"
+
+
+def up(settings: Settings, console: Console | None = None) -> list[ServiceStatus]:
+    """Install what is missing, start what is not running, create the topics. Idempotent."""
+    console = console or Console(stderr=True)
+    services = all_services(settings.state_dir, settings.kafka.partitions)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with console.status("checking Debian packages (first run: apt-get update + install) ..."):
+        added = install.ensure_apt()
+    if added:
+        console.print(f"[green]✓[/] installed Debian packages: {', '.join(added)}")
+    for service in services:
+        with console.status(f"installing {service.name} (first run downloads it) ..."):
+            service.install()
+    for service in services:
+        console.print(f"[green]✓[/] {service.name:<10} {service.endpoint:<16} "
+                      f"{_start(service, console)}")
+    with console.status("creating Kafka topics ..."):
+        created = ensure_topics(settings.kafka)
+    console.print(f"[green]✓[/] topics     {'created ' + ', '.join(created) if created else 'ok'}")
+    return status(settings)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the services this state directory started; returns their names."""
+    services = all_services(settings.state_dir, settings.kafka.partitions)
+    return [s.name for s in reversed(services) if process.stop(s.pid_path, timeout=30.0)]
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    return [
+        ServiceStatus(s.name, s.endpoint, s.healthy(), process.read_pid(s.pid_path), s.log_path)
+        for s in all_services(settings.state_dir, settings.kafka.partitions)
+    ]
+
+
+def add_mqtt_user(settings: Settings, username: str, password: str) -> None:
+    broker = Mosquitto(settings.state_dir)
+    if not broker.password_file.is_file():
+        raise StackError("the MQTT password file does not exist yet: run `smartport stack up`")
+    broker.add_user(username, password)

@@ -1,0 +1,40 @@
+"""Message models, identifiers, the canonical encoding and the topic names of smartport."""
+
+from schemas.alert import Alert, AlertState, Evidence, Rule, Severity
+from schemas.anchoring import AnchorManifest, Receipt, RecordRef
+from schemas.base import SCHEMA_VERSION, Message
+from schemas.canonical import encode
+from schemas.declaration import Declaration, DeclarationStatus, parse_declaration
+from schemas.envelope import DlqRecord, GatewayEnvelope, RejectReason
+from schemas.telemetry import (
+    ContainerReading,
+    CraneReading,
+    RtgReading,
+    Telemetry,
+    parse_telemetry,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Alert",
+    "AlertState",
+    "AnchorManifest",
+    "ContainerReading",
+    "CraneReading",
+    "Declaration",
+    "DeclarationStatus",
+    "DlqRecord",
+    "Evidence",
+    "GatewayEnvelope",
+    "Message",
+    "Receipt",
+    "RecordRef",
+    "RejectReason",
+    "RtgReading",
+    "Rule",
+    "Severity",
+    "Telemetry",
+    "encode",
+    "parse_declaration",
+    "parse_telemetry",
+]

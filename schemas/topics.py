@@ -1,0 +1,49 @@
+"""Topic names and MQTT topic layouts: a public interface, defined once here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+TELEMETRY = "telemetry.v1"
+DECLARATIONS = "declarations.v1"
+ALERTS = "customs.alerts.v1"
+TELEMETRY_DLQ = "telemetry.dlq.v1"
+ANCHORS = "anchors.v1"
+
+KAFKA_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS, ALERTS, TELEMETRY_DLQ, ANCHORS)
+# Compacted topics keep the latest value per key (the current declaration of a container).
+COMPACTED_TOPICS = frozenset({DECLARATIONS})
+# Topics read by keyed stream tasks must have the same partition count (co-partitioning).
+CO_PARTITIONED_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS)
+
+# MQTT: port/<UN/LOCODE>/<kind>/<device_id>/telemetry, QoS 1.
+MQTT_TELEMETRY_FILTER = "port/+/+/+/telemetry"
+MQTT_ALERTS_FILTER = "port/+/alerts/#"
+_TELEMETRY_TOPIC = re.compile(r"^port/([^/]+)/([^/]+)/([^/]+)/telemetry$")
+
+
+def mqtt_telemetry_topic(port: str, kind: str, device_id: str) -> str:
+    return f"port/{port}/{kind}/{device_id}/telemetry"
+
+
+def mqtt_alert_topic(port: str, severity: str, container_no: str) -> str:
+    return f"port/{port}/alerts/{severity}/{container_no}"
+
+
+def shared_subscription(group: str, topic_filter: str) -> str:
+    """MQTT v5 shared subscription: the broker splits messages among the group's sessions."""
+    return f"$share/{group}/{topic_filter}"
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryTopic:
+    port: str
+    kind: str
+    device_id: str
+
+
+def parse_telemetry_topic(topic: str) -> TelemetryTopic | None:
+    """The port, kind and device id named by a telemetry topic, or None if it is not one."""
+    match = _TELEMETRY_TOPIC.match(topic)
+    return TelemetryTopic(*match.groups()) if match else None

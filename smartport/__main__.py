@@ -1,0 +1,5 @@
+import sys
+
+from smartport.cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""The `smartport` command: parses arguments, calls one library function, maps errors to exits."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smartport.errors import ConfigError, SmartportError
+from smartport.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from deploy.stack import ServiceStatus
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+stack_app = typer.Typer(no_args_is_help=True, help="The local services on 127.0.0.1.")
+schemas_app = typer.Typer(no_args_is_help=True, help="Message schemas.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(schemas_app, name="schemas")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class State:
+    config: Path | None = None
+
+    def settings(self) -> Settings:
+        try:
+            return load_settings(self.config)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+state = State()
+
+
+@app.callback()
+def _global(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (else $SMARTPORT_CONFIG)")
+    ] = None,
+) -> None:
+    """smartport: MQTT ingest, customs cross-validation, ledger anchoring, ClickHouse analytics."""
+    state.config = config
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Install what is missing, start Kafka, Mosquitto, ClickHouse and anvil; create topics."""
+    from deploy import stack
+
+    _print_status(stack.up(state.settings(), err))
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the services that `stack up` started from this state directory."""
+    from deploy import stack
+
+    stopped = stack.down(state.settings())
+    err.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Health of every service; exits 3 when any is unhealthy."""
+    from deploy import stack
+
+    statuses = stack.status(state.settings())
+    _print_status(statuses)
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(3)
+
+
+@stack_app.command("mqtt-user")
+def stack_mqtt_user(
+    username: Annotated[str, typer.Argument(help="device id (or gateway/officer user name)")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+) -> None:
+    """Add or replace a user of the authenticated MQTT listener (127.0.0.1:1884)."""
+    from deploy import stack
+
+    stack.add_mqtt_user(state.settings(), username, password)
+    err.print(f"MQTT user {username!r} saved; the broker reloaded its password file")
+
+
+def _print_status(statuses: list[ServiceStatus]) -> None:
+    table = Table("service", "endpoint", "health", "pid", "log")
+    for s in statuses:
+        health = "[green]healthy[/]" if s.healthy else "[red]down[/]"
+        table.add_row(s.name, s.endpoint, health, str(s.pid or "-"), str(s.log))
+    out.print(table)
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Annotated[Path, typer.Argument(help="output directory")]) -> None:
+    """Write the JSON Schema of every message into DIRECTORY."""
+    from schemas.registry import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        out.print(str(path))
+
+
+@schemas_app.command("asyncapi")
+def schemas_asyncapi(
+    check: Annotated[bool, typer.Option(help="fail if schemas/asyncapi.yaml is stale")] = False,
+) -> None:
+    """Regenerate schemas/asyncapi.yaml from the models (or --check it)."""
+    from schemas import asyncapi
+
+    if check:
+        if asyncapi.ASYNCAPI_PATH.read_text() != asyncapi.render():
+            raise ConfigError(
+                f"{asyncapi.ASYNCAPI_PATH} is stale: run `smartport schemas asyncapi`"
+            )
+        return
+    out.print(str(asyncapi.write()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn our error family into a message and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SmartportError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        return exc.code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The one settings object: every endpoint and tunable of smartport.
+
+Sources, highest priority first: keyword arguments, environment variables prefixed
+``SMARTPORT_`` (nested with ``__``, e.g. ``SMARTPORT_KAFKA__BOOTSTRAP_SERVERS``), the TOML file
+named by ``SMARTPORT_CONFIG`` (or ``--config``), then the defaults below, which point at the
+local stack that ``smartport stack up`` starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_ENV = "SMARTPORT_CONFIG"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    partitions: int = Field(6, ge=1, description="partition count of every project topic")
+    replication_factor: int = Field(1, ge=1)
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka options shared by every producer, consumer and admin client."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
+        return config
+
+
+class MqttSettings(BaseModel):
+    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
+    username: str | None = None
+    password: SecretStr | None = None
+    tls_ca: Path | None = None
+    share_group: str = "smartport"
+    session_expiry_s: int = Field(
+        3600, ge=0, description="how long the broker keeps a gateway's queue while it is down"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"MQTT url {url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+        return url
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+class BatchSettings(BaseModel):
+    anchor_records: int = Field(1000, ge=1, description="records per Merkle batch")
+    anchor_seconds: float = Field(5.0, gt=0)
+    sink_rows: int = Field(10_000, ge=1, description="rows per ClickHouse insert")
+    sink_seconds: float = Field(1.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SMARTPORT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    state_dir: Path = Field(
+        PROJECT_ROOT / ".stack", description="data and logs of the local stack and embedded stores"
+    )
+    kafka: KafkaSettings = KafkaSettings()
+    mqtt: MqttSettings = MqttSettings()
+    clickhouse_url: str = Field(
+        "", description="clickhouse://host:9000/db or chdb:///path; empty = chDB in state_dir"
+    )
+    ledger_url: str = Field("", description="file://PATH or evm+http://host:8545; empty = file")
+    batches: BatchSettings = BatchSettings()
+    max_payload_bytes: int = Field(64 * 1024, ge=256, description="larger MQTT payloads go to DLQ")
+
+    @property
+    def resolved_clickhouse_url(self) -> str:
+        return self.clickhouse_url or f"chdb://{self.state_dir / 'chdb'}"
+
+    @property
+    def resolved_ledger_url(self) -> str:
+        return self.ledger_url or f"file://{self.state_dir / 'ledger'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Settings from the environment and, if given or named by SMARTPORT_CONFIG, a TOML file."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        os.environ[CONFIG_ENV] = str(config_file)
+    return Settings()
