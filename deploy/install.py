@@ -19,7 +19,8 @@ ANVIL_PACKAGE = "@foundry-rs/anvil@1.7.1"
 def _run(argv: Sequence[str], what: str, cwd: Path | None = None) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     result = subprocess.run(
-        list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        check=False,
     )
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip().splitlines()[-20:]
@@ -32,7 +33,8 @@ def missing_apt_packages(packages: Sequence[str] = APT_PACKAGES) -> list[str]:
     missing = []
     for package in packages:
         result = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
+            ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True,
+            check=False,
         )
         if "install ok installed" not in result.stdout:
             missing.append(package)
@@ -60,7 +62,7 @@ def _digest(path: Path) -> str:
 
 
 def ensure_kafka_jars(libs_dir: Path) -> Path:
-    """Kafka's jars from Maven Central (deploy/kafka/pom.xml), re-fetched only when the pom changes."""
+    """Kafka's jars from Maven Central (deploy/kafka/pom.xml); fetched again if the pom changed."""
     pom = DEPLOY_DIR / "kafka" / "pom.xml"
     stamp = libs_dir / ".pom.sha256"
     if stamp.is_file() and stamp.read_text() == _digest(pom):

@@ -111,7 +111,7 @@ class Kafka(Service):
             result = subprocess.run(
                 [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
                  "-c", str(properties), "-g"],
-                capture_output=True, text=True,
+                capture_output=True, text=True, check=False,
             )
             if result.returncode != 0:
                 raise StackError(f"formatting Kafka storage in {data} failed:\n{result.stderr}")
@@ -165,7 +165,7 @@ class Mosquitto(Service):
         """Add or replace an MQTT user of the authenticated listener; SIGHUP reloads the broker."""
         result = subprocess.run(
             ["mosquitto_passwd", "-b", str(self.password_file), username, password],
-            capture_output=True, text=True,
+            capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
             raise StackError(f"mosquitto_passwd failed for {username!r}: {result.stderr.strip()}")

@@ -26,10 +26,10 @@ def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
     existing = admin.list_topics(timeout=timeout).topics
     for name in topics.KAFKA_TOPICS:
         if name in existing and len(existing[name].partitions) != kafka.partitions:
+            have = len(existing[name].partitions)
             raise StackError(
-                f"topic {name} has {len(existing[name].partitions)} partitions, settings want "
-                f"{kafka.partitions}: set SMARTPORT_KAFKA__PARTITIONS={len(existing[name].partitions)}"
-                f" or delete the topic (kcat cannot; use kafka-topics --delete) and run again"
+                f"topic {name} has {have} partitions, settings want {kafka.partitions}: set "
+                f"SMARTPORT_KAFKA__PARTITIONS={have}, or delete the topic and run again"
             )
     wanted = [
         NewTopic(

@@ -58,7 +58,7 @@ def problem(number: str) -> str | None:
 
 
 def is_valid(number: str) -> bool:
-    """True when ``number`` is a well-formed ISO 6346 container number with a correct check digit."""
+    """True when ``number`` is an ISO 6346 container number with a correct check digit."""
     return problem(number) is None
 
 

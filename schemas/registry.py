@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
@@ -47,7 +47,8 @@ def export_json_schemas(directory: Path) -> list[Path]:
 
 def component_schemas(ref_prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(message name -> schema ref, shared definitions) for embedding in one document."""
-    inputs = [(name, "validation", adapter) for name, adapter in MESSAGES.items()]
+    mode: Literal["validation"] = "validation"
+    inputs = [(name, mode, adapter) for name, adapter in MESSAGES.items()]
     refs, definitions = TypeAdapter.json_schemas(inputs, ref_template=ref_prefix + "{model}")
     by_name = {key[0]: schema for key, schema in refs.items()}
     return by_name, definitions.get("$defs", {})

@@ -125,22 +125,12 @@ def schemas_asyncapi(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn our error family into a message and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="smartport")  # usage errors print themselves and exit 2
     except SmartportError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        err.print("aborted")
-        return 130
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
     return 0
 
 

@@ -126,16 +126,21 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_ENV)
+        config_file = settings_cls.model_config.get("toml_file") or os.environ.get(CONFIG_ENV)
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            path = Path(str(config_file))
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
-    """Settings from the environment and, if given or named by SMARTPORT_CONFIG, a TOML file."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise FileNotFoundError(f"config file {config_file} does not exist")
-        os.environ[CONFIG_ENV] = str(config_file)
-    return Settings()
+    """Settings from the environment and a TOML file (``config_file``, else $SMARTPORT_CONFIG)."""
+    if config_file is None:
+        return Settings()
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
+
+    return FileSettings()

@@ -1,0 +1,98 @@
+"""Shared test helpers: known-answer vectors and sample messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+VECTORS = Path(__file__).with_name("vectors")
+
+
+def load_vectors(file: str, table: str) -> list[tuple[str, dict[str, Any]]]:
+    """(case name, case) pairs of one table in tests/vectors/<file>, for pytest.parametrize."""
+    cases = json.loads((VECTORS / file).read_text())[table]
+    return sorted(cases.items())
+
+
+def crane_reading(**overrides: Any) -> dict[str, Any]:
+    reading: dict[str, Any] = {
+        "kind": "crane",
+        "device_id": "qc-01",
+        "seq": 1,
+        "ts": "2026-11-24T10:00:00+08:00",
+        "port": "CNSHK",
+        "event": "lift_start",
+        "container_no": "CSQU3054383",
+        "load_kg": 21_500.0,
+        "vessel_imo": "9074729",
+        "bay": 12,
+        "row": 4,
+        "tier": 82,
+        "wind_speed_ms": 7.5,
+    }
+    reading.update(overrides)
+    return reading
+
+
+def container_reading(**overrides: Any) -> dict[str, Any]:
+    reading: dict[str, Any] = {
+        "kind": "container",
+        "device_id": "tracker-CSQU3054383",
+        "seq": 7,
+        "ts": "2026-11-24T02:00:00Z",
+        "port": "CNSHK",
+        "container_no": "CSQU3054383",
+        "lat": 22.48,
+        "lon": 113.91,
+        "door": "closed",
+        "seal_id": "SL123456",
+        "seal_state": "intact",
+        "reefer_temp_c": -18.2,
+        "reefer_setpoint_c": -18.0,
+        "humidity_pct": 71.0,
+        "shock_g": 0.3,
+        "battery_pct": 88.0,
+    }
+    reading.update(overrides)
+    return reading
+
+
+def rtg_reading(**overrides: Any) -> dict[str, Any]:
+    reading: dict[str, Any] = {
+        "kind": "rtg",
+        "device_id": "rtg-07",
+        "seq": 3,
+        "ts": "2026-11-24T02:01:00Z",
+        "port": "CNSHK",
+        "event": "pick",
+        "container_no": "BICU1234565",
+        "load_kg": 18_000.0,
+        "yard_block": "B3",
+        "bay": 20,
+        "row": 2,
+        "tier": 3,
+    }
+    reading.update(overrides)
+    return reading
+
+
+def declaration(**overrides: Any) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "declaration_id": "CNSHK-2026-000001",
+        "container_no": "CSQU3054383",
+        "status": "lodged",
+        "gross_mass_kg": 21_000.0,
+        "seal_numbers": ["SL123456"],
+        "hs_codes": ["850440"],
+        "reefer": {"min_c": -20.0, "max_c": -16.0},
+        "vessel_imo": "9074729",
+        "voyage": "024E",
+        "port_of_loading": "CNSHK",
+        "port_of_discharge": "NLRTM",
+        "allowed_yard_blocks": ["B3", "B4"],
+        "version": 1,
+        "updated_at": "2026-11-24T01:00:00Z",
+    }
+    value.update(overrides)
+    return value

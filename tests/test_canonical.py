@@ -1,0 +1,47 @@
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas import encode, parse_telemetry
+from tests.helpers import crane_reading
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+def test_known_bytes() -> None:
+    assert encode({"b": 1, "a": [True, None, "é"], "c": {"z": 0.5, "y": "x"}}) == (
+        '{"a":[true,null,"é"],"b":1,"c":{"y":"x","z":0.5}}'.encode()
+    )
+
+
+def test_key_order_of_the_input_does_not_matter() -> None:
+    forward = crane_reading()
+    backward = dict(reversed(list(forward.items())))
+    assert encode(parse_telemetry(json.dumps(forward))) == encode(
+        parse_telemetry(json.dumps(backward))
+    )
+
+
+def test_whitespace_and_zone_of_the_input_do_not_matter() -> None:
+    compact = json.dumps(crane_reading(ts="2026-11-24T02:00:00Z"), separators=(",", ":"))
+    spaced = json.dumps(crane_reading(ts="2026-11-24T10:00:00+08:00"), indent=4)
+    assert encode(parse_telemetry(compact)) == encode(parse_telemetry(spaced))
+
+
+def test_nan_is_refused() -> None:
+    with pytest.raises(ValueError, match="Out of range float values"):
+        encode({"x": math.nan})
+
+
+@given(json_values)
+def test_encoding_is_a_fixed_point(value: object) -> None:
+    once = encode(value)
+    assert encode(json.loads(once)) == once

@@ -1,0 +1,39 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from schemas.registry import MESSAGES
+from smartport.cli import main
+
+
+def test_schemas_export_writes_every_message(tmp_path: Path) -> None:
+    assert main(["schemas", "export", str(tmp_path)]) == 0
+    written = {path.name for path in tmp_path.iterdir()}
+    assert written == {f"{name}.schema.json" for name in MESSAGES}
+    declaration = json.loads((tmp_path / "Declaration.schema.json").read_text())
+    assert "container_no" in declaration["required"]
+
+
+def test_asyncapi_check_passes_on_the_committed_document() -> None:
+    assert main(["schemas", "asyncapi", "--check"]) == 0
+
+
+def test_bad_settings_are_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SMARTPORT_KAFKA__PARTITIONS", "zero")
+    assert main(["stack", "status"]) == 2
+    assert "invalid settings" in capsys.readouterr().err
+
+
+def test_missing_config_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(tmp_path / "none.toml"), "stack", "status"]) == 2
+    assert "none.toml does not exist" in capsys.readouterr().err
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "No such command" in capsys.readouterr().err

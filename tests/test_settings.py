@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from smartport.settings import Settings, load_settings
+
+
+def test_defaults_point_at_the_local_stack() -> None:
+    settings = Settings()
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert (settings.mqtt.host, settings.mqtt.port) == ("127.0.0.1", 1883)
+    assert settings.resolved_clickhouse_url.startswith("chdb://")
+    assert settings.resolved_ledger_url.startswith("file://")
+
+
+def test_environment_overrides_nested_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMARTPORT_KAFKA__PARTITIONS", "12")
+    monkeypatch.setenv("SMARTPORT_MQTT__URL", "mqtts://broker.example:8883")
+    settings = Settings()
+    assert settings.kafka.partitions == 12
+    assert (settings.mqtt.port, settings.mqtt.tls) == (8883, True)
+
+
+def test_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SMARTPORT_CONFIG", raising=False)
+    config = tmp_path / "smartport.toml"
+    config.write_text(
+        'clickhouse_url = "clickhouse://127.0.0.1:9000/port"\n'
+        "[kafka]\nsecurity_protocol = \"SASL_SSL\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n"
+        'sasl_username = "gw"\nsasl_password = "secret"\n'
+    )
+    settings = load_settings(config)
+    client = settings.kafka.client_config()
+    assert client["sasl.password"] == "secret"
+    assert client["security.protocol"] == "SASL_SSL"
+    assert settings.resolved_clickhouse_url == "clickhouse://127.0.0.1:9000/port"
+    assert "secret" not in repr(settings)
+
+
+def test_env_beats_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "smartport.toml"
+    config.write_text("[kafka]\npartitions = 3\n")
+    monkeypatch.setenv("SMARTPORT_CONFIG", str(config))
+    monkeypatch.setenv("SMARTPORT_KAFKA__PARTITIONS", "9")
+    assert Settings().kafka.partitions == 9
+
+
+def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMARTPORT_MQTT__URL", "http://broker:80")
+    with pytest.raises(ValidationError, match="must look like mqtt://host:1883"):
+        Settings()
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.toml does not exist"):
+        load_settings(tmp_path / "nope.toml")

@@ -1,0 +1,171 @@
+"""Smoke tests over real sockets against the local stack."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from clickhouse_driver import Client
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
+from paho.mqtt.reasoncodes import ReasonCode
+
+from deploy import services
+from deploy.services import Mosquitto, chain_id
+from schemas import topics
+from smartport.settings import Settings
+
+pytestmark = pytest.mark.stack
+
+
+def test_every_service_is_healthy(stack: Settings) -> None:
+    from deploy.stack import status
+
+    assert {s.name: s.healthy for s in status(stack)} == {
+        "kafka": True, "mosquitto": True, "clickhouse": True, "anvil": True,
+    }
+
+
+def test_topics_exist_co_partitioned_and_compacted(stack: Settings) -> None:
+    admin = AdminClient(stack.kafka.client_config())
+    metadata = admin.list_topics(timeout=10).topics
+    for name in topics.KAFKA_TOPICS:
+        assert len(metadata[name].partitions) == stack.kafka.partitions, name
+    resource = ConfigResource("topic", topics.DECLARATIONS)
+    config = admin.describe_configs([resource])[resource].result()
+    assert config["cleanup.policy"].value == "compact"
+
+
+def test_kcat_lists_the_project_topics(stack: Settings) -> None:
+    listing = subprocess.run(
+        ["kcat", "-b", stack.kafka.bootstrap_servers, "-L"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    for name in topics.KAFKA_TOPICS:
+        assert f'topic "{name}"' in listing
+
+
+def test_kafka_produce_consume(stack: Settings) -> None:
+    key = uuid.uuid4().hex.encode()
+    producer = Producer({**stack.kafka.client_config(), "enable.idempotence": True})
+    delivered = []
+    producer.produce(topics.ANCHORS, key=key, value=b"smoke",
+                     on_delivery=lambda err, msg: delivered.append((err, msg.partition(),
+                                                                    msg.offset())))
+    producer.flush(30)
+    assert delivered
+    assert delivered[0][0] is None
+    _, partition, offset = delivered[0]
+    assert partition is not None
+    assert offset is not None
+
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({**stack.kafka.client_config(), "group.id": f"smoke-{key.decode()}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topics.ANCHORS, partition, offset)])
+    try:
+        message = consumer.poll(30)
+        assert message is not None
+        assert message.error() is None
+        assert (message.key(), message.value()) == (key, b"smoke")
+    finally:
+        consumer.close()
+
+
+def _client(client_id: str) -> mqtt.Client:
+    return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                       protocol=mqtt.MQTTv5)
+
+
+def test_mqtt_round_trip(stack: Settings) -> None:
+    topic = f"port/CNSHK/crane/smoke-{uuid.uuid4().hex[:8]}/telemetry"
+    received = threading.Event()
+    payloads: list[bytes] = []
+    subscriber = _client(f"smoke-sub-{uuid.uuid4().hex[:6]}")
+
+    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        payloads.append(bytes(message.payload))
+        received.set()
+
+    subscribed = threading.Event()
+    subscriber.on_message = on_message
+    subscriber.on_subscribe = lambda *args: subscribed.set()
+    subscriber.connect(stack.mqtt.host, stack.mqtt.port)
+    subscriber.loop_start()
+    try:
+        subscriber.subscribe(topic, qos=1)
+        assert subscribed.wait(10)
+        publisher = _client(f"smoke-pub-{uuid.uuid4().hex[:6]}")
+        publisher.connect(stack.mqtt.host, stack.mqtt.port)
+        publisher.loop_start()
+        publisher.publish(topic, b'{"hello":1}', qos=1).wait_for_publish(10)
+        publisher.loop_stop()
+        publisher.disconnect()
+        assert received.wait(10)
+        assert payloads == [b'{"hello":1}']
+    finally:
+        subscriber.loop_stop()
+        subscriber.disconnect()
+
+
+def test_authenticated_listener_keeps_devices_to_their_own_topic(stack: Settings) -> None:
+    device, password = f"dev-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    Mosquitto(stack.state_dir).add_user(device, password)
+    client = _client(device)
+    client.username_pw_set(device, password)
+    results: dict[int, int] = {}
+    acked = threading.Event()
+
+    def on_publish(client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode,
+                   properties: object) -> None:
+        results[mid] = reason.value
+        if len(results) == 2:
+            acked.set()
+
+    client.on_publish = on_publish
+    client.connect(services.HOST, services.MQTT_AUTH_PORT)
+    client.loop_start()
+    try:
+        own = client.publish(f"port/CNSHK/container/{device}/telemetry", b"{}", qos=1)
+        other = client.publish("port/CNSHK/container/someone-else/telemetry", b"{}", qos=1)
+        assert acked.wait(10)
+        assert results[own.mid] in (0x00, 0x10)  # accepted ("no matching subscribers" is fine)
+        assert results[other.mid] == 0x87  # not authorized
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_authenticated_listener_refuses_anonymous(stack: Settings) -> None:
+    client = _client(f"anon-{uuid.uuid4().hex[:6]}")
+    result: list[int] = []
+    connected = threading.Event()
+
+    def on_connect(client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,
+                   properties: object) -> None:
+        result.append(reason.value)
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect(services.HOST, services.MQTT_AUTH_PORT)
+    client.loop_start()
+    try:
+        assert connected.wait(10)
+        assert result[0] != 0
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_clickhouse_select_one(stack: Settings) -> None:
+    client = Client(services.HOST, port=services.CLICKHOUSE_PORT)
+    assert client.execute("SELECT 1") == [(1,)]
+    assert client.execute("SELECT version()")[0][0].startswith("18.16")
+
+
+def test_anvil_chain_id(stack: Settings) -> None:
+    assert chain_id(f"http://{services.HOST}:{services.ANVIL_PORT}") == services.ANVIL_CHAIN_ID
