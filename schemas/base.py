@@ -12,6 +12,6 @@ SCHEMA_VERSION: Literal[1] = 1
 class Message(BaseModel):
     """A wire message. Unknown fields and type coercion ("5" for 5) are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION

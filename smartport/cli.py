@@ -122,6 +122,38 @@ def schemas_asyncapi(
     out.print(str(asyncapi.write()))
 
 
+@app.command("gateway")
+def gateway(
+    gateway_id: Annotated[str, typer.Option(
+        help="stable id: the MQTT client id of this gateway's persistent session")] = "",
+    share_group: Annotated[str, typer.Option(
+        help="MQTT shared-subscription group (default from settings)")] = "",
+    receive_maximum: Annotated[int, typer.Option(
+        min=1, max=65535, help="MQTT messages in flight at once (bounds memory)")] = 5000,
+    metrics_port: Annotated[int, typer.Option(
+        min=0, max=65535, help="serve Prometheus metrics on 127.0.0.1:PORT (0 = off)")] = 0,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run an MQTT → Kafka gateway until SIGTERM/SIGINT."""
+    import socket
+
+    from ingest.gateway import Gateway
+    from smartport import logs
+
+    logs.configure(log_level)
+    settings = state.settings()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    Gateway(
+        settings,
+        gateway_id or f"gw-{socket.gethostname()}",
+        share_group=share_group or None,
+        receive_maximum=receive_maximum,
+    ).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn our error family into a message and an exit code."""
     try:

@@ -1,0 +1,1 @@
+"""MQTT → Kafka ingest: the gateway, declarations intake and the device fleet simulator."""

@@ -1,0 +1,186 @@
+"""The MQTT → Kafka gateway: at-least-once, validated, scale-out by MQTT shared subscription.
+
+An MQTT message is acknowledged (PUBACK) only after Kafka acknowledged its record, in
+telemetry.v1 or, when rejected, in the DLQ. Messages not yet acknowledged stay in the broker's
+persistent session and are redelivered if the gateway dies. The broker's in-flight window
+(Receive Maximum) bounds what the gateway holds in memory while Kafka is slow or down.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import KafkaError, Message, Producer
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest import metrics
+from ingest.kafka import produce, producer_config
+from ingest.mqtt import new_client
+from ingest.records import dlq_value, envelope_value
+from ingest.validation import Accepted, classify
+from schemas import topics
+from smartport.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECEIVE_MAXIMUM = 5000
+SHUTDOWN_FLUSH_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An MQTT message whose Kafka write is under way."""
+
+    mid: int
+    generation: int
+    received: float
+    dlq_reason: str | None
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        gateway_id: str,
+        share_group: str | None = None,
+        receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self._settings = settings
+        self._subscription = topics.shared_subscription(
+            share_group or settings.mqtt.share_group, topics.MQTT_TELEMETRY_FILTER
+        )
+        self._receive_maximum = receive_maximum
+        self._producer = Producer(producer_config(
+            settings.kafka, gateway_id, error_cb=self._on_kafka_error
+        ))
+        self._client = new_client(settings.mqtt, gateway_id, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        # Acks are only valid on the connection that delivered the message: after a reconnect
+        # the broker redelivers unacknowledged messages, possibly reusing their packet ids.
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._stopping = threading.Event()
+
+    # -- MQTT side (paho's network thread) --------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason: ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:
+            log.error("MQTT connection refused", extra={"reason": str(reason)})
+            return
+        with self._lock:
+            self._generation += 1
+        metrics.MQTT_CONNECTED.set(1)
+        log.info("MQTT connected", extra={"session_present": flags.session_present,
+                                          "subscription": self._subscription})
+        client.subscribe(self._subscription, options=SubscribeOptions(qos=1))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason: ReasonCode, properties: Properties | None) -> None:
+        metrics.MQTT_CONNECTED.set(0)
+        if not self._stopping.is_set():
+            log.warning("MQTT disconnected; reconnecting", extra={"reason": str(reason)})
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._stopping.is_set():
+            return  # left unacknowledged: the broker redelivers it to the next session
+        received = time.monotonic()
+        received_at = datetime.now(UTC)
+        metrics.RECEIVED.inc()
+        payload = bytes(message.payload)
+        outcome = classify(message.topic, payload, self._settings.max_payload_bytes)
+        if isinstance(outcome, Accepted):
+            topic, reason = topics.TELEMETRY, None
+            value = envelope_value(outcome, message.topic, self.gateway_id, received_at)
+        else:
+            topic, reason = topics.TELEMETRY_DLQ, outcome.reason.value
+            value = dlq_value(outcome, payload, self.gateway_id, received_at,
+                              mqtt_topic=message.topic)
+            log.info("rejected to DLQ", extra={"mqtt_topic": message.topic, "reason": reason,
+                                               "detail": outcome.detail})
+        with self._lock:
+            pending = _Pending(message.mid, self._generation, received, reason)
+            self._in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        produce(self._producer, topic, outcome.key, value,
+                on_delivery=lambda err, msg: self._on_delivery(pending, err, msg))
+
+    # -- Kafka side (whichever thread polls the producer) -----------------------------------
+
+    def _on_delivery(self, pending: _Pending, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            # Only permanent errors reach here (message.timeout.ms=0 retries the rest).
+            metrics.PRODUCE_ERRORS.labels(message.topic(), error.name()).inc()
+            log.error("Kafka refused a record; the MQTT message stays unacknowledged",
+                      extra={"topic": message.topic(), "error": str(error)})
+            self._settle()
+            return
+        metrics.KAFKA_UP.set(1)
+        metrics.PRODUCED.labels(message.topic()).inc()
+        metrics.PRODUCE_LATENCY.observe(time.monotonic() - pending.received)
+        if pending.dlq_reason is not None:
+            metrics.DLQ.labels(pending.dlq_reason).inc()
+        with self._lock:
+            current = pending.generation == self._generation
+        if current:
+            self._client.ack(pending.mid, 1)
+            metrics.ACKNOWLEDGED.inc()
+        self._settle()
+
+    def _settle(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        metrics.IN_FLIGHT.dec()
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            metrics.KAFKA_UP.set(0)
+        log.warning("Kafka client error", extra={"error": str(error)})
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then shut down cleanly."""
+        stop = stop or threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            def request_stop(signum: int, frame: FrameType | None) -> None:
+                stop.set()
+            signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self._settings.mqtt.session_expiry_s
+        properties.ReceiveMaximum = self._receive_maximum
+        self._client.connect_async(self._settings.mqtt.host, self._settings.mqtt.port,
+                                   keepalive=30, clean_start=False, properties=properties)
+        self._client.loop_start()
+        log.info("gateway started", extra={"gateway_id": self.gateway_id})
+        try:
+            while not stop.is_set():
+                self._producer.poll(0.1)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop taking messages, flush Kafka, send the last acks, disconnect (session kept)."""
+        self._stopping.set()
+        left = self._producer.flush(SHUTDOWN_FLUSH_SECONDS)
+        time.sleep(0.2)  # let paho's thread write the last PUBACKs before DISCONNECT
+        self._client.disconnect()
+        self._client.loop_stop()
+        log.info("gateway stopped", extra={"unflushed_records": left,
+                                           "in_flight": self._in_flight})
