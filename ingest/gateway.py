@@ -69,6 +69,7 @@ class Gateway:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         # Acks are only valid on the connection that delivered the message: after a reconnect
         # the broker redelivers unacknowledged messages, possibly reusing their packet ids.
         self._generation = 0
@@ -89,6 +90,13 @@ class Gateway:
         log.info("MQTT connected", extra={"session_present": flags.session_present,
                                           "subscription": self._subscription})
         client.subscribe(self._subscription, options=SubscribeOptions(qos=1))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reasons: list[ReasonCode], properties: Properties | None) -> None:
+        if any(reason.is_failure for reason in reasons):
+            log.error("MQTT subscription refused", extra={"reasons": [str(r) for r in reasons]})
+        else:
+            log.info("subscribed", extra={"subscription": self._subscription})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, properties: Properties | None) -> None:

@@ -154,6 +154,61 @@ def gateway(
     ).run()
 
 
+declarations_app = typer.Typer(no_args_is_help=True, help="Customs declarations intake.")
+app.add_typer(declarations_app, name="declarations")
+
+
+@declarations_app.command("load")
+def declarations_load(
+    file: Annotated[Path, typer.Argument(help="JSON Lines (.jsonl) or CSV (.csv) declarations")],
+) -> None:
+    """Validate FILE and produce its declarations to declarations.v1 (exit 4 if any rejected)."""
+    from ingest import declarations
+
+    report = declarations.load(state.settings(), file)
+    err.print(f"loaded {report.produced} declarations from {file}")
+
+
+@app.command("simulate")
+def simulate(
+    devices: Annotated[int, typer.Option(min=3, help="devices in the fleet")] = 50,
+    rate: Annotated[float, typer.Option(min=0, help="messages per second (0 = max)")] = 100.0,
+    duration: Annotated[float | None, typer.Option(min=0, help="seconds to run")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="messages to publish")] = None,
+    seed: Annotated[int, typer.Option(help="same seed, same fleet and anomalies")] = 1,
+    anomaly_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
+    invalid_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
+    declarations_out: Annotated[Path | None, typer.Option(help="write declarations here")] = None,
+    truth: Annotated[Path | None, typer.Option(help="write injected anomalies here")] = None,
+    emit_jsonl: Annotated[Path | None, typer.Option(help="write messages here, not MQTT")] = None,
+    report_out: Annotated[Path | None, typer.Option("--report", help="JSON summary")] = None,
+) -> None:
+    """Simulate a terminal's devices publishing telemetry over MQTT (QoS 1)."""
+    import json
+
+    from ingest import simulate as simulation
+    from ingest.fleet import Fleet, FleetConfig
+
+    if duration is None and count is None:
+        raise ConfigError("give --duration SECONDS or --count MESSAGES (or both)")
+    settings = state.settings()
+    fleet = Fleet(FleetConfig(devices=devices, seed=seed, anomaly_rate=anomaly_rate,
+                              invalid_rate=invalid_rate,
+                              max_payload_bytes=settings.max_payload_bytes))
+    if declarations_out:
+        written = simulation.write_declarations(fleet, declarations_out)
+        err.print(f"wrote {written} declarations to {declarations_out}")
+    report = simulation.run(
+        fleet, fleet.messages(), mqtt_settings=settings.mqtt, rate=rate, total=count,
+        duration=duration, truth_out=truth, emit_jsonl=emit_jsonl,
+        show_progress=err.is_terminal,
+    )
+    summary = json.dumps(report.as_dict())
+    if report_out:
+        report_out.write_text(summary + "\n")
+    err.print(summary, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn our error family into a message and an exit code."""
     try:

@@ -1,0 +1,163 @@
+"""`smartport simulate`: drive a simulated fleet's messages into MQTT (or a JSON Lines file)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ingest.fleet import Fleet, SimMessage
+from ingest.mqtt import new_client
+from schemas import encode
+from smartport.errors import StackError
+from smartport.settings import MqttSettings
+
+_CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class SimulationReport:
+    published: int = 0
+    acknowledged: int = 0
+    refused: int = 0  # PUBACK with a failure reason code (e.g. not authorised)
+    valid: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    anomalies: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"published": self.published, "acknowledged": self.acknowledged,
+                "refused": self.refused, "valid": self.valid, "invalid": dict(self.invalid),
+                "anomalies": dict(self.anomalies), "elapsed_s": round(self.elapsed_s, 3)}
+
+
+class MqttPublisher:
+    """QoS 1 publisher that counts PUBACKs, so callers know what the broker really took."""
+
+    def __init__(self, settings: MqttSettings, client_id: str | None = None,
+                 max_inflight: int = 1000) -> None:
+        self._client = new_client(settings, client_id or f"sim-{uuid.uuid4().hex[:10]}")
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._client.on_publish = self._on_publish
+        self._lock = threading.Lock()
+        self.acknowledged = 0
+        self.refused = 0
+        self._connected = threading.Event()
+        self._client.on_connect = lambda *args: self._connected.set()
+        try:
+            self._client.connect(settings.host, settings.port, keepalive=30)
+        except OSError as exc:
+            raise StackError(f"cannot reach the MQTT broker at {settings.url}: {exc}; is it up? "
+                             "(`smartport stack status`)") from exc
+        self._client.loop_start()
+        if not self._connected.wait(_CONNECT_TIMEOUT_S):
+            raise StackError(f"the MQTT broker at {settings.url} did not accept the connection")
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Properties) -> None:
+        with self._lock:
+            if reason.is_failure:
+                self.refused += 1
+            else:
+                self.acknowledged += 1
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise StackError(f"publishing to {topic} failed: {mqtt.error_string(info.rc)}")
+
+    def close(self, expected: int, timeout: float = 60.0) -> None:
+        """Wait until ``expected`` messages were acknowledged or refused, then disconnect."""
+        deadline = time.monotonic() + timeout
+        while self.acknowledged + self.refused < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def write_declarations(fleet: Fleet, path: Path) -> int:
+    path.write_text("".join(encode(d).decode() + "\n" for d in fleet.declarations))
+    return len(fleet.declarations)
+
+
+def run(
+    fleet: Fleet,
+    messages: Iterable[SimMessage],
+    *,
+    mqtt_settings: MqttSettings | None,
+    rate: float,
+    total: int | None,
+    duration: float | None,
+    truth_out: Path | None = None,
+    emit_jsonl: Path | None = None,
+    show_progress: bool = True,
+) -> SimulationReport:
+    """Publish ``messages`` at ``rate``/s (0 = as fast as possible) until ``total`` or ``duration``.
+
+    With ``emit_jsonl`` the messages are written as {"topic", "payload"} lines instead.
+    """
+    report = SimulationReport()
+    publisher = MqttPublisher(mqtt_settings) if emit_jsonl is None and mqtt_settings else None
+    sink = emit_jsonl.open("w") if emit_jsonl else None
+    truth = truth_out.open("w") if truth_out else None
+    started = time.monotonic()
+    deadline = started + duration if duration else None
+    progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), disable=not show_progress)
+    try:
+        with progress:
+            task = progress.add_task("messages", total=total)
+            for message in messages:
+                if total is not None and report.published >= total:
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if rate > 0:
+                    due = started + report.published / rate
+                    if due > now:
+                        time.sleep(due - now)
+                if sink is not None:
+                    sink.write(json.dumps({"topic": message.topic,
+                                           "payload": message.payload.decode()}) + "\n")
+                elif publisher is not None:
+                    publisher.publish(message.topic, message.payload)
+                report.published += 1
+                if message.valid:
+                    report.valid += 1
+                else:
+                    report.invalid[message.invalid_kind or "?"] += 1
+                if message.truth is not None:
+                    report.anomalies[message.truth[1].value] += 1
+                    if truth is not None:
+                        truth.write(json.dumps({"container_no": message.truth[0],
+                                                "rule": message.truth[1].value}) + "\n")
+                if report.published % 500 == 0:
+                    progress.update(task, completed=report.published)
+            progress.update(task, completed=report.published)
+    finally:
+        if publisher is not None:
+            publisher.close(report.published)
+            report.acknowledged, report.refused = publisher.acknowledged, publisher.refused
+        for handle in (sink, truth):
+            if handle is not None:
+                handle.close()
+    report.elapsed_s = time.monotonic() - started
+    if publisher is not None and report.acknowledged + report.refused < report.published:
+        raise StackError(
+            f"the MQTT broker acknowledged only {report.acknowledged} of {report.published} "
+            "messages within 60 s; check the broker's log (`smartport stack status`)"
+        )
+    return report

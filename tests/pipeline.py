@@ -1,0 +1,144 @@
+"""Helpers for integration tests: run our processes, read back what reached Kafka."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import Consumer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from smartport.settings import Settings
+
+SMARTPORT = [sys.executable, "-m", "smartport"]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes
+    value: dict[str, Any]
+
+
+def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": unique("wm")})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+    finally:
+        consumer.close()
+
+
+def read_topic(settings: Settings, topic: str, since: dict[int, int]) -> list[Record]:
+    """Every record of ``topic`` from the ``since`` offsets up to the current end."""
+    end = high_watermarks(settings, topic)
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": unique("read"),
+                         "enable.auto.commit": False})
+    records: list[Record] = []
+    try:
+        todo = {p for p in end if end[p] > since.get(p, 0)}
+        consumer.assign([TopicPartition(topic, p, since.get(p, 0)) for p in todo])
+        deadline = time.monotonic() + 60
+        while todo and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None
+            if offset < end[partition]:
+                records.append(Record(partition, offset, message.key() or b"",
+                                      json.loads(message.value() or b"null")))
+            if offset >= end[partition] - 1:
+                todo.discard(partition)
+    finally:
+        consumer.close()
+    return records
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class GatewayProcess:
+    """A real `smartport gateway` process with its own id and shared-subscription group."""
+
+    def __init__(self, gateway_id: str, share_group: str, log_dir: Path,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.gateway_id = gateway_id
+        self.share_group = share_group
+        self.log_path = log_dir / f"{gateway_id}.log"
+        self._extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProcess:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*SMARTPORT, "gateway", "--gateway-id", self.gateway_id,
+                 "--share-group", self.share_group, *self._extra],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_for(lambda: '"msg": "subscribed"' in self.log_path.read_text()[offset:], 30,
+                 f"gateway {self.gateway_id} to subscribe (log {self.log_path})")
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(60)
+        return self.process.returncode
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def forget_session(self, settings: Settings) -> None:
+        """Delete the broker's persistent session of this gateway (test clean-up)."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.gateway_id,
+                             protocol=mqtt.MQTTv5)
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 0
+        client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
+                       properties=properties)
+        client.loop_start()
+        time.sleep(0.3)
+        client.disconnect()
+        client.loop_stop()
+
+
+def telemetry_ids(records: list[Record]) -> set[tuple[str, int]]:
+    return {(r.value["reading"]["device_id"], r.value["reading"]["seq"]) for r in records}
+
+
+def pids_of(pattern: str) -> list[int]:
+    result = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in result.stdout.split() if int(pid) != os.getpid()]

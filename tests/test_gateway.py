@@ -1,0 +1,232 @@
+"""The gateway against real Mosquitto and Kafka: ordering, DLQ, crashes, outages, scale-out."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from deploy import process
+from deploy.services import Kafka
+from deploy.stack import up
+from ingest.fleet import Fleet, FleetConfig, SimMessage
+from ingest.simulate import MqttPublisher
+from schemas import topics
+from smartport.settings import Settings
+from tests.pipeline import (
+    GatewayProcess,
+    high_watermarks,
+    read_topic,
+    telemetry_ids,
+    unique,
+    wait_for,
+)
+
+pytestmark = pytest.mark.stack
+
+StartGateway = Callable[..., GatewayProcess]
+
+
+@pytest.fixture
+def start_gateway(stack: Settings, tmp_path: Path) -> Iterator[StartGateway]:
+    group = unique("test")
+    started: list[GatewayProcess] = []
+
+    def start(name: str = "gw", extra: tuple[str, ...] = ()) -> GatewayProcess:
+        gateway = GatewayProcess(f"{group}-{name}", group, tmp_path, extra).start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        if gateway.alive:
+            gateway.stop()
+        gateway.forget_session(stack)
+
+
+def fleet_messages(count: int, seed: int, prefix: str, **config: object) -> list[SimMessage]:
+    """``count`` valid messages of a fleet whose device ids start with ``prefix``."""
+    fleet = Fleet(FleetConfig(devices=30, seed=seed, **config))  # type: ignore[arg-type]
+    renamed = []
+    for message in islice(fleet.messages(), count):
+        device = f"{prefix}-{message.device_id}"
+        topic = message.topic.replace(f"/{message.device_id}/", f"/{device}/")
+        payload = message.payload.replace(f'"{message.device_id}"'.encode(), f'"{device}"'.encode())
+        renamed.append(SimMessage(topic, payload, device, message.seq, message.invalid_kind))
+    return renamed
+
+
+def publish(settings: Settings, messages: list[SimMessage], rate: float = 0) -> None:
+    publisher = MqttPublisher(settings.mqtt)
+    started = time.monotonic()
+    for index, message in enumerate(messages):
+        if rate:
+            delay = started + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        publisher.publish(message.topic, message.payload)
+    publisher.close(len(messages))
+    assert publisher.acknowledged == len(messages)
+
+
+def expected_ids(messages: list[SimMessage]) -> set[tuple[str, int]]:
+    return {(m.device_id, m.seq) for m in messages if m.seq is not None}
+
+
+def wait_until_in_kafka(settings: Settings, since: dict[int, int], want: set[tuple[str, int]],
+                        timeout: float = 90) -> list:  # type: ignore[type-arg]
+    found: list = []  # type: ignore[type-arg]
+
+    def arrived() -> bool:
+        found[:] = read_topic(settings, topics.TELEMETRY, since)
+        return want <= telemetry_ids(found)
+
+    try:
+        wait_for(arrived, timeout, "every published reading in telemetry.v1")
+    except AssertionError:
+        missing = want - telemetry_ids(found)
+        raise AssertionError(f"{len(missing)} of {len(want)} readings missing, e.g. "
+                             f"{sorted(missing)[:5]}") from None
+    return found
+
+
+def test_mosquitto_pub_payloads_arrive_in_order(stack: Settings, start_gateway: StartGateway,
+                                                 tmp_path: Path) -> None:
+    start_gateway()
+    since = high_watermarks(stack, topics.TELEMETRY)
+    messages = fleet_messages(1500, seed=11, prefix=unique("mp"))
+    by_topic: dict[str, list[bytes]] = defaultdict(list)
+    for message in messages:
+        by_topic[message.topic].append(message.payload)
+    for topic, payloads in by_topic.items():  # a client we did not write, one topic per call
+        lines = tmp_path / "lines.txt"
+        lines.write_bytes(b"\n".join(payloads) + b"\n")
+        subprocess.run(["mosquitto_pub", "-h", stack.mqtt.host, "-p", str(stack.mqtt.port),
+                        "-q", "1", "-t", topic, "-l"], stdin=lines.open("rb"), check=True,
+                       timeout=60)
+
+    records = wait_until_in_kafka(stack, since, expected_ids(messages))
+    # Kafka orders per partition; a key lives in one partition, so per (key, device) the
+    # readings must appear in the order the device sent them.
+    seqs_by_key: dict[tuple[bytes, str], list[int]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        reading = record.value["reading"]
+        assert record.key == (reading.get("container_no") or reading["device_id"]).encode()
+        seqs_by_key[record.key, reading["device_id"]].append(reading["seq"])
+    for (key, device), seqs in seqs_by_key.items():
+        assert seqs == sorted(seqs), f"{device} readings of key {key!r} out of order in Kafka"
+
+
+BAD_PAYLOADS: dict[str, tuple[bytes, str, str]] = {
+    # name: (payload, reason, words in the detail)
+    "not_json": (b"{temperature: 5", "not_json", "not JSON"),
+    "not_utf8": (b"\xff\xfe\x00garbage", "not_utf8", "not UTF-8"),
+    "wrong_schema": (b'{"kind":"crane","device_id":"DEV","seq":"x"}', "schema", "seq"),
+    "bad_container": (
+        b'{"kind":"container","device_id":"DEV","seq":1,"ts":"2026-11-24T00:00:00Z",'
+        b'"port":"CNSHK","container_no":"CSQU3054384"}', "schema", "want 3"),
+    "spoofed_device": (
+        b'{"kind":"container","device_id":"someone-else","seq":1,"ts":"2026-11-24T00:00:00Z",'
+        b'"port":"CNSHK","container_no":"CSQU3054383"}', "spoofed_topic", "someone-else"),
+    "oversized": (b'{"pad":"' + b"x" * 70_000 + b'"}', "oversized", "limit is 65536"),
+}
+
+
+def test_bad_input_goes_to_the_dlq_with_reasons(stack: Settings,
+                                                 start_gateway: StartGateway) -> None:
+    metrics_port = 19_101
+    start_gateway(extra=("--metrics-port", str(metrics_port)))
+    since_dlq = high_watermarks(stack, topics.TELEMETRY_DLQ)
+    since = high_watermarks(stack, topics.TELEMETRY)
+    device = unique("bad")
+    topic = f"port/CNSHK/container/{device}/telemetry"
+    publisher = MqttPublisher(stack.mqtt)
+    for payload, _, _ in BAD_PAYLOADS.values():
+        publisher.publish(topic, payload.replace(b"DEV", device.encode()))
+    spoofed_kind = BAD_PAYLOADS["bad_container"][0].replace(b"CSQU3054384", b"CSQU3054383")
+    publisher.publish(f"port/CNSHK/drone/{device}/telemetry", spoofed_kind.replace(
+        b"DEV", device.encode()))
+    good = fleet_messages(1, seed=5, prefix=device)
+    publisher.publish(good[0].topic, good[0].payload)
+    publisher.close(len(BAD_PAYLOADS) + 2)
+
+    wait_until_in_kafka(stack, since, expected_ids(good))  # the gateway kept running
+    dlq = {r.value["payload_b64"]: r for r in read_topic(stack, topics.TELEMETRY_DLQ, since_dlq)}
+    for name, (payload, reason, words) in BAD_PAYLOADS.items():
+        raw = payload.replace(b"DEV", device.encode())
+        record = dlq.get(base64.b64encode(raw).decode())
+        assert record is not None, f"{name} not in the DLQ"
+        assert record.value["reason"] == reason, name
+        assert words in record.value["detail"], (name, record.value["detail"])
+        assert record.value["payload_size"] == len(raw)
+        assert record.value["mqtt_topic"] == topic
+        assert record.key == device.encode()
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        text = response.read().decode()
+    assert 'smartport_gateway_dlq_total{reason="oversized"} 1.0' in text
+    assert 'smartport_gateway_dlq_total{reason="schema"} 2.0' in text
+    assert 'smartport_gateway_dlq_total{reason="spoofed_topic"} 2.0' in text
+    assert 'smartport_gateway_dlq_total{reason="not_json"} 1.0' in text
+
+
+def test_sigkill_mid_stream_loses_nothing(stack: Settings, start_gateway: StartGateway) -> None:
+    gateway = start_gateway()
+    since = high_watermarks(stack, topics.TELEMETRY)
+    messages = fleet_messages(6000, seed=12, prefix=unique("kill"))
+    publishing = threading.Thread(target=publish, args=(stack, messages, 1500))
+    publishing.start()
+    time.sleep(1.5)
+    gateway.kill()  # mid-stream: some messages in flight, some queued at the broker
+    time.sleep(1.0)
+    gateway.start()
+    publishing.join()
+    wait_until_in_kafka(stack, since, expected_ids(messages))
+
+
+def test_kafka_outage_is_survived(stack: Settings, start_gateway: StartGateway) -> None:
+    start_gateway()
+    since = high_watermarks(stack, topics.TELEMETRY)
+    messages = fleet_messages(6000, seed=13, prefix=unique("outage"))
+    publishing = threading.Thread(target=publish, args=(stack, messages, 200))
+    publishing.start()
+    kafka = Kafka(stack.state_dir, stack.kafka.partitions)
+    try:
+        time.sleep(3)
+        assert process.stop(kafka.pid_path), "the test needs the stack's own Kafka"
+        time.sleep(15)
+    finally:
+        up(stack)  # restart Kafka; the gateway must recover by itself
+    publishing.join()
+    wait_until_in_kafka(stack, since, expected_ids(messages), timeout=120)
+
+
+def test_two_gateways_split_the_load_and_a_killed_one_loses_nothing(
+    stack: Settings, start_gateway: StartGateway
+) -> None:
+    first, second = start_gateway("a"), start_gateway("b")
+    since = high_watermarks(stack, topics.TELEMETRY)
+    messages = fleet_messages(6000, seed=14, prefix=unique("pair"))
+    publishing = threading.Thread(target=publish, args=(stack, messages, 1500))
+    publishing.start()
+    time.sleep(1.5)
+    first.kill()
+    publishing.join()
+    # Mosquitto keeps the dead gateway's share queued in its persistent session: the first
+    # gateway's messages arrive when it comes back under the same id.
+    first.start()
+    records = wait_until_in_kafka(stack, since, expected_ids(messages))
+    by_gateway: dict[str, int] = defaultdict(int)
+    for record in records:
+        by_gateway[record.value["gateway_id"]] += 1
+    assert by_gateway[first.gateway_id] > 500
+    assert by_gateway[second.gateway_id] > 500
+    assert second.alive
