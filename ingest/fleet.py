@@ -125,8 +125,8 @@ class Fleet:
         number = self._container_number()
         rng = self._rng
         status = rng.choices(list(_STATUS_WEIGHTS), weights=list(_STATUS_WEIGHTS.values()))[0]
-        reefer = ReeferRange(**dict(zip(("min_c", "max_c"), rng.choice(_REEFER_RANGES),
-                                        strict=True))) if rng.random() < 0.25 else None
+        low, high = rng.choice(_REEFER_RANGES)
+        reefer = ReeferRange(min_c=low, max_c=high) if rng.random() < 0.25 else None
         declaration = Declaration(
             declaration_id=f"{self.config.port}-DEC-{index + 1:06d}",
             container_no=number,
@@ -170,7 +170,8 @@ class Fleet:
         device.last_ts = ts
         device.seq += 1
         reading = {"kind": device.kind, "device_id": device.device_id, "seq": device.seq,
-                   "ts": ts.isoformat().replace("+00:00", "Z"), "port": self.config.port, **body}
+                   "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                   "port": self.config.port, **body}
         return SimMessage(
             mqtt_telemetry_topic(self.config.port, device.kind, device.device_id),
             encode(reading), device.device_id, device.seq, truth=truth,
@@ -312,7 +313,8 @@ class Fleet:
         ]
 
     def _reefer_excursion(self, box: _Box, truth: tuple[str, Rule]) -> list[SimMessage]:
-        assert box.declaration is not None and box.declaration.reefer is not None
+        assert box.declaration is not None
+        assert box.declaration.reefer is not None
         return self._burst(box, truth, reefer_temp_c=box.declaration.reefer.max_c + 6.0)
 
     def _undeclared_container(self) -> list[SimMessage]:
@@ -347,5 +349,6 @@ class Fleet:
             if victim is box:  # a one-box fleet: spoof the kind instead
                 topic = mqtt_telemetry_topic(self.config.port, "rtg", device.device_id)
         else:
-            payload = json.dumps({**reading, "padding": "x" * self.config.max_payload_bytes}).encode()
+            padding = "x" * self.config.max_payload_bytes
+            payload = json.dumps({**reading, "padding": padding}).encode()
         return SimMessage(topic, payload, device.device_id, None, invalid_kind=kind)

@@ -19,14 +19,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, Message, Producer
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
 from ingest.kafka import produce, producer_config
-from ingest.mqtt import new_client
+from ingest.mqtt import connect_properties, new_client
 from ingest.records import dlq_value, envelope_value
 from ingest.validation import Accepted, classify
 from schemas import topics
@@ -117,8 +116,8 @@ class Gateway:
             value = envelope_value(outcome, message.topic, self.gateway_id, received_at)
         else:
             topic, reason = topics.TELEMETRY_DLQ, outcome.reason.value
-            value = dlq_value(outcome, payload, self.gateway_id, received_at,
-                              mqtt_topic=message.topic)
+            value = dlq_value(outcome, payload, gateway_id=self.gateway_id,
+                              received_at=received_at, mqtt_topic=message.topic)
             log.info("rejected to DLQ", extra={"mqtt_topic": message.topic, "reason": reason,
                                                "detail": outcome.detail})
         with self._lock:
@@ -170,9 +169,8 @@ class Gateway:
                 stop.set()
             signal.signal(signal.SIGTERM, request_stop)
             signal.signal(signal.SIGINT, request_stop)
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = self._settings.mqtt.session_expiry_s
-        properties.ReceiveMaximum = self._receive_maximum
+        properties = connect_properties(session_expiry_s=self._settings.mqtt.session_expiry_s,
+                                        receive_maximum=self._receive_maximum)
         self._client.connect_async(self._settings.mqtt.host, self._settings.mqtt.port,
                                    keepalive=30, clean_start=False, properties=properties)
         self._client.loop_start()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from smartport.settings import KafkaSettings
 
@@ -41,3 +43,46 @@ def produce(producer: Producer, topic: str, key: bytes, value: bytes, **kwargs: 
         else:
             producer.poll(0)
             return
+
+
+def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    """The next offset of every partition of ``topic`` (where a reader starting now begins)."""
+    consumer = Consumer({**kafka.client_config(), "group.id": "smartport-watermarks"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+    finally:
+        consumer.close()
+
+
+def read_range(
+    kafka: KafkaSettings, topic: str, since: dict[int, int], timeout: float = 60.0
+) -> Iterator[Message]:
+    """Every record of ``topic`` from the ``since`` offsets up to the end as of the call.
+
+    Reads by assignment, without a consumer group commit: for reports and verification.
+    """
+    end = high_watermarks(kafka, topic)
+    todo = {p for p in end if end[p] > since.get(p, 0)}
+    if not todo:
+        return
+    consumer = Consumer({**kafka.client_config(), "group.id": "smartport-reader",
+                         "enable.auto.commit": False, "enable.partition.eof": False})
+    try:
+        consumer.assign([TopicPartition(topic, p, since.get(p, 0)) for p in todo])
+        deadline = time.monotonic() + timeout
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} from Kafka took longer than {timeout:.0f} s")
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error():
+                    continue
+                partition, offset = message.partition(), message.offset()
+                if partition is None or offset is None or offset >= end[partition]:
+                    continue
+                yield message
+                if offset >= end[partition] - 1:
+                    todo.discard(partition)
+    finally:
+        consumer.close()

@@ -18,6 +18,7 @@ def envelope_value(accepted: Accepted, topic: str, gateway_id: str, received_at:
 def dlq_value(
     rejected: Rejected,
     payload: bytes,
+    *,
     gateway_id: str,
     received_at: datetime,
     source: str = "mqtt",

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
@@ -87,6 +87,29 @@ class MqttPublisher:
         self._client.loop_stop()
 
 
+def _pace(started: float, sent: int, rate: float, deadline: float | None) -> bool:
+    """Sleep until the next message is due at ``rate``; False once ``deadline`` has passed."""
+    now = time.monotonic()
+    if deadline is not None and now >= deadline:
+        return False
+    if rate > 0 and started + sent / rate > now:
+        time.sleep(started + sent / rate - now)
+    return True
+
+
+def _record(report: SimulationReport, message: SimMessage, truth: TextIO | None) -> None:
+    report.published += 1
+    if message.valid:
+        report.valid += 1
+    else:
+        report.invalid[message.invalid_kind or "?"] += 1
+    if message.truth is not None:
+        container_no, rule = message.truth
+        report.anomalies[rule.value] += 1
+        if truth is not None:
+            truth.write(json.dumps({"container_no": container_no, "rule": rule.value}) + "\n")
+
+
 def write_declarations(fleet: Fleet, path: Path) -> int:
     path.write_text("".join(encode(d).decode() + "\n" for d in fleet.declarations))
     return len(fleet.declarations)
@@ -122,28 +145,14 @@ def run(
             for message in messages:
                 if total is not None and report.published >= total:
                     break
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
+                if not _pace(started, report.published, rate, deadline):
                     break
-                if rate > 0:
-                    due = started + report.published / rate
-                    if due > now:
-                        time.sleep(due - now)
                 if sink is not None:
                     sink.write(json.dumps({"topic": message.topic,
                                            "payload": message.payload.decode()}) + "\n")
                 elif publisher is not None:
                     publisher.publish(message.topic, message.payload)
-                report.published += 1
-                if message.valid:
-                    report.valid += 1
-                else:
-                    report.invalid[message.invalid_kind or "?"] += 1
-                if message.truth is not None:
-                    report.anomalies[message.truth[1].value] += 1
-                    if truth is not None:
-                        truth.write(json.dumps({"container_no": message.truth[0],
-                                                "rule": message.truth[1].value}) + "\n")
+                _record(report, message, truth)
                 if report.published % 500 == 0:
                     progress.update(task, completed=report.published)
             progress.update(task, completed=report.published)

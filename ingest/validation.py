@@ -52,7 +52,7 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 def classify(topic: str, payload: bytes, max_payload_bytes: int) -> Accepted | Rejected:
-    """Validate one message: size, encoding, JSON, schema, and that the topic matches the payload."""
+    """Validate one message: size, encoding, JSON, schema, and that its topic matches it."""
     named = parse_telemetry_topic(topic)
     device_id = named.device_id if named else None
     if len(payload) > max_payload_bytes:

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from ingest import kafka
+from ingest.mqtt import connect_properties
 from smartport.settings import Settings
 
 SMARTPORT = [sys.executable, "-m", "smartport"]
@@ -38,38 +37,18 @@ class Record:
 
 
 def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": unique("wm")})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions}
-    finally:
-        consumer.close()
+    return kafka.high_watermarks(settings.kafka, topic)
 
 
 def read_topic(settings: Settings, topic: str, since: dict[int, int]) -> list[Record]:
     """Every record of ``topic`` from the ``since`` offsets up to the current end."""
-    end = high_watermarks(settings, topic)
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": unique("read"),
-                         "enable.auto.commit": False})
-    records: list[Record] = []
-    try:
-        todo = {p for p in end if end[p] > since.get(p, 0)}
-        consumer.assign([TopicPartition(topic, p, since.get(p, 0)) for p in todo])
-        deadline = time.monotonic() + 60
-        while todo and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is None or message.error():
-                continue
-            partition, offset = message.partition(), message.offset()
-            assert partition is not None and offset is not None
-            if offset < end[partition]:
-                records.append(Record(partition, offset, message.key() or b"",
-                                      json.loads(message.value() or b"null")))
-            if offset >= end[partition] - 1:
-                todo.discard(partition)
-    finally:
-        consumer.close()
+    records = []
+    for message in kafka.read_range(settings.kafka, topic, since):
+        partition, offset = message.partition(), message.offset()
+        assert partition is not None
+        assert offset is not None
+        records.append(Record(partition, offset, message.key() or b"",
+                              json.loads(message.value() or b"null")))
     return records
 
 
@@ -125,10 +104,8 @@ class GatewayProcess:
         """Delete the broker's persistent session of this gateway (test clean-up)."""
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.gateway_id,
                              protocol=mqtt.MQTTv5)
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 0
         client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
-                       properties=properties)
+                       properties=connect_properties(session_expiry_s=0))
         client.loop_start()
         time.sleep(0.3)
         client.disconnect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import threading
 import time
@@ -13,6 +14,9 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from deploy import process
 from deploy.services import Kafka
@@ -79,6 +83,10 @@ def publish(settings: Settings, messages: list[SimMessage], rate: float = 0) -> 
 
 def expected_ids(messages: list[SimMessage]) -> set[tuple[str, int]]:
     return {(m.device_id, m.seq) for m in messages if m.seq is not None}
+
+
+def ids_of(message: SimMessage) -> set[tuple[str, int]]:
+    return expected_ids([message])
 
 
 def wait_until_in_kafka(settings: Settings, since: dict[int, int], want: set[tuple[str, int]],
@@ -230,3 +238,47 @@ def test_two_gateways_split_the_load_and_a_killed_one_loses_nothing(
     assert by_gateway[first.gateway_id] > 500
     assert by_gateway[second.gateway_id] > 500
     assert second.alive
+
+
+fuzz_payloads = st.lists(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(lambda v: json.dumps(v).encode(), st.dictionaries(
+            st.sampled_from(["kind", "device_id", "seq", "ts", "port", "container_no", "door",
+                             "reefer_temp_c", "event", "x"]),
+            st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.text(max_size=16),
+                      st.sampled_from(["container", "crane", "CSQU3054383", "CNSHK"])))),
+    ),
+    min_size=50, max_size=50, unique=True,
+)
+
+
+def test_arbitrary_payloads_never_crash_the_gateway(
+    stack: Settings, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway("fuzz")
+
+    @hypothesis_settings(max_examples=3, deadline=None)
+    @given(payloads=fuzz_payloads)
+    def every_payload_is_accounted_for(payloads: list[bytes]) -> None:
+        since_dlq = high_watermarks(stack, topics.TELEMETRY_DLQ)
+        since = high_watermarks(stack, topics.TELEMETRY)
+        device = unique("fuzz")
+        topic = f"port/CNSHK/container/{device}/telemetry"
+        publisher = MqttPublisher(stack.mqtt)
+        for payload in payloads:
+            publisher.publish(topic, payload)
+        sentinel = fleet_messages(1, seed=6, prefix=device)[0]
+        publisher.publish(sentinel.topic, sentinel.payload)
+        publisher.close(len(payloads) + 1)
+
+        wait_until_in_kafka(stack, since, ids_of(sentinel))
+        assert gateway.alive
+        rejected = {base64.b64decode(r.value["payload_b64"])
+                    for r in read_topic(stack, topics.TELEMETRY_DLQ, since_dlq)
+                    if r.value.get("mqtt_topic") == topic}
+        accepted = [r for r in read_topic(stack, topics.TELEMETRY, since)
+                    if r.value["mqtt_topic"] == topic]
+        assert len(rejected) + len(accepted) == len(payloads)
+
+    every_payload_is_accounted_for()

@@ -1,0 +1,127 @@
+"""The gateway's accept/reject decision, table-driven, plus a property test on arbitrary bytes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.records import dlq_value, envelope_value
+from ingest.validation import Accepted, Rejected, classify
+from schemas import DlqRecord, GatewayEnvelope, RejectReason
+from tests.helpers import container_reading, crane_reading, rtg_reading
+
+LIMIT = 65_536
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+
+
+def _bytes(value: dict[str, Any]) -> bytes:
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "key"),
+    [
+        ("port/CNSHK/crane/qc-01/telemetry", _bytes(crane_reading()), b"CSQU3054383"),
+        ("port/CNSHK/crane/qc-01/telemetry",
+         _bytes(crane_reading(event="heartbeat", container_no=None)), b"qc-01"),
+        ("port/CNSHK/container/tracker-CSQU3054383/telemetry", _bytes(container_reading()),
+         b"CSQU3054383"),
+        ("port/CNSHK/rtg/rtg-07/telemetry", _bytes(rtg_reading()), b"BICU1234565"),
+    ],
+    ids=["crane", "heartbeat-keyed-by-device", "container", "rtg"],
+)
+def test_accepted_and_keyed(topic: str, payload: bytes, key: bytes) -> None:
+    outcome = classify(topic, payload, LIMIT)
+    assert isinstance(outcome, Accepted)
+    assert outcome.key == key
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason", "detail"),
+    [
+        ("port/CNSHK/crane/qc-01/telemetry", b"x" * (LIMIT + 1), RejectReason.OVERSIZED,
+         "payload is 65537 bytes, the limit is 65536"),
+        ("port/CNSHK/crane/qc-01/status", _bytes(crane_reading()), RejectReason.BAD_TOPIC,
+         "is not port/<locode>/<kind>/<device_id>/telemetry"),
+        ("port/CNSHK/crane/qc-01/telemetry", b"\xc3\x28", RejectReason.NOT_UTF8, "not UTF-8"),
+        ("port/CNSHK/crane/qc-01/telemetry", b'{"kind": ', RejectReason.NOT_JSON, "not JSON"),
+        ("port/CNSHK/crane/qc-01/telemetry", _bytes(crane_reading(load_kg=-5)),
+         RejectReason.SCHEMA, "crane.load_kg: Input should be greater than or equal to 0"),
+        ("port/CNSHK/crane/qc-02/telemetry", _bytes(crane_reading()),
+         RejectReason.SPOOFED_TOPIC, "device_id 'qc-01' in payload but 'qc-02' in topic"),
+        ("port/NLRTM/crane/qc-01/telemetry", _bytes(crane_reading()),
+         RejectReason.SPOOFED_TOPIC, "port 'CNSHK' in payload but 'NLRTM' in topic"),
+        ("port/CNSHK/rtg/qc-01/telemetry", _bytes(crane_reading()),
+         RejectReason.SPOOFED_TOPIC, "kind 'crane' in payload but 'rtg' in topic"),
+    ],
+    ids=["oversized", "bad-topic", "not-utf8", "not-json", "schema", "spoofed-device",
+         "spoofed-port", "spoofed-kind"],
+)
+def test_rejected_with_reason(topic: str, payload: bytes, reason: RejectReason,
+                              detail: str) -> None:
+    outcome = classify(topic, payload, LIMIT)
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason is reason
+    assert detail in outcome.detail
+
+
+def test_rejected_key_is_the_topic_device_or_unknown() -> None:
+    spoofed = classify("port/CNSHK/crane/qc-02/telemetry", b"{", LIMIT)
+    assert spoofed.key == b"qc-02"
+    assert classify("elsewhere", b"{}", LIMIT).key == b"unknown"
+
+
+def test_long_schema_errors_are_summarised() -> None:
+    seven_errors = (b'{"kind":"crane","seq":"a","ts":1,"port":1,"event":1,"load_kg":"x",'
+                    b'"bay":"y"}')  # and device_id is missing
+    outcome = classify("port/CNSHK/crane/qc-01/telemetry", seven_errors, LIMIT)
+    assert isinstance(outcome, Rejected)
+    assert outcome.detail.count(";") == 5
+    assert outcome.detail.endswith("; and 2 more")
+
+
+def test_records_round_trip() -> None:
+    accepted = classify("port/CNSHK/crane/qc-01/telemetry", _bytes(crane_reading()), LIMIT)
+    assert isinstance(accepted, Accepted)
+    envelope = GatewayEnvelope.model_validate_json(
+        envelope_value(accepted, "port/CNSHK/crane/qc-01/telemetry", "gw-1", NOW))
+    assert envelope.reading == accepted.reading
+    raw = b"\x00\xffnot json"
+    rejected = classify("port/CNSHK/crane/qc-01/telemetry", raw, LIMIT)
+    assert isinstance(rejected, Rejected)
+    value = dlq_value(rejected, raw, gateway_id="gw-1", received_at=NOW)
+    record = DlqRecord.model_validate_json(value)
+    assert record.payload == raw
+    assert record.reason is RejectReason.NOT_UTF8
+
+
+topics_strategy = st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda a, b, c: f"port/{a}/{b}/{c}/telemetry",
+              st.text(max_size=8), st.sampled_from(["crane", "rtg", "container", "x"]),
+              st.text(max_size=12)),
+)
+payload_strategy = st.one_of(
+    st.binary(max_size=512),
+    st.builds(lambda v: json.dumps(v).encode(), st.dictionaries(
+        st.sampled_from([*list(crane_reading()), "extra"]),
+        st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=20), st.booleans()),
+    )),
+)
+
+
+@settings(max_examples=400)
+@given(topics_strategy, payload_strategy)
+def test_classify_never_raises(topic: str, payload: bytes) -> None:
+    outcome = classify(topic, payload, 256)
+    assert isinstance(outcome, Accepted | Rejected)
+    if isinstance(outcome, Rejected):
+        assert outcome.detail
+        # The DLQ record of anything can be built and keeps the bytes exactly.
+        value = dlq_value(outcome, payload, gateway_id="gw", received_at=NOW)
+        assert DlqRecord.model_validate_json(value).payload == payload
