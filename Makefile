@@ -12,7 +12,7 @@ setup:
 
 lint:
 	.venv/bin/ruff check .
-	.venv/bin/mypy
+	.venv/bin/mypy .
 
 stack-down:
 	.venv/bin/smartport stack down

@@ -209,6 +209,23 @@ def simulate(
     err.print(summary, highlight=False, soft_wrap=True)
 
 
+@app.command("demo")
+def demo(
+    duration: Annotated[float, typer.Option(min=1, help="seconds of simulated traffic")] = 60.0,
+    rate: Annotated[float, typer.Option(min=1, help="messages per second")] = 500.0,
+    devices: Annotated[int, typer.Option(min=3, help="devices in the fleet")] = 200,
+    seed: Annotated[int, typer.Option(help="fleet seed")] = 1,
+) -> None:
+    """The main job: fleet → MQTT → gateway → Kafka for DURATION, then reconcile every count."""
+    from deploy import demo as main_job
+
+    report = main_job.run(state.settings(), duration=duration, rate=rate, devices=devices,
+                          seed=seed, console=err)
+    main_job.render(report, out)
+    if not report.reconciled:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn our error family into a message and an exit code."""
     try:
