@@ -1,0 +1,1 @@
+"""Ledger anchoring: Merkle trees over Kafka batches, ledgers, receipts, verification."""

@@ -1,0 +1,203 @@
+"""Gateway benchmark: MQTT QoS 1 in → Kafka acknowledged, against `mosquitto_sub | kcat`.
+
+Runs on the local stack (`smartport stack up`). Two measurements per pipeline:
+
+1. throughput: N pre-generated readings published as fast as P publisher processes can; the
+   figure is N / (time until the last reading is readable in Kafka).
+2. latency: readings published at a fixed rate; publish → readable-in-Kafka p50/p99, where the
+   publish time is the scheduled time of each message (publisher lag counts against us).
+
+The baseline (`mosquitto_sub -q 1 ... | kcat -P`) acknowledges on receipt and validates
+nothing: it is what a user might pick instead, not an equivalent.
+
+    .venv/bin/python bench/gateway_throughput.py --messages 100000 --gateways 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ingest.fleet import Fleet, FleetConfig
+from ingest.kafka import high_watermarks
+from ingest.simulate import MqttPublisher
+from schemas import topics
+from smartport.settings import Settings
+
+BASELINE_TOPIC = "bench.baseline.v1"
+RESULTS = Path(__file__).with_name("results")
+
+
+def messages(count: int, seed: int) -> list[tuple[str, bytes, str, int]]:
+    fleet = Fleet(FleetConfig(devices=500, seed=seed))
+    return [(m.topic, m.payload, m.device_id, m.seq or 0)
+            for m in islice(fleet.messages(), count)]
+
+
+def _publish(args: tuple[list[tuple[str, bytes]], float, float]) -> None:
+    batch, rate, start_at = args
+    settings = Settings()
+    publisher = MqttPublisher(settings.mqtt, max_inflight=2000)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    for index, (topic, payload) in enumerate(batch):
+        if rate:
+            delay = start_at + index / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        publisher.publish(topic, payload)
+    publisher.close(len(batch), timeout=300)
+
+
+class Arrivals:
+    """Reads a topic from its current end and records when each (device_id, seq) shows up."""
+
+    def __init__(self, settings: Settings, topic: str, enveloped: bool) -> None:
+        self._enveloped = enveloped
+        self._consumer = Consumer({**settings.kafka.client_config(),
+                                   "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                                   "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        since = high_watermarks(settings.kafka, topic)
+        self._consumer.assign([TopicPartition(topic, p, o) for p, o in since.items()])
+        self.seen: dict[tuple[str, int], float] = {}
+
+    def until(self, want: set[tuple[str, int]], timeout: float, idle: float = 15.0) -> None:
+        """Until all of ``want`` arrived, or nothing new came for ``idle`` s after the first."""
+        deadline = time.time() + timeout
+        last_new = time.time() + 60  # grace for the publishers to start
+        while not want <= self.seen.keys() and time.time() < min(deadline, last_new + idle):
+            for message in self._consumer.consume(5000, timeout=0.2):
+                last_new = max(last_new, time.time())
+                if message.error():
+                    continue
+                now = time.time()
+                value = json.loads(message.value() or b"{}")
+                reading = value.get("reading", value) if self._enveloped else value
+                self.seen.setdefault((reading.get("device_id"), reading.get("seq")), now)
+        self._consumer.close()
+
+
+@contextmanager
+def gateways(count: int) -> Iterator[None]:
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    processes = []
+    for index in range(count):
+        log = open(f"/tmp/{group}-{index}.log", "wb")  # noqa: SIM115
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "smartport", "gateway", "--gateway-id", f"{group}-{index}",
+             "--share-group", group, "--log-level", "WARNING"], stdout=log, stderr=log))
+    time.sleep(3)
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(60)
+
+
+@contextmanager
+def baseline(settings: Settings) -> Iterator[None]:
+    admin = AdminClient(settings.kafka.client_config())
+    if BASELINE_TOPIC not in admin.list_topics(timeout=10).topics:
+        admin.create_topics([NewTopic(BASELINE_TOPIC, settings.kafka.partitions, 1)])[
+            BASELINE_TOPIC].result()
+    sub = subprocess.Popen(
+        ["stdbuf", "-oL", "mosquitto_sub", "-h", settings.mqtt.host, "-p", str(settings.mqtt.port), "-q", "1",
+         "-V", "mqttv5", "-t", f"$share/bench-base/{topics.MQTT_TELEMETRY_FILTER}"],
+        stdout=subprocess.PIPE)
+    kcat = subprocess.Popen(["kcat", "-P", "-b", settings.kafka.bootstrap_servers,
+                             "-t", BASELINE_TOPIC, "-z", "lz4"], stdin=sub.stdout)
+    time.sleep(2)
+    try:
+        yield
+    finally:
+        sub.terminate()
+        sub.wait(10)
+        kcat.wait(30)
+
+
+def run(settings: Settings, batch: list[tuple[str, bytes, str, int]], publishers: int,
+        rate: float, enveloped: bool, topic: str) -> dict[str, float]:
+    arrivals = Arrivals(settings, topic, enveloped)
+    start_at = time.time() + 3.0  # after the publisher processes have started
+    slices = [batch[i::publishers] for i in range(publishers)]
+    per_publisher = rate / publishers if rate else 0.0
+    pool = multiprocessing.get_context("spawn").Pool(publishers)
+    result = pool.map_async(_publish, [([(t, p) for t, p, _, _ in s], per_publisher, start_at)
+                                       for s in slices])
+    arrivals.until({(d, s) for _, _, d, s in batch}, timeout=600)
+    result.get(600)
+    pool.close()
+    got = [arrivals.seen.get((d, s)) for _, _, d, s in batch]
+    arrived = [t for t in got if t is not None]
+    figures: dict[str, float] = {"messages": len(batch), "arrived": len(arrived),
+                                 "seconds": max(arrived) - start_at if arrived else 0.0}
+    figures["msg_per_s"] = len(arrived) / figures["seconds"] if arrived else 0.0
+    if rate:
+        latencies = []
+        for index, slice_ in enumerate(slices):
+            for position, (_, _, device, seq) in enumerate(slice_):
+                seen = arrivals.seen.get((device, seq))
+                if seen is not None:
+                    latencies.append(seen - (start_at + position / per_publisher))
+            del index
+        quantiles = statistics.quantiles(latencies, n=100)
+        figures["p50_ms"], figures["p99_ms"] = quantiles[49] * 1000, quantiles[98] * 1000
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--gateways", type=int, default=1)
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--latency-rate", type=float, default=5000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    args = parser.parse_args()
+    if not shutil.which("mosquitto_sub") or not shutil.which("kcat"):
+        sys.exit("mosquitto_sub and kcat are needed: run `smartport stack up` first")
+    settings = Settings()
+    batch = messages(args.messages, seed=1)
+    latency_batch = messages(int(args.latency_rate * args.latency_seconds), seed=2)
+    results: dict[str, dict[str, float]] = {}
+    with gateways(args.gateways):
+        results["gateway_throughput"] = run(settings, batch, args.publishers, 0, True,
+                                            topics.TELEMETRY)
+        results["gateway_latency"] = run(settings, latency_batch, args.publishers,
+                                         args.latency_rate, True, topics.TELEMETRY)
+    with baseline(settings):
+        results["baseline_throughput"] = run(settings, batch, args.publishers, 0, False,
+                                             BASELINE_TOPIC)
+        results["baseline_latency"] = run(settings, latency_batch, args.publishers,
+                                          args.latency_rate, False, BASELINE_TOPIC)
+    ratio = (results["gateway_throughput"]["msg_per_s"]
+             / max(results["baseline_throughput"]["msg_per_s"], 1e-9))
+    summary = {"args": vars(args), "results": results, "throughput_ratio": ratio}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "gateway_throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{'run':<22}{'arrived':>10}{'msg/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, figures in results.items():
+        print(f"{name:<22}{figures['arrived']:>10.0f}{figures['msg_per_s']:>10.0f}"
+              f"{figures.get('p50_ms', float('nan')):>10.1f}"
+              f"{figures.get('p99_ms', float('nan')):>10.1f}")
+    print(f"throughput ratio gateway / baseline: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
