@@ -118,8 +118,8 @@ def baseline(settings: Settings) -> Iterator[None]:
         admin.create_topics([NewTopic(BASELINE_TOPIC, settings.kafka.partitions, 1)])[
             BASELINE_TOPIC].result()
     sub = subprocess.Popen(
-        ["stdbuf", "-oL", "mosquitto_sub", "-h", settings.mqtt.host, "-p", str(settings.mqtt.port), "-q", "1",
-         "-V", "mqttv5", "-t", f"$share/bench-base/{topics.MQTT_TELEMETRY_FILTER}"],
+        ["stdbuf", "-oL", "mosquitto_sub", "-h", settings.mqtt.host,
+         "-p", str(settings.mqtt.port), "-q", "1", "-V", "mqttv5", "-t", f"$share/bench-base/{topics.MQTT_TELEMETRY_FILTER}"],
         stdout=subprocess.PIPE)
     kcat = subprocess.Popen(["kcat", "-P", "-b", settings.kafka.bootstrap_servers,
                              "-t", BASELINE_TOPIC, "-z", "lz4"], stdin=sub.stdout)
@@ -132,15 +132,15 @@ def baseline(settings: Settings) -> Iterator[None]:
         kcat.wait(30)
 
 
-def run(settings: Settings, batch: list[tuple[str, bytes, str, int]], publishers: int,
+def run(settings: Settings, batch: list[tuple[str, bytes, str, int]], *, publishers: int,
         rate: float, enveloped: bool, topic: str) -> dict[str, float]:
     arrivals = Arrivals(settings, topic, enveloped)
     start_at = time.time() + 3.0  # after the publisher processes have started
     slices = [batch[i::publishers] for i in range(publishers)]
     per_publisher = rate / publishers if rate else 0.0
     pool = multiprocessing.get_context("spawn").Pool(publishers)
-    result = pool.map_async(_publish, [([(t, p) for t, p, _, _ in s], per_publisher, start_at)
-                                       for s in slices])
+    jobs = [([(t, p) for t, p, _, _ in s], per_publisher, start_at) for s in slices]
+    result = pool.map_async(_publish, jobs)
     arrivals.until({(d, s) for _, _, d, s in batch}, timeout=600)
     result.get(600)
     pool.close()
@@ -177,15 +177,17 @@ def main() -> None:
     latency_batch = messages(int(args.latency_rate * args.latency_seconds), seed=2)
     results: dict[str, dict[str, float]] = {}
     with gateways(args.gateways):
-        results["gateway_throughput"] = run(settings, batch, args.publishers, 0, True,
-                                            topics.TELEMETRY)
-        results["gateway_latency"] = run(settings, latency_batch, args.publishers,
-                                         args.latency_rate, True, topics.TELEMETRY)
+        results["gateway_throughput"] = run(settings, batch, publishers=args.publishers,
+                                            rate=0, enveloped=True, topic=topics.TELEMETRY)
+        results["gateway_latency"] = run(settings, latency_batch, publishers=args.publishers,
+                                         rate=args.latency_rate, enveloped=True,
+                                         topic=topics.TELEMETRY)
     with baseline(settings):
-        results["baseline_throughput"] = run(settings, batch, args.publishers, 0, False,
-                                             BASELINE_TOPIC)
-        results["baseline_latency"] = run(settings, latency_batch, args.publishers,
-                                          args.latency_rate, False, BASELINE_TOPIC)
+        results["baseline_throughput"] = run(settings, batch, publishers=args.publishers,
+                                             rate=0, enveloped=False, topic=BASELINE_TOPIC)
+        results["baseline_latency"] = run(settings, latency_batch, publishers=args.publishers,
+                                          rate=args.latency_rate, enveloped=False,
+                                          topic=BASELINE_TOPIC)
     ratio = (results["gateway_throughput"]["msg_per_s"]
              / max(results["baseline_throughput"]["msg_per_s"], 1e-9))
     summary = {"args": vars(args), "results": results, "throughput_ratio": ratio}

@@ -27,6 +27,9 @@ CLICKHOUSE_PORT = 9000
 CLICKHOUSE_HTTP_PORT = 8123
 ANVIL_PORT = 8545
 ANVIL_CHAIN_ID = 31337
+# The first account of anvil's public development mnemonic ("test test ... junk"): a key
+# everybody knows, for the local chain only. Written to .stack/anvil/dev.key for the EVM ledger.
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 GATEWAY_MQTT_USER = "smartport-gateway"
 
 
@@ -225,8 +228,14 @@ class Anvil(Service):
     def install(self) -> None:
         install.ensure_anvil(self.home / "npm")
 
+    @property
+    def dev_key_file(self) -> Path:
+        return self.home / "dev.key"
+
     def prepare(self) -> list[str]:
         binary = install.ensure_anvil(self.home / "npm")
+        self.dev_key_file.write_text(ANVIL_DEV_KEY + "\n")
+        self.dev_key_file.chmod(0o600)
         return [str(binary), "--host", HOST, "--port", str(self.port),
                 "--chain-id", str(ANVIL_CHAIN_ID), "--silent"]
 

@@ -1,7 +1,14 @@
 """Message models, identifiers, the canonical encoding and the topic names of smartport."""
 
 from schemas.alert import Alert, AlertState, Evidence, Rule, Severity
-from schemas.anchoring import AnchorManifest, Receipt, RecordRef
+from schemas.anchoring import (
+    AggregateProof,
+    AnchorManifest,
+    AnchorRecord,
+    LedgerRef,
+    Receipt,
+    RecordRef,
+)
 from schemas.base import SCHEMA_VERSION, Message
 from schemas.canonical import encode
 from schemas.declaration import Declaration, DeclarationStatus, parse_declaration
@@ -16,9 +23,11 @@ from schemas.telemetry import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AggregateProof",
     "Alert",
     "AlertState",
     "AnchorManifest",
+    "AnchorRecord",
     "ContainerReading",
     "CraneReading",
     "Declaration",
@@ -26,6 +35,7 @@ __all__ = [
     "DlqRecord",
     "Evidence",
     "GatewayEnvelope",
+    "LedgerRef",
     "Message",
     "Receipt",
     "RecordRef",

@@ -1,4 +1,4 @@
-"""Anchor manifests and receipts (the anchoring issue refines these)."""
+"""Anchoring messages: batch manifests, their aggregation into one ledger entry, receipts."""
 
 from __future__ import annotations
 
@@ -11,37 +11,63 @@ from schemas.identifiers import UtcDatetime
 
 HashHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 HashAlgorithm = Literal["blake3", "sha256"]
+Offset = Annotated[int, Field(ge=0)]
 
 
 class AnchorManifest(Message):
-    """One Merkle batch of a (topic, partition) offset range (value of ``anchors.v1``)."""
+    """One Merkle batch: the values of a (topic, partition) offset range, in offset order."""
 
     batch_id: Annotated[str, Field(min_length=1, max_length=256)]
     topic: str
-    partition: Annotated[int, Field(ge=0)]
-    first_offset: Annotated[int, Field(ge=0)]
-    last_offset: Annotated[int, Field(ge=0)]
+    partition: Offset
+    first_offset: Offset
+    last_offset: Offset
     count: Annotated[int, Field(ge=1)]
     root: HashHex
     hash_alg: HashAlgorithm
-    prev_manifest_hash: HashHex | None = None
-    created_at: UtcDatetime
-    ledger_ref: str | None = None
+    prev_manifest_hash: HashHex | None = Field(
+        None, description="hash of this partition's previous manifest: a hash chain")
+    created_at: UtcDatetime = Field(description="timestamp of the batch's last Kafka record")
+
+
+class AggregateProof(Message):
+    """Where a manifest sits in the Merkle tree whose root one ledger entry anchors."""
+
+    root: HashHex
+    index: Offset
+    size: Annotated[int, Field(ge=1)]
+    proof: tuple[HashHex, ...]
+
+
+class LedgerRef(Message):
+    """Where an aggregate root was anchored."""
+
+    kind: Literal["file", "evm"]
+    ledger_id: str = Field(description="file: signing key fingerprint; evm: 'eip155:<chain id>'")
+    entry: str = Field(description="file: entry index; evm: transaction hash")
+
+
+class AnchorRecord(Message):
+    """Value of ``anchors.v1``: a batch manifest with its aggregate proof and ledger reference."""
+
+    manifest: AnchorManifest
+    aggregate: AggregateProof
+    ledger: LedgerRef
 
 
 class RecordRef(Message):
     topic: str
-    partition: Annotated[int, Field(ge=0)]
-    offset: Annotated[int, Field(ge=0)]
-    value_b64: str
+    partition: Offset
+    offset: Offset
+    leaf_hash: HashHex = Field(description="H(0x00 || record value bytes)")
 
 
 class Receipt(Message):
-    """Everything a third party needs to verify one record offline, plus the ledger reference."""
+    """Everything a third party needs to verify one record offline, plus the ledger lookup."""
 
     record: RecordRef
-    manifest: AnchorManifest
-    leaf_index: Annotated[int, Field(ge=0)]
+    leaf_index: Offset
     inclusion_proof: tuple[HashHex, ...]
-    ledger_url: str
-    ledger_ref: str
+    manifest: AnchorManifest
+    aggregate: AggregateProof
+    ledger: LedgerRef

@@ -68,8 +68,8 @@ def build() -> dict[str, Any]:
             "Rejected input with raw bytes and reason.", "device id or 'unknown'",
         ),
         "anchors": _channel(
-            topics.ANCHORS, "kafka", "AnchorManifest",
-            "Merkle batch manifests with ledger references.", "batch id",
+            topics.ANCHORS, "kafka", "AnchorRecord",
+            "Merkle batch manifests with their aggregate proof and ledger reference.", "batch id",
         ),
     }
     channels["deviceTelemetry"]["parameters"] = {

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter
 
 from schemas.alert import Alert
-from schemas.anchoring import AnchorManifest, Receipt
+from schemas.anchoring import AnchorRecord, Receipt
 from schemas.declaration import Declaration
 from schemas.envelope import DlqRecord, GatewayEnvelope
 from schemas.telemetry import TELEMETRY_ADAPTER
@@ -21,7 +21,7 @@ MESSAGES: dict[str, TypeAdapter[Any]] = {
     "Declaration": TypeAdapter(Declaration),
     "Alert": TypeAdapter(Alert),
     "DlqRecord": TypeAdapter(DlqRecord),
-    "AnchorManifest": TypeAdapter(AnchorManifest),
+    "AnchorRecord": TypeAdapter(AnchorRecord),
     "Receipt": TypeAdapter(Receipt),
 }
 

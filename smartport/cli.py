@@ -226,6 +226,84 @@ def demo(
         raise typer.Exit(1)
 
 
+ledger_app = typer.Typer(no_args_is_help=True, help="The anchoring ledger.")
+app.add_typer(ledger_app, name="ledger")
+
+
+@app.command("anchor")
+def anchor(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Batch records into Merkle trees and anchor their roots to the ledger, until SIGTERM."""
+    from anchoring.ledger import open_ledger
+    from anchoring.service import Anchorer
+    from smartport import logs
+
+    logs.configure(log_level)
+    settings = state.settings()
+    Anchorer(settings, open_ledger(settings)).run()
+
+
+@app.command("receipt")
+def receipt(
+    topic: Annotated[str, typer.Option(help="Kafka topic of the record")],
+    partition: Annotated[int, typer.Option(min=0)],
+    offset: Annotated[int, typer.Option(min=0)],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="receipt file")] = None,
+    record_out: Annotated[Path | None, typer.Option(help="also save the record's bytes")] = None,
+) -> None:
+    """Write the self-contained receipt of one anchored record."""
+    from anchoring import receipts
+    from schemas import encode
+
+    value, record = receipts.build(state.settings(), topic, partition, offset)
+    if output:
+        output.write_bytes(encode(value) + b"\n")
+    else:
+        out.print(encode(value).decode(), highlight=False, soft_wrap=True)
+    if record_out:
+        record_out.write_bytes(record)
+
+
+@app.command("verify")
+def verify(
+    receipt_file: Annotated[Path, typer.Argument(help="receipt JSON")],
+    record: Annotated[Path, typer.Option(help="file holding the record's exact bytes")],
+) -> None:
+    """Check a receipt's proofs offline, then its anchor on the ledger (exit 1 if invalid)."""
+    from pydantic import ValidationError
+
+    from anchoring import receipts
+    from anchoring.ledger import open_ledger
+    from schemas import Receipt
+    from smartport.errors import InputRejected
+
+    for path in (receipt_file, record):
+        if not path.is_file():
+            raise InputRejected(f"{path} does not exist")
+    try:
+        parsed = Receipt.model_validate_json(receipt_file.read_bytes())
+    except ValidationError as exc:
+        raise InputRejected(f"{receipt_file} is not a smartport receipt: {exc}") from None
+    receipts.verify(parsed, record.read_bytes(), open_ledger(state.settings(), writable=False))
+    out.print(f"[green]valid[/]: {parsed.record.topic}/{parsed.record.partition}@"
+              f"{parsed.record.offset} is in batch {parsed.manifest.batch_id}, anchored as "
+              f"{parsed.ledger.kind} ledger {parsed.ledger.ledger_id} entry {parsed.ledger.entry}")
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Check every entry of the file ledger: chain, hashes and signatures (exit 1 if not)."""
+    from anchoring.file_ledger import FileLedger
+    from anchoring.ledger import open_ledger
+
+    ledger = open_ledger(state.settings(), writable=False)
+    if not isinstance(ledger, FileLedger):
+        raise ConfigError("`ledger verify` checks a file:// ledger; an EVM chain verifies itself")
+    entries = ledger.entries()
+    out.print(f"[green]intact[/]: {len(entries)} entries, signed by {ledger.ledger_id}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn our error family into a message and an exit code."""
     try:

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         "", description="clickhouse://host:9000/db or chdb:///path; empty = chDB in state_dir"
     )
     ledger_url: str = Field("", description="file://PATH or evm+http://host:8545; empty = file")
+    ledger_key: SecretStr | None = Field(None, description="EVM signing key (hex); never logged")
+    ledger_key_file: Path | None = Field(None, description="file holding the EVM signing key")
+    ledger_confirmations: int = Field(1, ge=1, description="EVM blocks to wait for")
+    anchor_hash: Literal["blake3", "sha256"] = "blake3"
+    anchor_topics: tuple[str, ...] = Field(
+        ("telemetry.v1",), description="topics the anchorer batches (alerts, declarations too)")
     batches: BatchSettings = BatchSettings()
     max_payload_bytes: int = Field(64 * 1024, ge=256, description="larger MQTT payloads go to DLQ")
 

@@ -1,0 +1,245 @@
+"""`smartport anchor`: a consumer group that batches records, anchors roots, commits after.
+
+Per assigned (topic, partition) it resumes right after the last batch recorded in anchors.v1,
+collects record values in offset order, closes a batch at its fixed offset boundary (or after
+``anchor_seconds``), and every ``anchor_seconds`` anchors all closed batches in one ledger entry
+(their aggregate root). Only after the ledger confirmed and anchors.v1 took the records are the
+consumer offsets committed; a batch the ledger already holds (a crash between the two) is
+republished, never anchored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from anchoring import batches
+from anchoring.errors import LedgerError
+from anchoring.ledger import Ledger
+from ingest.kafka import produce, producer_config, read_range
+from schemas import AnchorManifest, AnchorRecord, encode, topics
+from smartport.settings import Settings
+
+log = logging.getLogger(__name__)
+MAX_BATCHES_PER_ENTRY = 256
+_RETRY_S = 2.0
+
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass
+class _Partition:
+    next_offset: int  # first offset of the batch being collected
+    prev_hash: str | None
+    pending: list[batches.KafkaRecord] = field(default_factory=list)
+    opened_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Closed:
+    key: TopicPartitionKey
+    manifest: AnchorManifest
+
+
+def last_anchored(settings: Settings) -> dict[TopicPartitionKey, AnchorManifest]:
+    """The latest manifest per (topic, partition), read back from anchors.v1."""
+    latest: dict[TopicPartitionKey, AnchorManifest] = {}
+    for message in read_range(settings.kafka, topics.ANCHORS, {}):
+        record = AnchorRecord.model_validate_json(message.value() or b"")
+        key = (record.manifest.topic, record.manifest.partition)
+        if key not in latest or record.manifest.last_offset > latest[key].last_offset:
+            latest[key] = record.manifest
+    return latest
+
+
+class Anchorer:
+    def __init__(self, settings: Settings, ledger: Ledger, group: str = "smartport-anchor",
+                 source_topics: tuple[str, ...] | None = None) -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self._topics = source_topics or settings.anchor_topics
+        self._batch_records = settings.batches.anchor_records
+        self._interval = settings.batches.anchor_seconds
+        self._hash = settings.anchor_hash
+        self._consumer = Consumer({
+            **settings.kafka.client_config(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "max.poll.interval.ms": 3_600_000,  # a ledger outage must not cost the assignment
+        })
+        self._producer = Producer(producer_config(settings.kafka, f"{group}-producer"))
+        self._partitions: dict[TopicPartitionKey, _Partition] = {}
+        self._closed: list[_Closed] = []
+        self._last_flush = time.monotonic()
+        self.anchored_batches = 0
+
+    # -- assignment ----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        latest = last_anchored(self._settings)
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            manifest = latest.get(key)
+            start = manifest.last_offset + 1 if manifest else 0
+            self._partitions[key] = _Partition(
+                start, batches.manifest_hash(manifest) if manifest else None)
+            tp.offset = start
+        consumer.assign(assigned)
+        log.info("assigned", extra={"partitions": [f"{t.topic}/{t.partition}@{t.offset}"
+                                                   for t in assigned]})
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        for key in gone:
+            self._partitions.pop(key, None)  # its unanchored records go to the next owner
+        self._closed = [c for c in self._closed if c.key not in gone]
+
+    # -- batching (pure bookkeeping) -------------------------------------------------------
+
+    def _add(self, message: Message) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        state = self._partitions.get((topic, partition))
+        if state is None:
+            return
+        last = state.pending[-1].offset if state.pending else state.next_offset - 1
+        if offset <= last:
+            return  # already batched or anchored (a redelivery after a seek)
+        _, timestamp_ms = message.timestamp()
+        record = batches.KafkaRecord(offset, message.value() or b"",
+                                     datetime.fromtimestamp(timestamp_ms / 1000, UTC))
+        if state.pending and offset > self._end(state):
+            self._close((topic, partition), state)
+        if not state.pending:
+            state.opened_at = time.monotonic()
+        state.pending.append(record)
+        if offset >= self._end(state):
+            self._close((topic, partition), state)
+
+    def _end(self, state: _Partition) -> int:
+        """Last offset of the fixed range the batch being collected falls in."""
+        return batches.batch_end(state.pending[0].offset, self._batch_records)
+
+    def _close(self, key: TopicPartitionKey, state: _Partition) -> None:
+        manifest = batches.manifest(key[0], key[1], state.pending, hash_alg=self._hash,
+                                    prev_manifest_hash=state.prev_hash)
+        self._closed.append(_Closed(key, manifest))
+        state.prev_hash = batches.manifest_hash(manifest)
+        state.next_offset = manifest.last_offset + 1
+        state.pending = []
+
+    def _close_expired(self) -> None:
+        now = time.monotonic()
+        for key, state in self._partitions.items():
+            if state.pending and now - state.opened_at >= self._interval:
+                self._close(key, state)
+
+    # -- anchoring (I/O) -------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Anchor every closed batch in one ledger entry, publish, then commit offsets."""
+        closed = self._closed[:MAX_BATCHES_PER_ENTRY]
+        first = closed[0].manifest
+        known = self._ledger.find(batches.batch_prefix(first.topic, first.partition,
+                                                       first.first_offset))
+        if known is not None:
+            # The ledger took these before a crash: republish exactly what it holds.
+            records = known
+            log.warning("batches already on the ledger; republishing",
+                        extra={"batches": [r.manifest.batch_id for r in known]})
+            self._resync(known)
+        else:
+            manifests = [c.manifest for c in closed]
+            proofs = batches.aggregate(manifests, self._hash)
+            ref = self._ledger.anchor(proofs[0].root, self._hash,
+                                      list(zip(manifests, proofs, strict=True)))
+            records = [AnchorRecord(manifest=m, aggregate=p, ledger=ref)
+                       for m, p in zip(manifests, proofs, strict=True)]
+        for record in records:
+            produce(self._producer, topics.ANCHORS, record.manifest.batch_id.encode(),
+                    encode(record))
+        if self._producer.flush(60) > 0:
+            raise LedgerError("Kafka did not take the anchor records within 60 s")
+        offsets: dict[TopicPartitionKey, int] = {}
+        for record in records:
+            key = (record.manifest.topic, record.manifest.partition)
+            offsets[key] = max(offsets.get(key, 0), record.manifest.last_offset + 1)
+        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                              asynchronous=False)
+        # Only now are the batches done; a failure above retries them (and finds them on the
+        # ledger if it was Kafka that failed).
+        self._closed = [c for c in self._closed if c not in closed]
+        self.anchored_batches += len(records)
+        log.info("anchored", extra={"batches": len(records), "ledger": records[0].ledger.entry,
+                                    "root": records[0].aggregate.root})
+
+    def _resync(self, known: list[AnchorRecord]) -> None:
+        """Adopt the ledger's batches after a crash: restart collection right after them."""
+        latest: dict[TopicPartitionKey, AnchorManifest] = {}
+        for record in known:
+            key = (record.manifest.topic, record.manifest.partition)
+            if key not in latest or record.manifest.last_offset > latest[key].last_offset:
+                latest[key] = record.manifest
+        for key, manifest in latest.items():
+            state = self._partitions.get(key)
+            if state is not None:
+                state.next_offset = manifest.last_offset + 1
+                state.prev_hash = batches.manifest_hash(manifest)
+                state.pending = []
+                self._consumer.seek(TopicPartition(key[0], key[1], state.next_offset))
+        self._closed = [c for c in self._closed if c.key not in latest]
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None, idle_exit_s: float | None = None) -> None:
+        """Consume and anchor until ``stop`` (or SIGTERM/SIGINT), or ``idle_exit_s`` of quiet."""
+        stop = stop or threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            def request_stop(signum: int, frame: FrameType | None) -> None:
+                stop.set()
+            signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+        self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke)
+        last_message = time.monotonic()
+        try:
+            while not stop.is_set():
+                for message in self._consumer.consume(1000, timeout=0.2):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("Kafka consumer error", extra={"error": str(error)})
+                        continue
+                    last_message = time.monotonic()
+                    self._add(message)
+                self._close_expired()
+                self._maybe_flush()
+                if idle_exit_s is not None and not self._closed and not any(
+                        s.pending for s in self._partitions.values()) and (
+                        time.monotonic() - last_message > idle_exit_s):
+                    break
+        finally:
+            self._consumer.close()
+            self._producer.flush(30)
+
+    def _maybe_flush(self) -> None:
+        due = time.monotonic() - self._last_flush >= self._interval
+        if not self._closed or not (due or len(self._closed) >= MAX_BATCHES_PER_ENTRY):
+            return
+        try:
+            self._flush()
+        except Exception as exc:  # the ledger or Kafka is unreachable: keep offsets, retry
+            log.error("anchoring failed; retrying", extra={"error": str(exc)}, exc_info=True)
+            time.sleep(_RETRY_S)
+            return
+        self._last_flush = time.monotonic()
