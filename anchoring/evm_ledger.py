@@ -59,7 +59,11 @@ class EvmLedger:
         if writable:
             key = settings.ledger_key.get_secret_value() if settings.ledger_key else None
             if key is None and settings.ledger_key_file is not None:
-                key = settings.ledger_key_file.read_text().strip()
+                try:
+                    key = settings.ledger_key_file.read_text().strip()
+                except OSError as exc:
+                    raise LedgerError(f"cannot read the EVM signing key file "
+                                      f"{settings.ledger_key_file}: {exc}") from None
             if key is None:
                 raise LedgerError("the EVM ledger needs a signing key: set SMARTPORT_LEDGER_KEY "
                                   "or SMARTPORT_LEDGER_KEY_FILE")
@@ -90,6 +94,7 @@ class EvmLedger:
             raise LedgerError("this ledger was opened without a signing key")
         address = self._account.address
         tx: TxParams = {
+            "from": address,
             "to": address,
             "value": Wei(0),
             "data": calldata(root, hash_alg),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
+from pydantic import ValidationError
 
 from anchoring import batches, merkle
 from anchoring.errors import VerificationFailed
@@ -18,7 +19,10 @@ _READ_TIMEOUT_S = 60.0
 def _anchor_record(settings: Settings, topic: str, partition: int, offset: int) -> AnchorRecord:
     latest = -1
     for message in read_range(settings.kafka, topics.ANCHORS, {}):
-        record = AnchorRecord.model_validate_json(message.value() or b"")
+        try:
+            record = AnchorRecord.model_validate_json(message.value() or b"")
+        except ValidationError:
+            continue  # not ours to judge here; the anchorer logs malformed records
         manifest = record.manifest
         if (manifest.topic, manifest.partition) != (topic, partition):
             continue

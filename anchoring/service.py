@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from pydantic import ValidationError
 
 from anchoring import batches
 from anchoring.errors import LedgerError
@@ -52,7 +53,12 @@ def last_anchored(settings: Settings) -> dict[TopicPartitionKey, AnchorManifest]
     """The latest manifest per (topic, partition), read back from anchors.v1."""
     latest: dict[TopicPartitionKey, AnchorManifest] = {}
     for message in read_range(settings.kafka, topics.ANCHORS, {}):
-        record = AnchorRecord.model_validate_json(message.value() or b"")
+        try:
+            record = AnchorRecord.model_validate_json(message.value() or b"")
+        except ValidationError:
+            log.warning("skipping a malformed anchors.v1 record",
+                        extra={"partition": message.partition(), "offset": message.offset()})
+            continue
         key = (record.manifest.topic, record.manifest.partition)
         if key not in latest or record.manifest.last_offset > latest[key].last_offset:
             latest[key] = record.manifest

@@ -227,6 +227,8 @@ class Anvil(Service):
 
     def install(self) -> None:
         install.ensure_anvil(self.home / "npm")
+        self.dev_key_file.write_text(ANVIL_DEV_KEY + "\n")
+        self.dev_key_file.chmod(0o600)
 
     @property
     def dev_key_file(self) -> Path:
@@ -234,8 +236,6 @@ class Anvil(Service):
 
     def prepare(self) -> list[str]:
         binary = install.ensure_anvil(self.home / "npm")
-        self.dev_key_file.write_text(ANVIL_DEV_KEY + "\n")
-        self.dev_key_file.chmod(0o600)
         return [str(binary), "--host", HOST, "--port", str(self.port),
                 "--chain-id", str(ANVIL_CHAIN_ID), "--silent"]
 

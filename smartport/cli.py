@@ -232,6 +232,9 @@ app.add_typer(ledger_app, name="ledger")
 
 @app.command("anchor")
 def anchor(
+    topic: Annotated[list[str] | None, typer.Option(
+        help="topic to anchor (repeatable; default from settings: anchor_topics)")] = None,
+    group: Annotated[str, typer.Option(help="Kafka consumer group")] = "smartport-anchor",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Batch records into Merkle trees and anchor their roots to the ledger, until SIGTERM."""
@@ -241,7 +244,8 @@ def anchor(
 
     logs.configure(log_level)
     settings = state.settings()
-    Anchorer(settings, open_ledger(settings)).run()
+    Anchorer(settings, open_ledger(settings), group=group,
+             source_topics=tuple(topic) if topic else None).run()
 
 
 @app.command("receipt")

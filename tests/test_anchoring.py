@@ -1,0 +1,288 @@
+"""Anchoring end to end: batches from real Kafka, both ledgers, receipts and tampering."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import SecretStr
+
+from anchoring import batches, merkle, receipts
+from anchoring.errors import VerificationFailed
+from anchoring.evm_ledger import EvmLedger
+from anchoring.file_ledger import FileLedger
+from anchoring.service import Anchorer
+from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
+from ingest.kafka import read_range
+from schemas import AnchorRecord, LedgerRef, Receipt, topics
+from smartport.cli import main
+from smartport.settings import Settings
+from tests.pipeline import SMARTPORT, unique, wait_for
+
+T0 = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def _records(offsets: range) -> list[batches.KafkaRecord]:
+    return [batches.KafkaRecord(o, f"record-{o}".encode(), T0) for o in offsets]
+
+
+def test_batch_ranges_are_fixed_by_offsets() -> None:
+    assert [batches.batch_end(o, 1000) for o in (0, 999, 1000, 1500, 2999)] == [
+        999, 999, 1999, 1999, 2999]
+
+
+def test_manifests_are_deterministic_and_chained() -> None:
+    first = batches.manifest("t", 0, _records(range(0, 10)), hash_alg="blake3",
+                             prev_manifest_hash=None)
+    again = batches.manifest("t", 0, _records(range(0, 10)), hash_alg="blake3",
+                             prev_manifest_hash=None)
+    assert first == again
+    assert first.root == merkle.root([f"record-{o}".encode() for o in range(10)]).hex()
+    second = batches.manifest("t", 0, _records(range(10, 15)), hash_alg="blake3",
+                              prev_manifest_hash=batches.manifest_hash(first))
+    assert second.prev_manifest_hash == batches.manifest_hash(first)
+    assert (second.batch_id, second.count) == ("t/0/10-14", 5)
+    proofs = batches.aggregate([first, second], "blake3")
+    for manifest, proof in zip([first, second], proofs, strict=True):
+        assert merkle.verify_inclusion(
+            batches.manifest_bytes(manifest), proof.index, proof.size,
+            [bytes.fromhex(n) for n in proof.proof], bytes.fromhex(proof.root))
+
+
+# -- the file ledger, on its own ------------------------------------------------------------
+
+
+@pytest.fixture
+def ledger_with_entries(tmp_path: Path) -> FileLedger:
+    ledger = FileLedger(tmp_path / "ledger")
+    for n in range(3):
+        manifest = batches.manifest("t", 0, _records(range(n * 10, n * 10 + 10)),
+                                    hash_alg="blake3", prev_manifest_hash=None)
+        proof = batches.aggregate([manifest], "blake3")[0]
+        ledger.anchor(proof.root, "blake3", [(manifest, proof)])
+    return ledger
+
+
+def _rewrite(ledger: FileLedger, change: Callable[[list[str]], list[str]]) -> None:
+    path = ledger.directory / "ledger.jsonl"
+    path.write_text("\n".join(change(path.read_text().splitlines())) + "\n")
+
+
+def _edit_root(lines: list[str]) -> list[str]:
+    entry = json.loads(lines[1])
+    entry["root"] = "00" * 32
+    return [lines[0], json.dumps(entry), *lines[2:]]
+
+
+def _forge_signature(lines: list[str]) -> list[str]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    entry = json.loads(lines[2])
+    entry["signature"] = Ed25519PrivateKey.generate().sign(
+        bytes.fromhex(entry["entry_hash"])).hex()
+    return [*lines[:2], json.dumps(entry)]
+
+
+@pytest.mark.parametrize(("tamper", "check"), [
+    (_edit_root, "ledger entry: entry 1 was edited"),
+    (lambda lines: [lines[0], lines[2]], "ledger chain: entry at position 1 has index 2"),
+    (lambda lines: [lines[1], lines[0], lines[2]], "ledger chain: entry at position 0"),
+    (_forge_signature, "ledger signature: entry 2 is not signed by ledger key"),
+], ids=["edited", "removed", "reordered", "forged-signature"])
+def test_file_ledger_detects_tampering(ledger_with_entries: FileLedger,
+                                       tamper: Callable[[list[str]], list[str]],
+                                       check: str) -> None:
+    assert len(ledger_with_entries.entries()) == 3
+    _rewrite(ledger_with_entries, tamper)
+    with pytest.raises(VerificationFailed, match=check):
+        ledger_with_entries.entries()
+
+
+def test_ledger_verify_cli(ledger_with_entries: FileLedger, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SMARTPORT_LEDGER_URL", f"file://{ledger_with_entries.directory}")
+    assert main(["ledger", "verify"]) == 0
+    assert "intact: 3 entries" in capsys.readouterr().out
+    _rewrite(ledger_with_entries, _edit_root)
+    assert main(["ledger", "verify"]) == 1
+    assert "entry 1 was edited" in capsys.readouterr().err
+
+
+# -- against the real stack -----------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_topic(stack: Settings) -> Iterator[str]:
+    name = unique("anchor-test")
+    admin = AdminClient(stack.kafka.client_config())
+    admin.create_topics([NewTopic(name, 2, 1)])[name].result()
+    yield name
+    admin.delete_topics([name])[name].result()
+
+
+def _produce(settings: Settings, topic: str, counts: dict[int, int]) -> None:
+    producer = Producer({**settings.kafka.client_config(), "enable.idempotence": True})
+    for partition, count in counts.items():
+        for n in range(count):
+            producer.produce(topic, value=f'{{"p":{partition},"n":{n}}}'.encode(),
+                             partition=partition)
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def _anchor(settings: Settings, ledger: FileLedger | EvmLedger, topic: str) -> Anchorer:
+    anchorer = Anchorer(settings, ledger, group=unique("anchor"), source_topics=(topic,))
+    thread = threading.Thread(target=anchorer.run, kwargs={"idle_exit_s": 4.0})
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive()
+    return anchorer
+
+
+def _anchor_records(settings: Settings, topic: str) -> list[AnchorRecord]:
+    return [r for r in (AnchorRecord.model_validate_json(m.value() or b"")
+                        for m in read_range(settings.kafka, topics.ANCHORS, {})
+                        if b'"manifest"' in (m.value() or b""))
+            if r.manifest.topic == topic]
+
+
+def _settings(stack: Settings, ledger_url: str, **batch: object) -> Settings:
+    return stack.model_copy(update={
+        "ledger_url": ledger_url,
+        "batches": stack.batches.model_copy(update={"anchor_records": 1000,
+                                                    "anchor_seconds": 1.0, **batch}),
+    })
+
+
+@pytest.mark.stack
+def test_file_ledger_receipts_verify_and_tampering_is_named(
+    stack: Settings, scratch_topic: str, tmp_path: Path
+) -> None:
+    settings = _settings(stack, f"file://{tmp_path / 'ledger'}")
+    _produce(settings, scratch_topic, {0: 2500, 1: 700})
+    ledger = FileLedger(tmp_path / "ledger")
+    anchorer = _anchor(settings, ledger, scratch_topic)
+    assert anchorer.anchored_batches == 4
+    ranges = sorted((r.manifest.partition, r.manifest.first_offset, r.manifest.last_offset)
+                    for r in _anchor_records(settings, scratch_topic))
+    assert ranges == [(0, 0, 999), (0, 1000, 1999), (0, 2000, 2499), (1, 0, 699)]
+
+    receipt, record = receipts.build(settings, scratch_topic, 0, 1500)
+    assert json.loads(record) == {"p": 0, "n": 1500}
+    receipts.verify(receipt, record, ledger)
+
+    def tampered(**changes: object) -> Receipt:
+        return receipt.model_copy(update=changes)
+
+    proof = list(receipt.inclusion_proof)
+    proof[0] = ("0" if proof[0][0] != "0" else "1") + proof[0][1:]
+    other_root = next(r.aggregate.root for r in _anchor_records(settings, scratch_topic)
+                      if r.aggregate.root != receipt.aggregate.root)
+    cases: list[tuple[Receipt, bytes, str]] = [
+        (receipt, record.replace(b"1500", b"1501"), "record hash"),
+        (tampered(inclusion_proof=tuple(proof)), record, "inclusion"),
+        (tampered(leaf_index=receipt.leaf_index + 1), record, "inclusion"),
+        (tampered(manifest=receipt.manifest.model_copy(update={"count": 2000})), record,
+         "inclusion"),
+        # A size that leaves the audit path's shape alone still changes the manifest, which
+        # is no longer the one under the anchored root.
+        (tampered(manifest=receipt.manifest.model_copy(update={"count": 999})), record,
+         "aggregation"),
+        (tampered(aggregate=receipt.aggregate.model_copy(update={"root": other_root})), record,
+         "aggregation"),
+    ]
+    for bad, value, check in cases:
+        with pytest.raises(VerificationFailed, match=f"^{check}:"):
+            receipts.verify(bad, value, ledger)
+
+    receipt_file, record_file = tmp_path / "receipt.json", tmp_path / "record.bin"
+    assert main(["receipt", "--topic", scratch_topic, "--partition", "0", "--offset", "1500",
+                 "-o", str(receipt_file), "--record-out", str(record_file)]) == 0
+    ledger_env = pytest.MonkeyPatch()
+    ledger_env.setenv("SMARTPORT_LEDGER_URL", f"file://{tmp_path / 'ledger'}")
+    try:
+        assert main(["verify", str(receipt_file), "--record", str(record_file)]) == 0
+        _rewrite(ledger, _edit_root if len(ledger.entries()) > 1 else lambda lines: lines)
+        assert main(["verify", str(receipt_file), "--record", str(record_file)]) == 1
+    finally:
+        ledger_env.undo()
+
+
+@pytest.mark.stack
+def test_evm_ledger_on_anvil(stack: Settings, scratch_topic: str) -> None:
+    rpc = f"evm+http://{HOST}:{ANVIL_PORT}"
+    settings = _settings(stack, rpc).model_copy(update={"ledger_key": SecretStr(ANVIL_DEV_KEY)})
+    _produce(settings, scratch_topic, {0: 1200})
+    ledger = EvmLedger.from_settings(settings, writable=True)
+    assert ledger.ledger_id == "eip155:31337"
+    _anchor(settings, ledger, scratch_topic)
+    receipt, record = receipts.build(settings, scratch_topic, 0, 1100)
+    assert receipt.ledger.kind == "evm"
+    verifier = EvmLedger.from_settings(settings, writable=False)
+    receipts.verify(receipt, record, verifier)
+
+    missing = receipt.model_copy(update={"ledger": receipt.ledger.model_copy(
+        update={"entry": "0x" + "ab" * 32})})
+    with pytest.raises(VerificationFailed, match="^ledger entry missing:"):
+        receipts.verify(missing, record, verifier)
+    other_chain = receipt.model_copy(update={"ledger": LedgerRef(
+        kind="evm", ledger_id="eip155:1", entry=receipt.ledger.entry)})
+    with pytest.raises(VerificationFailed, match="^ledger: the receipt points at evm ledger "
+                       "eip155:1, the node at http://127.0.0.1:8545 is eip155:31337"):
+        receipts.verify(other_chain, record, verifier)
+    with pytest.raises(VerificationFailed, match="^ledger entry different:"):
+        verifier.check(receipt.ledger, "00" * 32, "blake3")
+
+
+@pytest.mark.stack
+def test_sigkill_mid_stream_gives_identical_roots_and_no_duplicate_entries(
+    stack: Settings, scratch_topic: str, tmp_path: Path
+) -> None:
+    _produce(stack, scratch_topic, {0: 20_000, 1: 20_000})
+    env = {"SMARTPORT_LEDGER_URL": f"file://{tmp_path / 'ledger'}",
+           "SMARTPORT_BATCHES__ANCHOR_RECORDS": "500", "SMARTPORT_BATCHES__ANCHOR_SECONDS": "0.2",
+           "PATH": "/usr/bin:/bin"}
+    group = unique("anchor")
+    log = tmp_path / "anchor.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as handle:
+            return subprocess.Popen([*SMARTPORT, "anchor", "--topic", scratch_topic,
+                                     "--group", group], stdout=handle, stderr=handle, env=env)
+
+    first = start()
+    wait_for(lambda: log.read_text().count('"msg": "anchored"') >= 2, 60, "first anchors")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = start()
+    try:
+        wait_for(lambda: sum(r.manifest.count for r in {
+            r.manifest.batch_id: r for r in _anchor_records(stack, scratch_topic)}.values())
+            == 40_000, 120, "every record anchored")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+
+    anchored = _anchor_records(stack, scratch_topic)
+    by_batch = {r.manifest.batch_id: r for r in anchored}
+    for record in anchored:  # a republished batch is byte-identical to the first publication
+        assert record == by_batch[record.manifest.batch_id]
+    values: dict[int, list[bytes]] = {0: [], 1: []}
+    for message in read_range(stack.kafka, scratch_topic, {}):
+        values[message.partition() or 0].append(message.value() or b"")
+    for manifest in (r.manifest for r in by_batch.values()):
+        leaves = values[manifest.partition][manifest.first_offset:manifest.last_offset + 1]
+        assert manifest.root == merkle.root(leaves).hex(), manifest.batch_id
+    entries = FileLedger(tmp_path / "ledger", writable=False).entries()
+    on_ledger = Counter(r["manifest"]["batch_id"] for e in entries for r in e["records"])
+    assert set(on_ledger) == set(by_batch)
+    assert max(on_ledger.values()) == 1, "a batch was anchored twice"
