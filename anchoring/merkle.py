@@ -50,16 +50,21 @@ def node_hash(left: bytes, right: bytes, hash: str = "blake3") -> bytes:
     return hasher(hash)(NODE_PREFIX + left + right)
 
 
+def _parents(level: list[bytes], h: Hasher) -> list[bytes]:
+    pairs = iter(level)
+    parents = [h(NODE_PREFIX + left + right) for left, right in zip(pairs, pairs, strict=False)]
+    if len(level) % 2:
+        parents.append(level[-1])  # the odd node is carried up, not duplicated
+    return parents
+
+
 def _levels(leaves: Sequence[bytes], h: Hasher) -> list[list[bytes]]:
     """Every level of the tree, leaves' hashes first, the root's level last."""
     level = [h(LEAF_PREFIX + leaf) for leaf in leaves]
     levels = [level]
     while len(level) > 1:
-        parents = [h(NODE_PREFIX + level[i] + level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            parents.append(level[-1])  # the odd node is carried up, not duplicated
-        levels.append(parents)
-        level = parents
+        level = _parents(level, h)
+        levels.append(level)
     return levels
 
 
@@ -87,13 +92,24 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, hash: str = "blake3") -
     return _path(_levels(leaves, hasher(hash)), index)
 
 
-def tree(leaves: Sequence[bytes], hash: str = "blake3") -> tuple[bytes, list[list[bytes]]]:
-    """The root and every leaf's inclusion proof, from one pass over the leaves."""
+def tree(leaves: Sequence[bytes], hash: str = "blake3") -> tuple[bytes, list[tuple[bytes, ...]]]:
+    """The root and every leaf's inclusion proof, from one pass over the leaves.
+
+    Proofs are built top-down: a node's path is its sibling followed by its parent's path, so
+    each level costs one tuple concatenation per node instead of one walk per leaf.
+    """
     h = hasher(hash)
     if not leaves:
         return h(b""), []
     levels = _levels(leaves, h)
-    return levels[-1][0], [_path(levels, index) for index in range(len(leaves))]
+    paths: list[tuple[bytes, ...]] = [()]
+    for level in reversed(levels[:-1]):
+        size = len(level)
+        paths = [
+            (level[index ^ 1], *paths[index >> 1]) if index ^ 1 < size else paths[index >> 1]
+            for index in range(size)
+        ]
+    return levels[-1][0], paths
 
 
 def _subtree_root(hashes: Sequence[bytes], h: Hasher) -> bytes:

@@ -119,7 +119,8 @@ def baseline(settings: Settings) -> Iterator[None]:
             BASELINE_TOPIC].result()
     sub = subprocess.Popen(
         ["stdbuf", "-oL", "mosquitto_sub", "-h", settings.mqtt.host,
-         "-p", str(settings.mqtt.port), "-q", "1", "-V", "mqttv5", "-t", f"$share/bench-base/{topics.MQTT_TELEMETRY_FILTER}"],
+         "-p", str(settings.mqtt.port), "-q", "1", "-V", "mqttv5",
+         "-t", f"$share/bench-base/{topics.MQTT_TELEMETRY_FILTER}"],
         stdout=subprocess.PIPE)
     kcat = subprocess.Popen(["kcat", "-P", "-b", settings.kafka.bootstrap_servers,
                              "-t", BASELINE_TOPIC, "-z", "lz4"], stdin=sub.stdout)
