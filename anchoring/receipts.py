@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
-from pydantic import ValidationError
 
 from anchoring import batches, merkle
 from anchoring.errors import VerificationFailed
 from anchoring.ledger import Ledger
-from ingest.kafka import read_range
-from schemas import AnchorRecord, Receipt, RecordRef, topics
+from anchoring.service import anchor_records
+from schemas import AnchorRecord, Receipt, RecordRef
 from smartport.errors import InputRejected
 from smartport.settings import Settings
 
@@ -18,11 +17,7 @@ _READ_TIMEOUT_S = 60.0
 
 def _anchor_record(settings: Settings, topic: str, partition: int, offset: int) -> AnchorRecord:
     latest = -1
-    for message in read_range(settings.kafka, topics.ANCHORS, {}):
-        try:
-            record = AnchorRecord.model_validate_json(message.value() or b"")
-        except ValidationError:
-            continue  # not ours to judge here; the anchorer logs malformed records
+    for record in anchor_records(settings):
         manifest = record.manifest
         if (manifest.topic, manifest.partition) != (topic, partition):
             continue

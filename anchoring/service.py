@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
@@ -49,16 +50,20 @@ class _Closed:
     manifest: AnchorManifest
 
 
-def last_anchored(settings: Settings) -> dict[TopicPartitionKey, AnchorManifest]:
-    """The latest manifest per (topic, partition), read back from anchors.v1."""
-    latest: dict[TopicPartitionKey, AnchorManifest] = {}
+def anchor_records(settings: Settings) -> Iterator[AnchorRecord]:
+    """Every record of anchors.v1; malformed ones are logged and skipped."""
     for message in read_range(settings.kafka, topics.ANCHORS, {}):
         try:
-            record = AnchorRecord.model_validate_json(message.value() or b"")
+            yield AnchorRecord.model_validate_json(message.value() or b"")
         except ValidationError:
             log.warning("skipping a malformed anchors.v1 record",
                         extra={"partition": message.partition(), "offset": message.offset()})
-            continue
+
+
+def last_anchored(settings: Settings) -> dict[TopicPartitionKey, AnchorManifest]:
+    """The latest manifest per (topic, partition), read back from anchors.v1."""
+    latest: dict[TopicPartitionKey, AnchorManifest] = {}
+    for record in anchor_records(settings):
         key = (record.manifest.topic, record.manifest.partition)
         if key not in latest or record.manifest.last_offset > latest[key].last_offset:
             latest[key] = record.manifest

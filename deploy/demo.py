@@ -1,8 +1,10 @@
 """`smartport demo`: the main job on the embedded defaults, reconciled end to end.
 
-Simulated fleet → Mosquitto → gateway → Kafka, with declarations loaded first. At the end every
-stage's count is reconciled: each valid published reading is in telemetry.v1 exactly once after
-deduplication on (device_id, seq), and each invalid one is in the DLQ with its reason.
+Simulated fleet → Mosquitto → gateway → Kafka → anchorer → embedded ledger, with declarations
+loaded first. At the end every stage's count is reconciled: each valid published reading is in
+telemetry.v1 exactly once after deduplication on (device_id, seq), each invalid one is in the
+DLQ with its reason, every batch holding the run's records is anchored, and the receipt of one
+record is built and verified against the ledger.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from anchoring import receipts
+from anchoring.ledger import open_ledger
+from anchoring.service import anchor_records, last_anchored
 from deploy.process import tail
 from ingest import declarations, kafka
 from ingest import simulate as simulation
 from ingest.fleet import Fleet, FleetConfig
 from ingest.mqtt import connect_properties, new_client
-from schemas import topics
+from schemas import encode, topics
 from smartport.errors import StackError
 from smartport.settings import Settings
 
-_SUBSCRIBE_TIMEOUT_S = 30.0
+_START_TIMEOUT_S = 60.0
 _DRAIN_TIMEOUT_S = 120.0
 
 
@@ -43,34 +48,35 @@ class DemoReport:
     dlq_reasons: Counter[str] = field(default_factory=Counter)
     anomalies: Counter[str] = field(default_factory=Counter)
     declarations: int = 0
+    anchored: int = 0  # batches of telemetry.v1 holding this run's records
+    receipt: str = ""  # the record whose receipt was verified
     elapsed_s: float = 0.0
 
     @property
     def reconciled(self) -> bool:
-        return self.valid == self.in_kafka and self.invalid == self.in_dlq
+        return self.valid == self.in_kafka and self.invalid == self.in_dlq and bool(self.receipt)
 
 
-class _GatewayProcess:
-    """The demo's own gateway, a real process, stopped however the demo ends."""
+class _Process:
+    """One of our processes started by the demo, ready once its log shows ``ready``, and
+    stopped however the demo ends."""
 
-    def __init__(self, settings: Settings, run_id: str, log_path: Path) -> None:
-        self.gateway_id = f"demo-{run_id}"
-        self._settings = settings
+    def __init__(self, name: str, args: list[str], ready: str, log_path: Path) -> None:
+        self.name = name
+        self._args = args
+        self._ready = ready
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> _GatewayProcess:
+    def __enter__(self) -> _Process:
         with self._log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "smartport", "gateway", "--gateway-id", self.gateway_id,
-                 "--share-group", self.gateway_id],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S
-        while '"msg": "subscribed"' not in self._log_path.read_text():
+            self._process = subprocess.Popen([sys.executable, "-m", "smartport", *self._args],
+                                             stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while self._ready not in self._log_path.read_text():
             if self._process.poll() is not None or time.monotonic() > deadline:
-                raise StackError(f"the demo's gateway did not start; see {self._log_path}:\n"
-                                 f"{tail(self._log_path)}")
+                raise StackError(f"the demo's {self.name} did not start; see {self._log_path}:"
+                                 f"\n{tail(self._log_path)}")
             time.sleep(0.2)
         return self
 
@@ -81,14 +87,17 @@ class _GatewayProcess:
                 self._process.wait(60)
             except subprocess.TimeoutExpired:
                 self._process.kill()
-        # The demo's shared group is its own: drop its persistent session from the broker.
-        client = new_client(self._settings.mqtt, self.gateway_id)
-        try:
-            client.connect(self._settings.mqtt.host, self._settings.mqtt.port, clean_start=True,
-                           properties=connect_properties(session_expiry_s=0))
-            client.disconnect()
-        except OSError:
-            pass
+
+
+def _forget_session(settings: Settings, client_id: str) -> None:
+    """Drop a persistent MQTT session (the demo's gateway group is its own)."""
+    client = new_client(settings.mqtt, client_id)
+    try:
+        client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
+                       properties=connect_properties(session_expiry_s=0))
+        client.disconnect()
+    except OSError:
+        pass
 
 
 def _count_run(settings: Settings, report: DemoReport, gateway_id: str,
@@ -110,6 +119,30 @@ def _count_run(settings: Settings, report: DemoReport, gateway_id: str,
     report.in_dlq, report.dlq_reasons = sum(reasons.values()), reasons
 
 
+def _anchored_through(settings: Settings, ends: dict[int, int]) -> bool:
+    """True once every telemetry.v1 partition is anchored up to ``ends`` (exclusive)."""
+    latest = last_anchored(settings)
+    return all(latest[(topics.TELEMETRY, p)].last_offset + 1 >= end
+               for p, end in ends.items() if end > 0 and (topics.TELEMETRY, p) in latest) and all(
+        (topics.TELEMETRY, p) in latest for p, end in ends.items() if end > 0)
+
+
+def _verify_one_receipt(settings: Settings, gateway_id: str, since: dict[int, int],
+                        work: Path) -> str:
+    """Receipt of the run's first record, written to ``work`` and verified against the ledger."""
+    for message in kafka.read_range(settings.kafka, topics.TELEMETRY, since):
+        if json.loads(message.value() or b"{}").get("gateway_id") == gateway_id:
+            break
+    else:
+        raise StackError("no record of this run is in telemetry.v1 to build a receipt for")
+    partition, offset = message.partition() or 0, message.offset() or 0
+    receipt, record = receipts.build(settings, topics.TELEMETRY, partition, offset)
+    (work / "receipt.json").write_bytes(encode(receipt) + b"\n")
+    (work / "record.bin").write_bytes(record)
+    receipts.verify(receipt, record, open_ledger(settings, writable=False))
+    return f"{topics.TELEMETRY}/{partition}@{offset}"
+
+
 def run(settings: Settings, *, duration: float, rate: float, devices: int, seed: int,
         console: Console) -> DemoReport:
     run_id = uuid.uuid4().hex[:8]
@@ -127,24 +160,50 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
 
     since = {t: kafka.high_watermarks(settings.kafka, t)
              for t in (topics.TELEMETRY, topics.TELEMETRY_DLQ)}
-    with _GatewayProcess(settings, run_id, work / "gateway.log") as gateway:
-        console.print(f"[green]✓[/] gateway {gateway.gateway_id} subscribed")
-        sim = simulation.run(fleet, fleet.messages(), mqtt_settings=settings.mqtt, rate=rate,
-                             total=None, duration=duration, truth_out=work / "truth.jsonl",
-                             show_progress=console.is_terminal)
-        report.published, report.valid = sim.published, sim.valid
-        report.invalid, report.anomalies = sum(sim.invalid.values()), sim.anomalies
-        console.print(f"[green]✓[/] published {sim.published} messages "
-                      f"({sim.published / sim.elapsed_s:,.0f}/s), all acknowledged by Mosquitto")
-        with console.status("waiting for the gateway to drain into Kafka ..."):
-            deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-            while True:
-                _count_run(settings, report, gateway.gateway_id, since)
-                if report.reconciled or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
+    gateway_id = f"demo-{run_id}"
+    gateway = _Process("gateway", ["gateway", "--gateway-id", gateway_id, "--share-group",
+                                   gateway_id], '"msg": "subscribed"', work / "gateway.log")
+    anchorer = _Process("anchorer", ["anchor"], '"msg": "assigned"', work / "anchor.log")
+    try:
+        with gateway, anchorer:
+            console.print(f"[green]✓[/] gateway {gateway_id} subscribed, anchorer assigned")
+            sim = simulation.run(fleet, fleet.messages(), mqtt_settings=settings.mqtt,
+                                 rate=rate, total=None, duration=duration,
+                                 truth_out=work / "truth.jsonl", show_progress=console.is_terminal)
+            report.published, report.valid = sim.published, sim.valid
+            report.invalid, report.anomalies = sum(sim.invalid.values()), sim.anomalies
+            console.print(f"[green]✓[/] published {sim.published} messages "
+                          f"({sim.published / sim.elapsed_s:,.0f}/s), all acknowledged by "
+                          "Mosquitto")
+            with console.status("waiting for the gateway to drain into Kafka ..."):
+                deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+                while True:
+                    _count_run(settings, report, gateway_id, since)
+                    if report.reconciled or time.monotonic() > deadline:
+                        break
+                    time.sleep(1)
+            ends = kafka.high_watermarks(settings.kafka, topics.TELEMETRY)
+            with console.status("waiting for the anchorer to anchor every batch ..."):
+                deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+                while not _anchored_through(settings, ends):
+                    if time.monotonic() > deadline:
+                        raise StackError("the anchorer did not anchor this run's records in "
+                                         f"time; see {work / 'anchor.log'}")
+                    time.sleep(1)
+        report.anchored = _anchored_since(settings, since[topics.TELEMETRY])
+        report.receipt = _verify_one_receipt(settings, gateway_id, since[topics.TELEMETRY], work)
+        console.print(f"[green]✓[/] receipt of {report.receipt} verified: {work / 'receipt.json'}")
+    finally:
+        _forget_session(settings, gateway_id)
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _anchored_since(settings: Settings, since: dict[int, int]) -> int:
+    """Batches of telemetry.v1 anchored that hold records of this run."""
+    return sum(1 for record in anchor_records(settings)
+               if record.manifest.topic == topics.TELEMETRY
+               and record.manifest.last_offset >= since.get(record.manifest.partition, 0))
 
 
 def render(report: DemoReport, console: Console) -> None:
@@ -158,7 +217,9 @@ def render(report: DemoReport, console: Console) -> None:
     row("valid readings → telemetry.v1 (distinct device_id, seq)", report.in_kafka, report.valid)
     row("  records incl. at-least-once duplicates", report.kafka_records, None)
     row("invalid payloads → telemetry.dlq.v1", report.in_dlq, report.invalid)
+    row("Merkle batches anchored to the embedded ledger", report.anchored, None)
     console.print(table)
+    console.print(f"receipt verified offline and on the ledger: {report.receipt or '[red]none[/]'}")
     if report.dlq_reasons:
         console.print("DLQ reasons: " + ", ".join(f"{k} {v}" for k, v in
                                                    sorted(report.dlq_reasons.items())))

@@ -21,10 +21,10 @@ from anchoring import batches, merkle, receipts
 from anchoring.errors import VerificationFailed
 from anchoring.evm_ledger import EvmLedger
 from anchoring.file_ledger import FileLedger
-from anchoring.service import Anchorer
+from anchoring.service import Anchorer, anchor_records
 from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
 from ingest.kafka import read_range
-from schemas import AnchorRecord, LedgerRef, Receipt, topics
+from schemas import AnchorRecord, LedgerRef, Receipt
 from smartport.cli import main
 from smartport.settings import Settings
 from tests.pipeline import SMARTPORT, unique, wait_for
@@ -150,10 +150,7 @@ def _anchor(settings: Settings, ledger: FileLedger | EvmLedger, topic: str) -> A
 
 
 def _anchor_records(settings: Settings, topic: str) -> list[AnchorRecord]:
-    return [r for r in (AnchorRecord.model_validate_json(m.value() or b"")
-                        for m in read_range(settings.kafka, topics.ANCHORS, {})
-                        if b'"manifest"' in (m.value() or b""))
-            if r.manifest.topic == topic]
+    return [r for r in anchor_records(settings) if r.manifest.topic == topic]
 
 
 def _settings(stack: Settings, ledger_url: str, **batch: object) -> Settings:

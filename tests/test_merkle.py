@@ -32,7 +32,7 @@ def test_rfc6962_inclusion_proofs(name: str, case: dict[str, Any]) -> None:
     leaves, proof = LEAVES[:case["size"]], _hexes(case["proof"])
     assert merkle.inclusion_proof(leaves, case["index"], hash="sha256") == proof
     _, all_proofs = merkle.tree(leaves, hash="sha256")
-    assert all_proofs[case["index"]] == proof
+    assert list(all_proofs[case["index"]]) == proof
     assert merkle.verify_inclusion(LEAVES[case["index"]], case["index"], case["size"], proof,
                                    ROOTS[case["size"]], hash="sha256")
 
@@ -138,7 +138,7 @@ def test_every_proof_of_a_batch_verifies(leaves: list[bytes], data: st.DataObjec
     tree_root, proofs = merkle.tree(leaves)
     assert tree_root == merkle.root(leaves)
     index = data.draw(st.integers(0, len(leaves) - 1))
-    assert proofs[index] == merkle.inclusion_proof(leaves, index)
+    assert list(proofs[index]) == merkle.inclusion_proof(leaves, index)
     for i, proof in enumerate(proofs):
         assert merkle.verify_inclusion(leaves[i], i, len(leaves), proof, tree_root)
     other = data.draw(st.integers(0, len(leaves) - 1))
