@@ -53,8 +53,12 @@ class DemoReport:
     elapsed_s: float = 0.0
 
     @property
+    def counts_match(self) -> bool:
+        return self.valid == self.in_kafka and self.invalid == self.in_dlq
+
+    @property
     def reconciled(self) -> bool:
-        return self.valid == self.in_kafka and self.invalid == self.in_dlq and bool(self.receipt)
+        return self.counts_match and bool(self.receipt)
 
 
 class _Process:
@@ -179,7 +183,7 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
                 deadline = time.monotonic() + _DRAIN_TIMEOUT_S
                 while True:
                     _count_run(settings, report, gateway_id, since)
-                    if report.reconciled or time.monotonic() > deadline:
+                    if report.counts_match or time.monotonic() > deadline:
                         break
                     time.sleep(1)
             ends = kafka.high_watermarks(settings.kafka, topics.TELEMETRY)
