@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -104,19 +105,28 @@ def _forget_session(settings: Settings, client_id: str) -> None:
         pass
 
 
+def _json(value: bytes | None) -> dict[str, Any]:
+    """A record's JSON object, or {} for anything else (not ours to judge here)."""
+    try:
+        parsed = json.loads(value or b"{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _count_run(settings: Settings, report: DemoReport, gateway_id: str,
                since: dict[str, dict[int, int]]) -> None:
     seen: set[tuple[str, int]] = set()
     records = 0
     for message in kafka.read_range(settings.kafka, topics.TELEMETRY, since[topics.TELEMETRY]):
-        value = json.loads(message.value() or b"{}")
+        value = _json(message.value())
         if value.get("gateway_id") == gateway_id:
             records += 1
             seen.add((value["reading"]["device_id"], value["reading"]["seq"]))
     reasons: Counter[str] = Counter()
     for message in kafka.read_range(settings.kafka, topics.TELEMETRY_DLQ,
                                     since[topics.TELEMETRY_DLQ]):
-        value = json.loads(message.value() or b"{}")
+        value = _json(message.value())
         if value.get("gateway_id") == gateway_id:
             reasons[value["reason"]] += 1
     report.in_kafka, report.kafka_records = len(seen), records
@@ -135,7 +145,7 @@ def _verify_one_receipt(settings: Settings, gateway_id: str, since: dict[int, in
                         work: Path) -> str:
     """Receipt of the run's first record, written to ``work`` and verified against the ledger."""
     for message in kafka.read_range(settings.kafka, topics.TELEMETRY, since):
-        if json.loads(message.value() or b"{}").get("gateway_id") == gateway_id:
+        if _json(message.value()).get("gateway_id") == gateway_id:
             break
     else:
         raise StackError("no record of this run is in telemetry.v1 to build a receipt for")

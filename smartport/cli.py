@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from smartport.errors import ConfigError, SmartportError
+from smartport.errors import ConfigError, InputRejected, SmartportError, StackError
 from smartport.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -306,6 +306,90 @@ def ledger_verify() -> None:
         raise ConfigError("`ledger verify` checks a file:// ledger; an EVM chain verifies itself")
     entries = ledger.entries()
     out.print(f"[green]intact[/]: {len(entries)} entries, signed by {ledger.ledger_id}")
+
+
+@app.command("sink")
+def sink(
+    metrics_port: Annotated[int, typer.Option(
+        min=0, max=65535, help="serve Prometheus metrics on 127.0.0.1:PORT (0 = off)")] = 0,
+    group: Annotated[str, typer.Option(help="Kafka consumer group")] = "smartport-sink",
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Write telemetry, alerts, declarations, anchors and the DLQ into ClickHouse, until SIGTERM."""
+    from smartport import logs
+    from streams import query_server
+    from streams.sink import Sink
+    from streams.store import ChdbStore, ensure_schema, open_store
+
+    logs.configure(log_level)
+    settings = state.settings()
+    store = open_store(settings.resolved_clickhouse_url)
+    ensure_schema(store, settings.clickhouse_ttl_days)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    if isinstance(store, ChdbStore):  # chDB is locked by this process: analysts ask through it
+        query_server.serve(store.query, settings.query_port)
+    Sink(settings, store, group=group).run()
+
+
+@app.command("sql")
+def sql(
+    query: Annotated[str, typer.Argument(help="a ClickHouse SQL query")],
+    output_format: Annotated[str, typer.Option(
+        "--format", help="table, csv or json")] = "table",
+) -> None:
+    """Run QUERY against the configured ClickHouse store and print the result."""
+    from streams import query_server
+    from streams.store import StoreLocked, ensure_schema, open_store
+
+    if output_format not in ("table", "csv", "json"):
+        raise ConfigError(f"--format {output_format!r}: use table, csv or json")
+    settings = state.settings()
+    try:
+        store = open_store(settings.resolved_clickhouse_url)
+    except StoreLocked as exc:
+        try:
+            columns, rows = query_server.remote_query(query, settings.query_port)
+        except OSError:
+            raise StackError(f"{exc}, which does not answer queries on 127.0.0.1:"
+                             f"{settings.query_port}: stop it or start it with `smartport sink`"
+                             ) from None
+        except ValueError as error:
+            raise InputRejected(f"ClickHouse refused the query: {error}") from None
+    else:
+        try:
+            ensure_schema(store, settings.clickhouse_ttl_days)
+            columns, rows = store.query(query)
+        except (StackError, ConfigError):
+            raise
+        except Exception as error:
+            raise InputRejected(f"ClickHouse refused the query: "
+                                f"{str(error).splitlines()[0]}") from None
+        finally:
+            store.close()
+    _print_result(columns, rows, output_format)
+
+
+def _print_result(columns: list[str], rows: list[tuple[object, ...]], output_format: str) -> None:
+    import csv
+    import json
+    import sys
+
+    if output_format == "json":
+        for row in rows:
+            out.print(json.dumps(dict(zip(columns, row, strict=True)), default=str),
+                      highlight=False, soft_wrap=True)
+    elif output_format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(str(value) for value in row))
+        out.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

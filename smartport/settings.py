@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     clickhouse_url: str = Field(
         "", description="clickhouse://host:9000/db or chdb:///path; empty = chDB in state_dir"
     )
+    clickhouse_ttl_days: int | None = Field(
+        None, ge=1, description="drop analytics rows older than this (servers >= 20.1, chDB)")
+    query_port: int = Field(8124, ge=1, le=65535,
+                            description="127.0.0.1 port where the sink answers SQL for chDB")
     ledger_url: str = Field("", description="file://PATH or evm+http://host:8545; empty = file")
     ledger_key: SecretStr | None = Field(None, description="EVM signing key (hex); never logged")
     ledger_key_file: Path | None = Field(None, description="file holding the EVM signing key")

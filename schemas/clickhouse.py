@@ -1,0 +1,180 @@
+"""The analysts' ClickHouse schema: tables, views and their DDL, versioned.
+
+Table and view names are a public interface (saved queries depend on them). The DDL adapts to
+the server: modern servers (and embedded chDB) get DateTime64(3, 'UTC'), LowCardinality, codecs
+and TTL; ClickHouse before 19.x (Debian bookworm ships 18.16) gets DateTime and String.
+Deduplication of at-least-once redeliveries is ReplacingMergeTree on each table's identity;
+query with FINAL (the views do) for exact counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+VERSION_TABLE = "smartport_schema_version"
+
+TIME, TIME_MS = "time", "time_ms"  # column kinds that differ between server generations
+LOW, TEXT = "low", "text"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # a ClickHouse type, or one of TIME, TIME_MS, LOW, TEXT
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    order_by: str
+    time_column: str
+    version_column: str | None = None
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    return tuple(Column(*item.split(":", 1)) for item in spec.split())
+
+
+TELEMETRY = Table("telemetry", _cols(
+    f"ts:{TIME_MS} received_at:{TIME_MS} device_id:{LOW} seq:UInt64 kind:{LOW} port:{LOW} "
+    f"container_no:{TEXT} event:{LOW} load_kg:Nullable(Float64) lat:Nullable(Float64) "
+    f"lon:Nullable(Float64) reefer_temp_c:Nullable(Float64) door:{LOW} seal_state:{LOW} "
+    f"yard_block:{LOW} vessel_imo:{TEXT} gateway_id:{LOW} kafka_partition:UInt16 "
+    f"kafka_offset:UInt64 raw:{TEXT}"), "(device_id, seq)", "ts")
+ALERTS = Table("alerts", _cols(
+    f"last_seen:{TIME_MS} first_seen:{TIME_MS} alert_id:{TEXT} version:UInt32 rule:{LOW} "
+    f"severity:{LOW} state:{LOW} container_no:{TEXT} declaration_id:{TEXT} port:{LOW} "
+    f"count:UInt32 measured:{TEXT} declared:{TEXT} raw:{TEXT}"),
+    "(alert_id, version)", "last_seen")
+DECLARATIONS = Table("declarations", _cols(
+    f"updated_at:{TIME_MS} declaration_id:{TEXT} version:UInt32 container_no:{TEXT} "
+    f"status:{LOW} gross_mass_kg:Float64 vessel_imo:{TEXT} voyage:{TEXT} "
+    f"port_of_loading:{LOW} port_of_discharge:{LOW} raw:{TEXT}"),
+    "(declaration_id, version)", "updated_at")
+ANCHORS = Table("anchors", _cols(
+    f"created_at:{TIME_MS} batch_id:{TEXT} topic:{LOW} partition:UInt16 first_offset:UInt64 "
+    f"last_offset:UInt64 count:UInt32 root:{TEXT} hash_alg:{LOW} aggregate_root:{TEXT} "
+    f"ledger_kind:{LOW} ledger_id:{TEXT} ledger_entry:{TEXT}"), "batch_id", "created_at")
+DLQ = Table("dlq", _cols(
+    f"received_at:{TIME_MS} gateway_id:{LOW} reason:{LOW} detail:{TEXT} mqtt_topic:{TEXT} "
+    f"payload_size:UInt32 payload_b64:{TEXT} kafka_partition:UInt16 kafka_offset:UInt64"),
+    "(kafka_partition, kafka_offset)", "received_at")
+# Records the sink could not turn into rows: kept whole with the reason, never dropped.
+REJECTS = Table("sink_rejects", _cols(
+    f"rejected_at:{TIME} topic:{LOW} kafka_partition:UInt16 kafka_offset:UInt64 "
+    f"reason:{TEXT} raw:{TEXT}"), "(topic, kafka_partition, kafka_offset)", "rejected_at")
+
+TABLES: tuple[Table, ...] = (TELEMETRY, ALERTS, DECLARATIONS, ANCHORS, DLQ, REJECTS)
+VERSIONS = Table(VERSION_TABLE, _cols("version:UInt32 applied_at:DateTime"), "version",
+                 "applied_at")
+
+# Views answer what a terminal asks; each is used by a README query and tested on both back-ends.
+VIEWS: dict[str, str] = {
+    "crane_moves_per_hour": """
+        SELECT toStartOfHour(ts) AS hour, device_id AS crane, count() AS moves
+        FROM telemetry FINAL
+        WHERE kind = 'crane' AND event = 'lift_end'
+        GROUP BY hour, crane""",
+    "yard_dwell": """
+        SELECT container_no, min(ts) AS first_seen, max(ts) AS last_seen,
+               dateDiff('second', min(ts), max(ts)) AS dwell_seconds
+        FROM telemetry FINAL
+        WHERE kind = 'rtg' AND container_no != ''
+        GROUP BY container_no""",
+    "alerts_per_rule_per_day": """
+        SELECT toDate(first_seen) AS day, rule, uniqExact(alert_id) AS alerts
+        FROM alerts FINAL
+        WHERE state = 'raised'
+        GROUP BY day, rule""",
+    "reefer_excursions": """
+        SELECT alert_id, container_no, first_seen, last_seen, count, measured, declared
+        FROM alerts FINAL
+        WHERE rule = 'reefer_excursion'""",
+    "dlq_reasons": """
+        SELECT reason, count() AS messages, max(received_at) AS last_seen
+        FROM dlq FINAL
+        GROUP BY reason""",
+}
+
+
+# Ready answers for analysts: the README lists them verbatim and the tests run each one on
+# both back-ends.
+ANALYST_QUERIES: dict[str, str] = {
+    "Readings and distinct devices per port and kind today":
+        "SELECT port, kind, count() AS readings, uniqExact(device_id) AS devices "
+        "FROM telemetry FINAL WHERE toDate(ts) = today() GROUP BY port, kind "
+        "ORDER BY readings DESC",
+    "The last 20 readings of one container":
+        "SELECT ts, device_id, kind, event, load_kg, yard_block, door, seal_state "
+        "FROM telemetry FINAL WHERE container_no = 'CSQU3054383' ORDER BY ts DESC LIMIT 20",
+    "Quay-crane moves per hour":
+        "SELECT hour, crane, moves FROM crane_moves_per_hour ORDER BY hour DESC, crane",
+    "Longest yard dwell":
+        "SELECT container_no, dwell_seconds FROM yard_dwell ORDER BY dwell_seconds DESC LIMIT 10",
+    "Alerts per rule per day":
+        "SELECT day, rule, alerts FROM alerts_per_rule_per_day ORDER BY day DESC, alerts DESC",
+    "Reefer excursions":
+        "SELECT container_no, first_seen, last_seen, count FROM reefer_excursions "
+        "ORDER BY last_seen DESC",
+    "Why input was rejected":
+        "SELECT reason, messages, last_seen FROM dlq_reasons ORDER BY messages DESC",
+    "Declared vs measured mass of crane lifts (kg)":
+        "SELECT t.container_no, max(t.load_kg) AS measured, any(d.gross_mass_kg) AS declared "
+        "FROM telemetry AS t FINAL INNER JOIN declarations AS d FINAL "
+        "ON t.container_no = d.container_no WHERE t.kind = 'crane' "
+        "GROUP BY t.container_no ORDER BY t.container_no LIMIT 20",
+    "Anchored batches per topic":
+        "SELECT topic, count() AS batches, sum(count) AS records, max(created_at) AS latest "
+        "FROM anchors FINAL GROUP BY topic",
+}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What the server supports: chDB and ClickHouse >= 20.1 are modern."""
+
+    modern: bool
+
+    @classmethod
+    def for_version(cls, version: str) -> Dialect:
+        major = int(version.split(".", 1)[0])
+        return cls(modern=major >= 20)
+
+    def type_of(self, kind: str) -> str:
+        if kind == TIME:
+            return "DateTime('UTC')" if self.modern else "DateTime"
+        if kind == TIME_MS:
+            return "DateTime64(3, 'UTC')" if self.modern else "DateTime"
+        if kind == LOW:
+            return "LowCardinality(String)" if self.modern else "String"
+        if kind == TEXT:
+            return "String CODEC(ZSTD(3))" if self.modern else "String"
+        return kind
+
+
+def create_table(table: Table, dialect: Dialect, ttl_days: int | None) -> str:
+    columns = ",\n    ".join(f"`{c.name}` {dialect.type_of(c.kind)}" for c in table.columns)
+    ttl = ""
+    if ttl_days and dialect.modern:
+        ttl = f"\nTTL toDateTime(`{table.time_column}`) + INTERVAL {ttl_days} DAY"
+    return (f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {columns}\n)\n"
+            f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMMDD(`{table.time_column}`)\n"
+            f"ORDER BY {table.order_by}{ttl}")
+
+
+def ddl(dialect: Dialect, ttl_days: int | None = None) -> list[str]:
+    """Every statement that creates schema version SCHEMA_VERSION, idempotently."""
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version UInt32, applied_at DateTime) "
+        "ENGINE = MergeTree ORDER BY version",
+        *(create_table(t, dialect, ttl_days) for t in TABLES),
+    ]
+    statements += [f"CREATE VIEW IF NOT EXISTS {name} AS {sql.strip()}"
+                   for name, sql in VIEWS.items()]
+    return statements

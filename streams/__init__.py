@@ -1,0 +1,1 @@
+"""Stream processing: the ClickHouse sink (and, next, the customs rules and alerts)."""

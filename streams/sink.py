@@ -1,0 +1,138 @@
+"""`smartport sink`: Kafka → ClickHouse in batched inserts, offsets committed after the insert.
+
+A consumer group over telemetry, alerts, declarations, anchors and the DLQ. Rows are buffered
+per table and inserted every ``batches.sink_rows`` rows or ``batches.sink_seconds``; only when
+every table accepted its rows are the offsets committed, so a crash never loses a row and a
+redelivery only adds duplicates that ReplacingMergeTree collapses. While ClickHouse is
+unreachable the sink retries with backoff and keeps its offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from types import FrameType
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+from schemas import clickhouse as ch
+from smartport.settings import Settings
+from streams.rows import SINK_TOPICS, Row, to_row
+from streams.store import Store
+
+log = logging.getLogger(__name__)
+
+ROWS = Counter("smartport_sink_rows", "rows inserted into ClickHouse", ["table"])
+REJECTED = Counter("smartport_sink_rejected", "records kept in sink_rejects", ["topic"])
+CLICKHOUSE_UP = Gauge("smartport_sink_clickhouse_up", "1 when the last insert succeeded")
+INSERT_SECONDS = Histogram("smartport_sink_insert_seconds", "one batch insert, all tables")
+MAX_BACKOFF_S = 30.0
+
+
+class Sink:
+    def __init__(self, settings: Settings, store: Store, group: str = "smartport-sink",
+                 source_topics: tuple[str, ...] = SINK_TOPICS) -> None:
+        self._store = store
+        self._max_rows = settings.batches.sink_rows
+        self._max_seconds = settings.batches.sink_seconds
+        self._topics = source_topics
+        self._consumer = Consumer({
+            **settings.kafka.client_config(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "max.poll.interval.ms": 3_600_000,  # a ClickHouse outage must not cost the assignment
+        })
+        self._buffer: dict[ch.Table, list[Row]] = defaultdict(list)
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._buffered = 0
+        self._first_buffered = 0.0
+        self._stop = threading.Event()
+        self.inserted = 0
+
+    def _add(self, message: Message) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        table, row = to_row(topic, partition, offset, message.value(), datetime.now(UTC))
+        if table is ch.REJECTS:
+            REJECTED.labels(topic).inc()
+            log.warning("record kept in sink_rejects", extra={
+                "topic": topic, "partition": partition, "offset": offset,
+                "reason": row["reason"]})
+        if not self._buffered:
+            self._first_buffered = time.monotonic()
+        self._buffer[table].append(row)
+        self._buffered += 1
+        self._offsets[topic, partition] = offset + 1
+
+    def _flush(self) -> None:
+        """Insert every buffered row, retrying until ClickHouse takes them, then commit."""
+        if not self._buffered:
+            return
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                for table, rows in self._buffer.items():
+                    if rows:
+                        self._store.insert(table, rows)
+                break
+            except Exception as exc:  # unreachable, restarting, out of disk: keep offsets, retry
+                CLICKHOUSE_UP.set(0)
+                log.error("ClickHouse insert failed; retrying", extra={
+                    "error": str(exc).splitlines()[0], "retry_in_s": backoff})
+                if self._stop.wait(backoff):
+                    return  # shutting down: the uncommitted rows are redelivered next time
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        INSERT_SECONDS.observe(time.monotonic() - started)
+        CLICKHOUSE_UP.set(1)
+        for table, rows in self._buffer.items():
+            ROWS.labels(table.name).inc(len(rows))
+        self._consumer.commit(offsets=[TopicPartition(t, p, o)
+                                       for (t, p), o in self._offsets.items()],
+                              asynchronous=False)
+        self.inserted += self._buffered
+        log.info("inserted", extra={"rows": self._buffered, "total": self.inserted})
+        self._buffer.clear()
+        self._offsets.clear()
+        self._buffered = 0
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._flush()  # commit what we hold before another member takes the partitions
+
+    def run(self, stop: threading.Event | None = None, idle_exit_s: float | None = None) -> None:
+        """Consume and insert until ``stop`` (or SIGTERM/SIGINT), or ``idle_exit_s`` of quiet."""
+        if stop is not None:
+            self._stop = stop
+        if threading.current_thread() is threading.main_thread():
+            def request_stop(signum: int, frame: FrameType | None) -> None:
+                self._stop.set()
+            signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+        self._consumer.subscribe(list(self._topics), on_revoke=self._on_revoke)
+        last_message = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                for message in self._consumer.consume(5000, timeout=0.2):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("Kafka consumer error", extra={"error": str(error)})
+                        continue
+                    last_message = time.monotonic()
+                    self._add(message)
+                if self._buffered and (self._buffered >= self._max_rows or time.monotonic()
+                                       - self._first_buffered >= self._max_seconds):
+                    self._flush()
+                if idle_exit_s is not None and not self._buffered and (
+                        time.monotonic() - last_message > idle_exit_s):
+                    break
+            self._flush()
+        finally:
+            self._consumer.close()

@@ -1,0 +1,148 @@
+"""The two ClickHouse back-ends behind one small interface, chosen by URL.
+
+``clickhouse://host:port/db`` is a server over the native protocol (clickhouse-driver);
+``chdb:///path`` is chDB, the ClickHouse engine in-process, persistent in ``path``. chDB locks
+its directory: while the sink owns the store it answers analysts' queries itself (see
+``streams.query_server``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from schemas import clickhouse as ch
+from smartport.errors import ConfigError, StackError
+
+Rows = Sequence[dict[str, Any]]
+Result = tuple[list[str], list[tuple[Any, ...]]]
+
+
+class Store(Protocol):
+    url: str
+
+    def version(self) -> str: ...
+
+    def execute(self, sql: str) -> None: ...
+
+    def insert(self, table: ch.Table, rows: Rows) -> None: ...
+
+    def query(self, sql: str) -> Result: ...
+
+    def close(self) -> None: ...
+
+
+class ServerStore:
+    def __init__(self, url: str) -> None:
+        from clickhouse_driver import Client
+
+        parts = urlsplit(url)
+        self.url = url
+        self._database = parts.path.strip("/") or "default"
+        options = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 9000,
+                   "user": parts.username or "default", "password": parts.password or "",
+                   "connect_timeout": 5, "send_receive_timeout": 60}
+        try:
+            Client(**options).execute(f"CREATE DATABASE IF NOT EXISTS `{self._database}`")
+        except Exception as exc:
+            raise StackError(f"cannot reach ClickHouse at {url}: {exc}") from exc
+        self._client = Client(**options, database=self._database)
+
+    def version(self) -> str:
+        return str(self._client.execute("SELECT version()")[0][0])
+
+    def execute(self, sql: str) -> None:
+        self._client.execute(sql)
+
+    def insert(self, table: ch.Table, rows: Rows) -> None:
+        names = table.column_names
+        self._client.execute(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES",
+                             [tuple(row[n] for n in names) for row in rows])
+
+    def query(self, sql: str) -> Result:
+        data, columns = self._client.execute(sql, with_column_types=True)
+        return [name for name, _ in columns], [tuple(row) for row in data]
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return value
+
+
+class ChdbStore:
+    def __init__(self, path: Path, url: str) -> None:
+        import chdb
+
+        self.url = url
+        path.mkdir(parents=True, exist_ok=True)
+        if _locked(path / "status"):
+            raise StoreLocked(f"the chDB store {path} is open in another process")
+        self._connection = chdb.connect(str(path))
+
+    def version(self) -> str:
+        return self.query("SELECT version()")[1][0][0]  # type: ignore[no-any-return]
+
+    def execute(self, sql: str) -> None:
+        self._connection.query(sql)
+
+    def insert(self, table: ch.Table, rows: Rows) -> None:
+        lines = "\n".join(json.dumps({k: _json_value(v) for k, v in row.items()})
+                          for row in rows)
+        self._connection.query(f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}\n")
+
+    def query(self, sql: str) -> Result:
+        result = self._connection.query(sql, "JSONCompact")
+        text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
+        if not text.strip():
+            return [], []
+        document = json.loads(text)
+        return ([column["name"] for column in document["meta"]],
+                [tuple(row) for row in document["data"]])
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _locked(status_file: Path) -> bool:
+    """Whether another process holds the lock chDB (like clickhouse-server) takes on start."""
+    try:
+        with status_file.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    return False
+
+
+class StoreLocked(StackError):
+    """The embedded store is owned by another process (a running sink)."""
+
+
+def open_store(url: str) -> Store:
+    parts = urlsplit(url)
+    if parts.scheme == "clickhouse":
+        return ServerStore(url)
+    if parts.scheme == "chdb":
+        return ChdbStore(Path(parts.path), url)
+    raise ConfigError(f"ClickHouse URL {url!r} must be clickhouse://host:9000/db or chdb:///path")
+
+
+def ensure_schema(store: Store, ttl_days: int | None) -> None:
+    """Create (or migrate to) the current schema version; idempotent."""
+    dialect = ch.Dialect(modern=True) if isinstance(store, ChdbStore) else ch.Dialect.for_version(
+        store.version())
+    for statement in ch.ddl(dialect, ttl_days):
+        store.execute(statement)
+    _, rows = store.query(f"SELECT max(version) FROM {ch.VERSION_TABLE}")
+    if not rows or int(rows[0][0] or 0) < ch.SCHEMA_VERSION:
+        store.insert(ch.VERSIONS, [{"version": ch.SCHEMA_VERSION,
+                                    "applied_at": datetime.now(UTC)}])
