@@ -61,8 +61,9 @@ class ServerStore:
 
     def insert(self, table: ch.Table, rows: Rows) -> None:
         names = table.column_names
-        self._client.execute(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES",
-                             [tuple(row[n] for n in names) for row in rows])
+        columns = [[row[name] for row in rows] for name in names]  # columnar: native blocks
+        self._client.execute(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES", columns,
+                             columnar=True)
 
     def query(self, sql: str) -> Result:
         data, columns = self._client.execute(sql, with_column_types=True)
