@@ -1,10 +1,12 @@
 """`smartport demo`: the main job on the embedded defaults, reconciled end to end.
 
-Simulated fleet → Mosquitto → gateway → Kafka → anchorer → embedded ledger, with declarations
-loaded first. At the end every stage's count is reconciled: each valid published reading is in
-telemetry.v1 exactly once after deduplication on (device_id, seq), each invalid one is in the
-DLQ with its reason, every batch holding the run's records is anchored, and the receipt of one
-record is built and verified against the ledger.
+Simulated fleet → Mosquitto → gateway → Kafka → anchorer → embedded ledger, and the sink into
+embedded chDB, with declarations loaded first. At the end every stage's count is reconciled:
+each valid published reading is in telemetry.v1 exactly once after deduplication on
+(device_id, seq), each invalid one is in the DLQ with its reason, the same counts are in
+ClickHouse after deduplication, every batch holding the run's records is anchored, and the
+receipt of one record is built and verified against the ledger. Three analyst queries show
+what is in the store.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ from ingest import simulate as simulation
 from ingest.fleet import Fleet, FleetConfig
 from ingest.mqtt import connect_properties, new_client
 from schemas import encode, topics
+from schemas.clickhouse import ANALYST_QUERIES
 from smartport.errors import StackError
 from smartport.settings import Settings
+from streams import query_server
+from streams.store import Result
 
 _START_TIMEOUT_S = 60.0
 _DRAIN_TIMEOUT_S = 120.0
+DEMO_QUERIES = ("Why input was rejected", "Quay-crane moves per hour",
+                "Readings and distinct devices per port and kind today")
 
 
 @dataclass
@@ -46,6 +53,9 @@ class DemoReport:
     in_kafka: int = 0  # distinct (device_id, seq) of this run in telemetry.v1
     kafka_records: int = 0  # records, duplicates included
     in_dlq: int = 0
+    stored: int = 0  # distinct (device_id, seq) of this run in ClickHouse (FINAL)
+    stored_dlq: int = 0
+    answers: dict[str, Result] = field(default_factory=dict)
     dlq_reasons: Counter[str] = field(default_factory=Counter)
     anomalies: Counter[str] = field(default_factory=Counter)
     declarations: int = 0
@@ -58,8 +68,12 @@ class DemoReport:
         return self.valid == self.in_kafka and self.invalid == self.in_dlq
 
     @property
+    def stored_match(self) -> bool:
+        return self.stored == self.valid and self.stored_dlq == self.invalid
+
+    @property
     def reconciled(self) -> bool:
-        return self.counts_match and bool(self.receipt)
+        return self.counts_match and self.stored_match and bool(self.receipt)
 
 
 class _Process:
@@ -178,9 +192,11 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
     gateway = _Process("gateway", ["gateway", "--gateway-id", gateway_id, "--share-group",
                                    gateway_id], '"msg": "subscribed"', work / "gateway.log")
     anchorer = _Process("anchorer", ["anchor"], '"msg": "assigned"', work / "anchor.log")
+    sink = _Process("sink", ["sink"], '"msg": "sink ready"', work / "sink.log")
     try:
-        with gateway, anchorer:
-            console.print(f"[green]✓[/] gateway {gateway_id} subscribed, anchorer assigned")
+        with gateway, anchorer, sink:
+            console.print(f"[green]✓[/] gateway {gateway_id} subscribed, anchorer and sink "
+                          "running")
             sim = simulation.run(fleet, fleet.messages(), mqtt_settings=settings.mqtt,
                                  rate=rate, total=None, duration=duration,
                                  truth_out=work / "truth.jsonl", show_progress=console.is_terminal)
@@ -196,6 +212,15 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
                     if report.counts_match or time.monotonic() > deadline:
                         break
                     time.sleep(1)
+            with console.status("waiting for the sink to store the run in ClickHouse ..."):
+                deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+                while not _stored(settings, report, gateway_id):
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(1)
+            report.answers = {name: query_server.remote_query(ANALYST_QUERIES[name],
+                                                              settings.query_port)
+                              for name in DEMO_QUERIES}
             ends = kafka.high_watermarks(settings.kafka, topics.TELEMETRY)
             with console.status("waiting for the anchorer to anchor every batch ..."):
                 deadline = time.monotonic() + _DRAIN_TIMEOUT_S
@@ -211,6 +236,19 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
         _forget_session(settings, gateway_id)
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _stored(settings: Settings, report: DemoReport, gateway_id: str) -> bool:
+    """Count this run's rows in the sink's store (asked through the sink: chDB is locked)."""
+    try:
+        _, rows = query_server.remote_query(
+            "SELECT (SELECT uniqExact(device_id, seq) FROM telemetry FINAL "
+            f"WHERE gateway_id = '{gateway_id}'), (SELECT count() FROM dlq FINAL "
+            f"WHERE gateway_id = '{gateway_id}')", settings.query_port)
+    except OSError:
+        return False
+    report.stored, report.stored_dlq = int(rows[0][0]), int(rows[0][1])
+    return report.stored_match
 
 
 def _anchored_since(settings: Settings, since: dict[int, int]) -> int:
@@ -231,8 +269,15 @@ def render(report: DemoReport, console: Console) -> None:
     row("valid readings → telemetry.v1 (distinct device_id, seq)", report.in_kafka, report.valid)
     row("  records incl. at-least-once duplicates", report.kafka_records, None)
     row("invalid payloads → telemetry.dlq.v1", report.in_dlq, report.invalid)
+    row("valid readings stored in ClickHouse (chDB, FINAL)", report.stored, report.valid)
+    row("DLQ records stored in ClickHouse", report.stored_dlq, report.invalid)
     row("Merkle batches anchored to the embedded ledger", report.anchored, None)
     console.print(table)
+    for name, (columns, rows) in report.answers.items():
+        answer = Table(*columns, title=f"analyst query: {name}")
+        for values in rows[:8]:
+            answer.add_row(*(str(v) for v in values))
+        console.print(answer)
     console.print(f"receipt verified offline and on the ledger: {report.receipt or '[red]none[/]'}")
     if report.dlq_reasons:
         console.print("DLQ reasons: " + ", ".join(f"{k} {v}" for k, v in

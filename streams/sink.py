@@ -116,6 +116,7 @@ class Sink:
             signal.signal(signal.SIGTERM, request_stop)
             signal.signal(signal.SIGINT, request_stop)
         self._consumer.subscribe(list(self._topics), on_revoke=self._on_revoke)
+        log.info("sink ready", extra={"topics": list(self._topics)})
         last_message = time.monotonic()
         try:
             while not self._stop.is_set():
