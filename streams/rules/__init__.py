@@ -1,0 +1,1 @@
+"""The customs rules: pure functions of (reading, declaration, container state, thresholds)."""

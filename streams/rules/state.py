@@ -1,0 +1,70 @@
+"""Per-container state kept between readings (in a changelog-backed table): deduplication,
+event-time clocks of the duration rules, and the open alert of each rule."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from schemas import Evidence, Rule
+
+SEEN_PER_DEVICE = 512  # recent seqs kept per device: duplicates arrive close to the original
+EVIDENCE_KEPT = 10
+
+
+class OpenAlert(BaseModel):
+    alert_id: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+    version: int
+    worst: float | None = None
+    evidence: list[Evidence] = Field(default_factory=list)
+
+
+class ContainerState(BaseModel):
+    seen: dict[str, list[int]] = Field(default_factory=dict)
+    declaration_version: int | None = None
+    reefer_out_since: datetime | None = None
+    reefer_last_out: datetime | None = None
+    reefer_last_ok: datetime | None = None
+    undeclared_since: datetime | None = None
+    undeclared_last: datetime | None = None
+    alerts: dict[Rule, OpenAlert] = Field(default_factory=dict)
+    incidents: dict[Rule, int] = Field(default_factory=dict)
+
+    def first_time(self, device_id: str, seq: int) -> bool:
+        """Record (device_id, seq); False when it was already processed (a redelivery)."""
+        seqs = self.seen.setdefault(device_id, [])
+        if seq in seqs:
+            return False
+        seqs.append(seq)
+        if len(seqs) > SEEN_PER_DEVICE:
+            seqs.sort()
+            del seqs[0]
+        return True
+
+    def note_reefer(self, ts: datetime, out_of_range: bool) -> float:
+        """Seconds (event time) the current excursion has lasted; 0 when in range."""
+        if out_of_range:
+            starts_earlier = self.reefer_out_since is None or ts < self.reefer_out_since
+            after_last_ok = self.reefer_last_ok is None or ts > self.reefer_last_ok
+            if starts_earlier and after_last_ok:
+                self.reefer_out_since = ts
+            if self.reefer_last_out is None or ts > self.reefer_last_out:
+                self.reefer_last_out = ts
+            return (self.reefer_last_out - (self.reefer_out_since or ts)).total_seconds()
+        if self.reefer_last_out is not None and ts > self.reefer_last_out:
+            self.reefer_out_since = self.reefer_last_out = None  # back in range: it ended
+        if self.reefer_last_ok is None or ts > self.reefer_last_ok:
+            self.reefer_last_ok = ts
+        return 0.0
+
+    def note_undeclared(self, ts: datetime) -> float:
+        """Seconds (event time) readings have arrived without a declaration."""
+        if self.undeclared_since is None or ts < self.undeclared_since:
+            self.undeclared_since = ts
+        if self.undeclared_last is None or ts > self.undeclared_last:
+            self.undeclared_last = ts
+        return (self.undeclared_last - self.undeclared_since).total_seconds()

@@ -1,0 +1,50 @@
+"""Rule thresholds and severities, with documented defaults; overridable from a TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas import Rule, Severity
+from smartport.errors import ConfigError
+
+DEFAULT_SEVERITIES: dict[Rule, Severity] = {
+    Rule.WEIGHT_MISMATCH: Severity.WARNING,
+    Rule.SEAL_BROKEN: Severity.CRITICAL,
+    Rule.DOOR_OPENED: Severity.CRITICAL,
+    Rule.REEFER_EXCURSION: Severity.WARNING,
+    Rule.UNDECLARED_CONTAINER: Severity.WARNING,
+    Rule.HOLD_VIOLATION: Severity.CRITICAL,
+    Rule.VESSEL_MISMATCH: Severity.CRITICAL,
+    Rule.ZONE_VIOLATION: Severity.WARNING,
+}
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight_tolerance_ratio: float = Field(
+        0.05, gt=0, description="weight_mismatch: relative tolerance (UK SOLAS VGM: 5 %)")
+    weight_tolerance_kg: float = Field(
+        500.0, ge=0, description="weight_mismatch: absolute tolerance; the larger one applies")
+    reefer_grace_s: float = Field(
+        300.0, ge=0, description="reefer_excursion: out of range for at least this long")
+    undeclared_grace_s: float = Field(
+        600.0, ge=0, description="undeclared_container: no declaration for this long")
+    severities: dict[Rule, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITIES))
+
+    def severity(self, rule: Rule) -> Severity:
+        return self.severities.get(rule, DEFAULT_SEVERITIES[rule])
+
+
+def load_thresholds(path: Path | None) -> Thresholds:
+    """Defaults, overridden by ``path`` (TOML with the field names above) when given."""
+    if path is None:
+        return Thresholds()
+    try:
+        values = tomllib.loads(path.read_text())
+        return Thresholds(**values)
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ConfigError(f"rules file {path}: {exc}") from None

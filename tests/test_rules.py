@@ -1,0 +1,250 @@
+"""The customs rules and the alert lifecycle, table-driven (pure: no services)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from schemas import AlertState, Declaration, Evidence, Rule, parse_declaration, parse_telemetry
+from streams.rules.checks import CHECKS
+from streams.rules.engine import evaluate
+from streams.rules.state import ContainerState
+from streams.rules.thresholds import Thresholds, load_thresholds
+from tests.helpers import container_reading, crane_reading, declaration, rtg_reading
+
+T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+TH = Thresholds()
+
+
+def _declaration(**overrides: Any) -> Declaration:
+    return parse_declaration(json.dumps(declaration(**overrides)))
+
+
+def _reading(sample: dict[str, Any]) -> Any:
+    return parse_telemetry(json.dumps(sample))
+
+
+def _check(rule: Rule, sample: dict[str, Any], decl: Declaration | None = None) -> bool | None:
+    finding = CHECKS[rule](_reading(sample), decl if decl is not None else _declaration(),
+                           ContainerState(), TH)
+    return None if finding is None else finding.active
+
+
+# declared gross mass 21,000 kg: tolerance max(5 % = 1,050 kg, 500 kg) = 1,050 kg
+@pytest.mark.parametrize(("sample", "want"), [
+    (crane_reading(load_kg=22_050.0), False),
+    (crane_reading(load_kg=22_051.0), True),
+    (crane_reading(load_kg=19_950.0), False),
+    (crane_reading(load_kg=19_949.0), True),
+    (rtg_reading(container_no="CSQU3054383", load_kg=30_000.0), True),
+    (crane_reading(load_kg=None), None),
+    (container_reading(), None),
+], ids=["at-tolerance", "above", "at-lower", "below", "rtg", "no-load", "tracker"])
+def test_weight_mismatch(sample: dict[str, Any], want: bool | None) -> None:
+    assert _check(Rule.WEIGHT_MISMATCH, sample) is want
+
+
+def test_weight_tolerance_is_500_kg_for_light_boxes() -> None:
+    light = _declaration(gross_mass_kg=4_000.0)  # 5 % = 200 kg < 500 kg
+    assert _check(Rule.WEIGHT_MISMATCH, crane_reading(load_kg=4_500.0), light) is False
+    assert _check(Rule.WEIGHT_MISMATCH, crane_reading(load_kg=4_501.0), light) is True
+
+
+@pytest.mark.parametrize(("sample", "want"), [
+    (container_reading(), False),
+    (container_reading(seal_state="broken"), True),
+    (container_reading(seal_id="SL999"), True),
+    (container_reading(seal_id=None, seal_state=None), None),
+], ids=["intact", "broken", "foreign-seal", "no-seal-data"])
+def test_seal_broken(sample: dict[str, Any], want: bool | None) -> None:
+    assert _check(Rule.SEAL_BROKEN, sample) is want
+
+
+@pytest.mark.parametrize(("status", "door", "want"), [
+    ("lodged", "open", True), ("held", "open", True), ("under_review", "open", True),
+    ("released", "open", False), ("cleared", "open", False), ("lodged", "closed", False),
+    ("lodged", None, None),
+])
+def test_door_opened(status: str, door: str | None, want: bool | None) -> None:
+    assert _check(Rule.DOOR_OPENED, container_reading(door=door),
+                  _declaration(status=status)) is want
+
+
+@pytest.mark.parametrize(("event", "status", "want"), [
+    ("lift_start", "held", True), ("lift_end", "held", True), ("heartbeat", "held", None),
+    ("lift_start", "released", False), ("lift_start", "lodged", False),
+])
+def test_hold_violation(event: str, status: str, want: bool | None) -> None:
+    sample = crane_reading(event=event)
+    assert _check(Rule.HOLD_VIOLATION, sample, _declaration(status=status)) is want
+
+
+def test_hold_violation_for_rtg_moves() -> None:
+    sample = rtg_reading(container_no="CSQU3054383", event="move")
+    assert _check(Rule.HOLD_VIOLATION, sample, _declaration(status="held")) is True
+
+
+@pytest.mark.parametrize(("vessel", "want"), [("9074729", False), ("9176187", True), (None, None)])
+def test_vessel_mismatch(vessel: str | None, want: bool | None) -> None:
+    assert _check(Rule.VESSEL_MISMATCH, crane_reading(vessel_imo=vessel)) is want
+
+
+@pytest.mark.parametrize(("event", "block", "want"), [
+    ("drop", "B3", False), ("drop", "A1", True), ("move", "A1", None), ("pick", "B4", False),
+])
+def test_zone_violation(event: str, block: str, want: bool | None) -> None:
+    sample = rtg_reading(container_no="CSQU3054383", event=event, yard_block=block)
+    assert _check(Rule.ZONE_VIOLATION, sample) is want
+
+
+def test_zone_rule_needs_allowed_blocks() -> None:
+    sample = rtg_reading(container_no="CSQU3054383", event="drop", yard_block="A1")
+    assert _check(Rule.ZONE_VIOLATION, sample, _declaration(allowed_yard_blocks=None)) is None
+
+
+# -- the engine: durations, lifecycle, duplicates, order ------------------------------------
+
+
+def _evidence(seq: int) -> Evidence:
+    return Evidence(topic="telemetry.v1", partition=0, offset=seq, device_id="d", seq=seq)
+
+
+def _run(readings: list[dict[str, Any]], decl: Declaration | None,
+         state: ContainerState | None = None) -> tuple[list[Any], ContainerState]:
+    state = state or ContainerState()
+    events = []
+    for sample in readings:
+        events += evaluate(_reading(sample), decl, state, TH, _evidence(sample["seq"]))
+    return events, state
+
+
+def _tracker(seq: int, minutes: float, **fields: Any) -> dict[str, Any]:
+    ts = (T0 + timedelta(minutes=minutes)).isoformat()
+    return container_reading(device_id="trk", seq=seq, ts=ts, **fields)
+
+
+def test_reefer_excursion_needs_the_grace_period() -> None:
+    decl = _declaration()  # reefer -20..-16 °C, grace 300 s
+    events, _ = _run([_tracker(1, 0, reefer_temp_c=-10.0), _tracker(2, 4.9, reefer_temp_c=-10.0)],
+                     decl)
+    assert events == []
+    events, _ = _run([_tracker(1, 0, reefer_temp_c=-10.0), _tracker(2, 5, reefer_temp_c=-10.0),
+                      _tracker(3, 6, reefer_temp_c=-9.0), _tracker(4, 7, reefer_temp_c=-18.0)],
+                     decl)
+    assert [(e.rule, e.state, e.count) for e in events] == [
+        (Rule.REEFER_EXCURSION, AlertState.RAISED, 1),
+        (Rule.REEFER_EXCURSION, AlertState.UPDATED, 2),
+        (Rule.REEFER_EXCURSION, AlertState.CLEARED, 2),
+    ]
+    assert events[1].measured["reefer_temp_c"] == -9.0
+
+
+def test_out_of_order_readings_use_event_time() -> None:
+    decl = _declaration()
+    # The 5-minute reading arrives first, the 0-minute one later: still 5 minutes out of range.
+    events, _ = _run([_tracker(2, 5, reefer_temp_c=-10.0), _tracker(1, 0, reefer_temp_c=-10.0)],
+                     decl)
+    assert [(e.rule, e.state) for e in events] == [(Rule.REEFER_EXCURSION, AlertState.RAISED)]
+    # A late in-range reading older than the excursion does not end it.
+    events, state = _run([_tracker(1, 0, reefer_temp_c=-10.0), _tracker(3, 6, reefer_temp_c=-10.0),
+                          _tracker(2, 3, reefer_temp_c=-18.0)], decl)
+    assert [e.state for e in events] == [AlertState.RAISED]
+    assert Rule.REEFER_EXCURSION in state.alerts
+
+
+def test_duplicates_are_ignored() -> None:
+    opened = _tracker(1, 0, door="open")
+    events, _ = _run([opened, opened, opened], _declaration(status="lodged"))
+    assert [(e.rule, e.state, e.count) for e in events] == [
+        (Rule.DOOR_OPENED, AlertState.RAISED, 1)]
+
+
+def test_lifecycle_ids_are_deterministic_and_incidents_counted() -> None:
+    decl = _declaration(status="lodged")
+    readings = [_tracker(1, 0, door="open"), _tracker(2, 1, door="open"),
+                _tracker(3, 2, door="closed"), _tracker(4, 3, door="open")]
+    first, _ = _run(readings, decl)
+    replay, _ = _run(readings, decl)
+    assert [(e.alert_id, e.version, e.state) for e in first] == [
+        (e.alert_id, e.version, e.state) for e in replay]
+    assert [(e.alert_id, e.state, e.version) for e in first] == [
+        ("CSQU3054383/door_opened/1", AlertState.RAISED, 1),
+        ("CSQU3054383/door_opened/1", AlertState.UPDATED, 2),
+        ("CSQU3054383/door_opened/1", AlertState.CLEARED, 3),
+        ("CSQU3054383/door_opened/2", AlertState.RAISED, 1),
+    ]
+    assert first[1].count == 2
+    assert [ev.seq for ev in first[1].evidence] == [1, 2]
+    assert first[0].severity.value == "critical"
+
+
+def test_undeclared_container_after_grace_then_cleared_by_a_declaration() -> None:
+    readings = [_tracker(1, 0), _tracker(2, 9.9)]
+    events, state = _run(readings, None)
+    assert events == []
+    events, state = _run([_tracker(3, 10)], None, state)
+    assert [(e.rule, e.state) for e in events] == [(Rule.UNDECLARED_CONTAINER, AlertState.RAISED)]
+    events, _ = _run([_tracker(4, 11)], _declaration(), state)
+    assert (Rule.UNDECLARED_CONTAINER, AlertState.CLEARED) in [(e.rule, e.state) for e in events]
+
+
+def test_a_released_hold_clears_and_stops_alerting() -> None:
+    held, released = _declaration(status="held"), _declaration(status="released", version=2)
+    lift = {"device_id": "qc", "event": "lift_start"}
+    events, state = _run([crane_reading(seq=1, **lift), crane_reading(seq=2, **lift)], held)
+    assert [e.state for e in events] == [AlertState.RAISED, AlertState.UPDATED]
+    events, state = _run([crane_reading(seq=3, **lift), crane_reading(seq=4, **lift)], released,
+                         state)
+    assert [(e.rule, e.state) for e in events] == [(Rule.HOLD_VIOLATION, AlertState.CLEARED)]
+
+
+def test_readings_without_container_are_skipped() -> None:
+    events, _ = _run([crane_reading(event="heartbeat", container_no=None)], _declaration())
+    assert events == []
+
+
+def test_thresholds_from_toml(tmp_path: Any) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text('reefer_grace_s = 60\n[severities]\nzone_violation = "critical"\n')
+    thresholds = load_thresholds(path)
+    assert thresholds.reefer_grace_s == 60
+    assert thresholds.severity(Rule.ZONE_VIOLATION).value == "critical"
+    assert thresholds.severity(Rule.SEAL_BROKEN).value == "critical"
+    path.write_text("reefer_grace = 60\n")
+    with pytest.raises(Exception, match=r"(?s)rules file .*reefer_grace"):
+        load_thresholds(path)
+
+
+def test_simulator_ground_truth_precision_and_recall() -> None:
+    from itertools import islice
+
+    from ingest.fleet import Fleet, FleetConfig
+    from ingest.validation import Accepted, classify
+
+    fleet = Fleet(FleetConfig(devices=120, seed=21, anomaly_rate=0.01, invalid_rate=0.01,
+                              start=T0))
+    declarations = {d.container_no: d for d in fleet.declarations}
+    states: dict[str, ContainerState] = {}
+    truth, raised = set(), set()
+    for offset, message in enumerate(islice(fleet.messages(), 30_000)):
+        if message.truth:
+            truth.add((message.truth[0], message.truth[1]))
+        outcome = classify(message.topic, message.payload, 65_536)
+        if not isinstance(outcome, Accepted):
+            continue
+        reading = outcome.reading
+        container = getattr(reading, "container_no", None)
+        if container is None:
+            continue
+        evidence = Evidence(topic="telemetry.v1", partition=0, offset=offset,
+                            device_id=reading.device_id, seq=reading.seq)
+        state = states.setdefault(container, ContainerState())
+        for event in evaluate(reading, declarations.get(container), state, TH, evidence):
+            if event.state is AlertState.RAISED:
+                assert (event.container_no, event.rule) not in raised, "a second incident"
+                raised.add((event.container_no, event.rule))
+    assert len(truth) > 50
+    assert raised == truth  # precision and recall both 100 %
