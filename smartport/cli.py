@@ -308,6 +308,28 @@ def ledger_verify() -> None:
     out.print(f"[green]intact[/]: {len(entries)} entries, signed by {ledger.ledger_id}")
 
 
+@app.command("streams")
+def streams(
+    rules: Annotated[Path | None, typer.Option(help="TOML file of rule thresholds")] = None,
+    store: Annotated[str, typer.Option(
+        help="faust table store: memory:// or rocksdb:// (needs rocksdict)")] = "memory://",
+    app_id: Annotated[str, typer.Option(
+        help="faust app id: consumer group and table changelog prefix")] = "smartport-streams",
+    offset_reset: Annotated[str, typer.Option(
+        help="where a new app id starts: earliest or latest")] = "earliest",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run a customs cross-validation worker (faust) until SIGTERM; start more to scale out."""
+    from streams.app import create_app, run_worker
+    from streams.rules.thresholds import load_thresholds
+
+    if offset_reset not in ("earliest", "latest"):
+        raise ConfigError(f"--offset-reset {offset_reset!r}: use earliest or latest")
+    settings = state.settings()
+    run_worker(create_app(settings, load_thresholds(rules), app_id=app_id, store=store,
+                          offset_reset=offset_reset), log_level)
+
+
 @app.command("sink")
 def sink(
     metrics_port: Annotated[int, typer.Option(

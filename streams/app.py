@@ -1,0 +1,99 @@
+"""`smartport streams`: the faust app that cross-validates telemetry against declarations.
+
+Two co-partitioned source topics (telemetry.v1, declarations.v1, keyed by container number),
+two changelog-backed tables keyed the same way (the current declaration, and each container's
+rule state with its open alerts), one agent per source topic, each the only writer of its
+table. Alert events go to customs.alerts.v1 (keyed by container number) and to MQTT
+``port/<locode>/alerts/<severity>/<container>`` (QoS 1). Processing is at-least-once: after a
+crash the readings since the last commit are replayed, the state table's dedup set skips the
+ones already applied, and re-sent alert events carry the same (alert_id, version).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from ingest.mqtt import new_client
+from schemas import Declaration, Evidence, GatewayEnvelope, encode, topics
+from schemas.topics import mqtt_alert_topic
+from smartport.settings import Settings
+from streams.rules.engine import evaluate
+from streams.rules.state import ContainerState
+from streams.rules.thresholds import Thresholds
+
+log = logging.getLogger(__name__)
+APP_ID = "smartport-streams"
+
+
+def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
+               store: str = "memory://", offset_reset: str = "earliest") -> faust.App:
+    partitions = settings.kafka.partitions
+    datadir = settings.state_dir / "streams" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        store=store,
+        web_enabled=False,
+        processing_guarantee="at_least_once",  # faust's exactly_once has open bugs
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        datadir=str(datadir),
+        consumer_auto_offset_reset=offset_reset,  # where a new app id starts reading
+    )
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
+    telemetry = app.topic(topics.TELEMETRY, **raw)
+    declarations = app.topic(topics.DECLARATIONS, **raw)
+    alerts = app.topic(topics.ALERTS, **raw)
+    declaration_table = app.Table("declarations", **raw)
+    state_table = app.Table("container-state", **raw)
+    mqtt = new_client(settings.mqtt, f"{app_id}-alerts")
+    mqtt.connect_async(settings.mqtt.host, settings.mqtt.port)
+    mqtt.loop_start()
+
+    @app.agent(declarations, concurrency=1)
+    async def keep_declarations(stream: faust.Stream) -> None:
+        async for key, value in stream.items():
+            declaration_table[key] = value
+
+    @app.agent(telemetry, concurrency=1)
+    async def cross_validate(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            try:
+                envelope = GatewayEnvelope.model_validate_json(event.value)
+            except ValidationError as exc:
+                log.warning("skipping a record that is not a gateway envelope: %s", exc)
+                continue
+            reading = envelope.reading
+            container = getattr(reading, "container_no", None)
+            if container is None:
+                continue
+            key = container.encode()
+            stored = state_table.get(key)
+            state = ContainerState.model_validate_json(stored) if stored else ContainerState()
+            declared = declaration_table.get(key)
+            declaration = Declaration.model_validate_json(declared) if declared else None
+            evidence = Evidence(topic=event.message.topic, partition=event.message.partition,
+                                offset=event.message.offset, device_id=reading.device_id,
+                                seq=reading.seq)
+            raised = evaluate(reading, declaration, state, thresholds, evidence)
+            state_table[key] = state.model_dump_json().encode()
+            for alert in raised:
+                value = encode(alert)
+                await alerts.send(key=key, value=value)
+                mqtt.publish(mqtt_alert_topic(alert.port, alert.severity.value, container),
+                             value, qos=1)
+
+    return app
+
+
+def run_worker(app: faust.App, log_level: str = "info") -> None:
+    """Run one worker until SIGTERM/SIGINT (faust handles the signals)."""
+    worker = faust.Worker(app, loglevel=log_level, quiet=True)
+    worker.execute_from_commandline()

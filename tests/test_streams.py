@@ -1,0 +1,121 @@
+"""The faust app on the real stack: simulator → Mosquitto → gateway → Kafka → streams → alerts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from ingest import declarations
+from ingest.fleet import Fleet, FleetConfig
+from ingest.kafka import high_watermarks, read_range
+from ingest.simulate import MqttPublisher, write_declarations
+from schemas import Alert, topics
+from smartport.settings import Settings
+from tests.pipeline import SMARTPORT, GatewayProcess, unique, wait_for
+
+pytestmark = pytest.mark.stack
+
+
+class StreamsWorker:
+    def __init__(self, app_id: str, log: Path) -> None:
+        self.app_id, self.log = app_id, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> StreamsWorker:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                [*SMARTPORT, "streams", "--app-id", self.app_id, "--offset-reset", "latest"],
+                stdout=handle, stderr=handle)
+        wait_for(lambda: "Worker]: Ready" in self.log.read_text(errors="replace")[offset:],
+                 120, f"streams worker {self.app_id} (log {self.log})")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(60)
+
+
+@pytest.fixture
+def worker(stack: Settings, tmp_path: Path) -> Iterator[StreamsWorker]:
+    started = StreamsWorker(unique("streams-test"), tmp_path / "streams.log").start()
+    yield started
+    started.stop()
+
+
+def _alerts(settings: Settings, since: dict[int, int], containers: set[str]) -> list[Alert]:
+    found = []
+    for message in read_range(settings.kafka, topics.ALERTS, since):
+        alert = Alert.model_validate_json(message.value() or b"")
+        if alert.container_no in containers:
+            found.append(alert)
+    return found
+
+
+def _drive(stack: Settings, worker: StreamsWorker, tmp_path: Path, *, seed: int,
+           kill_after: float | None = None) -> None:
+    """Fleet → MQTT → gateway → Kafka → worker; then check alerts against the ground truth.
+
+    With ``kill_after``, the worker is SIGKILLed that many seconds in and restarted.
+    """
+    fleet = Fleet(FleetConfig(devices=60, seed=seed, anomaly_rate=0.03))
+    write_declarations(fleet, tmp_path / "declarations.jsonl")
+    declarations.load(stack, tmp_path / "declarations.jsonl")
+    gateway = GatewayProcess(unique("gw"), unique("grp"), tmp_path).start()
+    since = high_watermarks(stack.kafka, topics.ALERTS)
+    messages = list(islice(fleet.messages(), 3000))
+    truth = {(m.truth[0], m.truth[1].value) for m in messages if m.truth}
+    assert len(truth) > 20
+    containers = {d.container_no for d in fleet.declarations} | {c for c, _ in truth}
+
+    def raised() -> set[tuple[str, str]]:
+        return {(a.container_no, a.rule.value)
+                for a in _alerts(stack, since, containers) if a.state.value == "raised"}
+
+    def publish() -> None:
+        publisher = MqttPublisher(stack.mqtt)
+        for index, message in enumerate(messages):
+            publisher.publish(message.topic, message.payload)
+            if index % 100 == 0:
+                time.sleep(0.2)  # about 500 messages/s: the kill lands mid-stream
+        publisher.close(len(messages))
+
+    publishing = threading.Thread(target=publish)
+    try:
+        publishing.start()
+        if kill_after is not None:
+            time.sleep(kill_after)  # past faust's first offset commit (every 2.8 s)
+            worker.stop(signal.SIGKILL)  # offsets, changelog and alerts in flight
+            worker.start()
+        publishing.join()
+        wait_for(lambda: truth <= raised(), 180, "an alert for every injected anomaly")
+    finally:
+        gateway.stop()
+        gateway.forget_session(stack)
+    alerts = _alerts(stack, since, containers)
+    assert raised() == truth  # precision and recall 100 %
+    incidents = {a.alert_id for a in alerts if a.state.value == "raised"}
+    assert len(incidents) == len(truth), "one incident per (container, rule)"
+    for alert in alerts:
+        assert alert.evidence
+        assert alert.evidence[0].topic == topics.TELEMETRY
+
+
+def test_every_injected_anomaly_gives_exactly_one_incident(
+    stack: Settings, worker: StreamsWorker, tmp_path: Path
+) -> None:
+    _drive(stack, worker, tmp_path, seed=101)
+
+
+def test_sigkill_of_the_worker_loses_no_alert_and_duplicates_no_incident(
+    stack: Settings, worker: StreamsWorker, tmp_path: Path
+) -> None:
+    _drive(stack, worker, tmp_path, seed=102, kill_after=4.0)
