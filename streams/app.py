@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import faust
+from faust.types import StreamT
 from pydantic import ValidationError
 
 from ingest.mqtt import new_client
@@ -58,12 +59,12 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     mqtt.loop_start()
 
     @app.agent(declarations, concurrency=1)
-    async def keep_declarations(stream: faust.Stream) -> None:
+    async def keep_declarations(stream: StreamT[bytes]) -> None:
         async for key, value in stream.items():
             declaration_table[key] = value
 
     @app.agent(telemetry, concurrency=1)
-    async def cross_validate(stream: faust.Stream) -> None:
+    async def cross_validate(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             try:
                 envelope = GatewayEnvelope.model_validate_json(event.value)
