@@ -31,7 +31,10 @@ APP_ID = "smartport-streams"
 
 
 def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
-               store: str = "memory://", offset_reset: str = "earliest") -> faust.App:
+               store: str = "memory://", offset_reset: str = "earliest",
+               topic_names: tuple[str, str, str] = (topics.TELEMETRY, topics.DECLARATIONS,
+                                                    topics.ALERTS)) -> faust.App:
+    """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches."""
     partitions = settings.kafka.partitions
     datadir = settings.state_dir / "streams" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
@@ -49,9 +52,10 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
         consumer_auto_offset_reset=offset_reset,  # where a new app id starts reading
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
-    telemetry = app.topic(topics.TELEMETRY, **raw)
-    declarations = app.topic(topics.DECLARATIONS, **raw)
-    alerts = app.topic(topics.ALERTS, **raw)
+    telemetry_name, declarations_name, alerts_name = topic_names
+    telemetry = app.topic(telemetry_name, **raw)
+    declarations = app.topic(declarations_name, **raw)
+    alerts = app.topic(alerts_name, **raw)
     declaration_table = app.Table("declarations", **raw)
     state_table = app.Table("container-state", **raw)
     mqtt = new_client(settings.mqtt, f"{app_id}-alerts")
@@ -62,6 +66,10 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     async def keep_declarations(stream: StreamT[bytes]) -> None:
         async for key, value in stream.items():
             declaration_table[key] = value
+
+    # Parsed states by key, valid while the table still holds the bytes they were written as:
+    # saves re-parsing the state on every reading (a rebalance or recovery replaces the bytes).
+    parsed: dict[bytes, tuple[bytes, ContainerState]] = {}
 
     @app.agent(telemetry, concurrency=1)
     async def cross_validate(stream: StreamT[bytes]) -> None:
@@ -77,14 +85,20 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
                 continue
             key = container.encode()
             stored = state_table.get(key)
-            state = ContainerState.model_validate_json(stored) if stored else ContainerState()
+            cached = parsed.get(key)
+            if cached is not None and cached[0] is stored:
+                state = cached[1]
+            else:
+                state = ContainerState.model_validate_json(stored) if stored else ContainerState()
             declared = declaration_table.get(key)
             declaration = Declaration.model_validate_json(declared) if declared else None
             evidence = Evidence(topic=event.message.topic, partition=event.message.partition,
                                 offset=event.message.offset, device_id=reading.device_id,
                                 seq=reading.seq)
             raised = evaluate(reading, declaration, state, thresholds, evidence)
-            state_table[key] = state.model_dump_json().encode()
+            written = state.model_dump_json().encode()
+            state_table[key] = written
+            parsed[key] = (written, state)
             for alert in raised:
                 value = encode(alert)
                 await alerts.send(key=key, value=value)

@@ -1,0 +1,184 @@
+"""Streams benchmark: events/s of one faust worker with every rule and the declaration join,
+produce → alert latency, and the same rules in a plain confluent-kafka loop as the baseline.
+
+    .venv/bin/python bench/streams_bench.py --events 50000
+
+Uses scratch topics (deleted afterwards). Throughput: all events produced first, then the time
+until the worker's committed offsets reach the end (faust commits every 2.8 s: that is the
+resolution). Latency: the Kafka timestamp of each raised alert minus that of the reading in its
+evidence, for a run produced at ``--rate`` events/s while the worker is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from itertools import islice
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ingest.fleet import Fleet, FleetConfig
+from ingest.kafka import high_watermarks, read_range
+from ingest.validation import Accepted, classify
+from schemas import Alert, Declaration, Evidence, encode
+from smartport.settings import Settings
+from streams.rules.engine import evaluate
+from streams.rules.state import ContainerState
+from streams.rules.thresholds import Thresholds
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def worker_main(app_id: str, names: list[str]) -> None:
+    from streams.app import create_app, run_worker
+
+    app = create_app(Settings(), Thresholds(), app_id=app_id,
+                     topic_names=(names[0], names[1], names[2]))
+    run_worker(app, "warning")
+
+
+def envelopes(fleet: Fleet, count: int) -> list[tuple[bytes, bytes]]:
+    records = []
+    for message in islice(fleet.messages(), count):
+        outcome = classify(message.topic, message.payload, 65_536)
+        if isinstance(outcome, Accepted):
+            value = json.dumps({"received_at": "2026-11-24T02:00:01Z", "gateway_id": "bench",
+                                "mqtt_topic": message.topic,
+                                "reading": json.loads(message.payload)}).encode()
+            records.append((outcome.key, value))
+    return records
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
+            rate: float = 0) -> None:
+    producer = Producer({**settings.kafka.client_config(), "partitioner": "murmur2_random",
+                         "linger.ms": 5})
+    started = time.perf_counter()
+    for index, (key, value) in enumerate(records):
+        if rate:
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                producer.poll(0)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+
+
+def committed(settings: Settings, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def plain_loop(settings: Settings, names: list[str], total: int) -> float:
+    """The same rules in a plain consume loop: declarations into a dict, state in a dict."""
+    declarations = {m.key(): Declaration.model_validate_json(m.value() or b"")
+                    for m in read_range(settings.kafka, names[1], {})}
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
+    consumer.subscribe([names[0]])
+    states: dict[bytes, ContainerState] = {}
+    thresholds, seen, started = Thresholds(), 0, 0.0
+    while seen < total:
+        for message in consumer.consume(1000, timeout=1.0):
+            if message.error():
+                continue
+            started = started or time.perf_counter()
+            seen += 1
+            from schemas import GatewayEnvelope
+
+            reading = GatewayEnvelope.model_validate_json(message.value() or b"").reading
+            key = message.key() or b""
+            evidence = Evidence(topic=names[0], partition=message.partition() or 0,
+                                offset=message.offset() or 0, device_id=reading.device_id,
+                                seq=reading.seq)
+            state = states.setdefault(key, ContainerState())
+            for alert in evaluate(reading, declarations.get(key), state, thresholds, evidence):
+                producer.produce(names[3], encode(alert), key)
+            producer.poll(0)
+    producer.flush(30)
+    consumer.close()
+    return total / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    args = parser.parse_args()
+    settings = Settings()
+    tag = uuid.uuid4().hex[:6]
+    names = [f"bench-{tag}-telemetry", f"bench-{tag}-declarations", f"bench-{tag}-alerts",
+             f"bench-{tag}-plain-alerts"]
+    partitions = settings.kafka.partitions
+    admin = AdminClient(settings.kafka.client_config())
+    for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+        future.result()
+    fleet = Fleet(FleetConfig(devices=500, seed=3, anomaly_rate=0.01))
+    produce(settings, names[1], [(d.container_no.encode(), encode(d))
+                                 for d in fleet.declarations])
+    events = envelopes(fleet, args.events)
+    produce(settings, names[0], events)
+    app_id = f"bench-{tag}"
+    worker = subprocess.Popen([sys.executable, __file__, "worker", app_id, *names])
+    results: dict[str, float] = {}
+    try:
+        total = len(events)
+        while (first := committed(settings, app_id, names[0], partitions)) == 0:
+            time.sleep(0.2)  # the worker is starting and joining the group
+        started = time.perf_counter()
+        while committed(settings, app_id, names[0], partitions) < total:
+            time.sleep(0.5)
+        results["faust_events_per_s"] = (total - first) / (time.perf_counter() - started)
+        since = high_watermarks(settings.kafka, names[2])
+        timed = envelopes(fleet, int(args.rate * args.latency_seconds))
+        produce(settings, names[0], timed, rate=args.rate)
+        time.sleep(10)
+        stamps = {(m.partition(), m.offset()): m.timestamp()[1]
+                  for m in read_range(settings.kafka, names[0], {})}
+        latencies = []
+        for message in read_range(settings.kafka, names[2], since):
+            alert = Alert.model_validate_json(message.value() or b"")
+            if alert.state.value == "raised":
+                source = alert.evidence[0]
+                latencies.append(message.timestamp()[1] - stamps[source.partition, source.offset])
+        if len(latencies) >= 2:
+            quantiles = statistics.quantiles(latencies, n=100)
+            results["alert_latency_p50_ms"], results["alert_latency_p99_ms"] = (
+                quantiles[49], quantiles[98])
+        results["latency_samples"] = len(latencies)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    results["plain_loop_events_per_s"] = plain_loop(settings, names, total)
+    results["faust_vs_plain"] = results["faust_events_per_s"] / results["plain_loop_events_per_s"]
+    for future in admin.delete_topics(names).values():
+        future.result()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "streams.json").write_text(json.dumps(results, indent=2))
+    for name, value in results.items():
+        print(f"{name:<28}{value:>12,.1f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "worker":
+        worker_main(sys.argv[2], sys.argv[3:])
+    else:
+        main()
