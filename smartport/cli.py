@@ -317,6 +317,8 @@ def streams(
         help="faust app id: consumer group and table changelog prefix")] = "smartport-streams",
     offset_reset: Annotated[str, typer.Option(
         help="where a new app id starts: earliest or latest")] = "earliest",
+    web_port: Annotated[int, typer.Option(
+        min=0, max=65535, help="serve faust's web views on 127.0.0.1:PORT (0 = off)")] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run a customs cross-validation worker (faust) until SIGTERM; start more to scale out."""
@@ -327,7 +329,7 @@ def streams(
         raise ConfigError(f"--offset-reset {offset_reset!r}: use earliest or latest")
     settings = state.settings()
     run_worker(create_app(settings, load_thresholds(rules), app_id=app_id, store=store,
-                          offset_reset=offset_reset), log_level)
+                          offset_reset=offset_reset, web_port=web_port or None), log_level)
 
 
 @app.command("sink")

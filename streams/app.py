@@ -32,6 +32,7 @@ APP_ID = "smartport-streams"
 
 def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
                store: str = "memory://", offset_reset: str = "earliest",
+               web_port: int | None = None,
                topic_names: tuple[str, str, str] = (topics.TELEMETRY, topics.DECLARATIONS,
                                                     topics.ALERTS)) -> faust.App:
     """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches."""
@@ -42,7 +43,9 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
         app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store=store,
-        web_enabled=False,
+        web_enabled=web_port is not None,  # faust's web server only when asked, on loopback
+        web_port=web_port or 6066,
+        web_bind="127.0.0.1",
         processing_guarantee="at_least_once",  # faust's exactly_once has open bugs
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication_factor,

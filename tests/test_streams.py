@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -119,3 +120,54 @@ def test_sigkill_of_the_worker_loses_no_alert_and_duplicates_no_incident(
     stack: Settings, worker: StreamsWorker, tmp_path: Path
 ) -> None:
     _drive(stack, worker, tmp_path, seed=102, kill_after=4.0)
+
+
+def test_a_released_hold_stops_the_hold_alerts(stack: Settings, worker: StreamsWorker,
+                                               tmp_path: Path) -> None:
+    from schemas import iso6346
+    from tests.helpers import crane_reading, declaration
+
+    container = iso6346.with_check_digit(f"TSTU{int(uuid_hex(), 16) % 10**6:06d}")
+    crane = unique("qc")
+    path = tmp_path / "declarations.jsonl"
+    since = high_watermarks(stack.kafka, topics.ALERTS)
+    gateway = GatewayProcess(unique("gw"), unique("grp"), tmp_path).start()
+    publisher = MqttPublisher(stack.mqtt)
+
+    def lift(seq: int) -> None:
+        reading = crane_reading(device_id=crane, seq=seq, container_no=container,
+                                load_kg=21_000.0, event="lift_start")
+        publisher.publish(f"port/CNSHK/crane/{crane}/telemetry", encode_json(reading))
+
+    def events() -> list[tuple[str, int]]:
+        return [(a.state.value, a.version) for a in _alerts(stack, since, {container})
+                if a.rule.value == "hold_violation"]
+
+    try:
+        path.write_text(encode_json(declaration(container_no=container, status="held")).decode())
+        declarations.load(stack, path)
+        time.sleep(2)
+        lift(1)
+        lift(2)
+        wait_for(lambda: ("updated", 2) in events(), 60, "the hold alert and its update")
+        path.write_text(encode_json(declaration(container_no=container, status="released",
+                                                version=2)).decode())
+        declarations.load(stack, path)
+        time.sleep(2)
+        lift(3)
+        lift(4)
+        wait_for(lambda: ("cleared", 3) in events(), 60, "the hold alert to clear")
+        time.sleep(3)  # room for a wrong alert to show up
+    finally:
+        publisher.close(4)
+        gateway.stop()
+        gateway.forget_session(stack)
+    assert sorted(set(events())) == [("cleared", 3), ("raised", 1), ("updated", 2)]
+
+
+def uuid_hex() -> str:
+    return unique("x").split("-")[1]
+
+
+def encode_json(value: object) -> bytes:
+    return json.dumps(value).encode()
