@@ -11,23 +11,22 @@ republished, never anchored twice.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import FrameType
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from anchoring import batches
 from anchoring.errors import LedgerError
 from anchoring.ledger import Ledger
-from ingest.kafka import produce, producer_config, read_range
+from ingest.kafka import consume_records, produce, producer_config, read_range
 from schemas import AnchorManifest, AnchorRecord, encode, topics
 from smartport.settings import Settings
+from smartport.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 MAX_BATCHES_PER_ENTRY = 256
@@ -215,22 +214,13 @@ class Anchorer:
     def run(self, stop: threading.Event | None = None, idle_exit_s: float | None = None) -> None:
         """Consume and anchor until ``stop`` (or SIGTERM/SIGINT), or ``idle_exit_s`` of quiet."""
         stop = stop or threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            def request_stop(signum: int, frame: FrameType | None) -> None:
-                stop.set()
-            signal.signal(signal.SIGTERM, request_stop)
-            signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(stop)
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke)
         last_message = time.monotonic()
         try:
             while not stop.is_set():
-                for message in self._consumer.consume(1000, timeout=0.2):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            log.warning("Kafka consumer error", extra={"error": str(error)})
-                        continue
+                for message in consume_records(self._consumer, 1000):
                     last_message = time.monotonic()
                     self._add(message)
                 self._close_expired()

@@ -9,12 +9,10 @@ persistent session and are redelivered if the gateway dies. The broker's in-flig
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,6 +28,7 @@ from ingest.records import dlq_value, envelope_value
 from ingest.validation import Accepted, classify
 from schemas import topics
 from smartport.settings import Settings
+from smartport.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +163,7 @@ class Gateway:
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then shut down cleanly."""
         stop = stop or threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            def request_stop(signum: int, frame: FrameType | None) -> None:
-                stop.set()
-            signal.signal(signal.SIGTERM, request_stop)
-            signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(stop)
         properties = connect_properties(session_expiry_s=self._settings.mqtt.session_expiry_s,
                                         receive_maximum=self._receive_maximum)
         self._client.connect_async(self._settings.mqtt.host, self._settings.mqtt.port,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from smartport.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 
 def producer_config(kafka: KafkaSettings, client_id: str, **overrides: Any) -> dict[str, Any]:
@@ -86,3 +89,15 @@ def read_range(
                     todo.discard(partition)
     finally:
         consumer.close()
+
+
+def consume_records(consumer: Consumer, max_messages: int, timeout: float = 0.2) -> list[Message]:
+    """The next records; end-of-partition events dropped, client errors logged and dropped."""
+    records = []
+    for message in consumer.consume(max_messages, timeout=timeout):
+        error = message.error()
+        if error is None:
+            records.append(message)
+        elif error.code() != KafkaError._PARTITION_EOF:
+            log.warning("Kafka consumer error", extra={"error": str(error)})
+    return records

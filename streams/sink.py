@@ -10,18 +10,18 @@ unreachable the sink retries with backoff and keeps its offsets.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from types import FrameType
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
+from ingest.kafka import consume_records
 from schemas import clickhouse as ch
 from smartport.settings import Settings
+from smartport.signals import stop_on_signals
 from streams.rows import SINK_TOPICS, Row, to_row
 from streams.store import Store
 
@@ -110,22 +110,13 @@ class Sink:
         """Consume and insert until ``stop`` (or SIGTERM/SIGINT), or ``idle_exit_s`` of quiet."""
         if stop is not None:
             self._stop = stop
-        if threading.current_thread() is threading.main_thread():
-            def request_stop(signum: int, frame: FrameType | None) -> None:
-                self._stop.set()
-            signal.signal(signal.SIGTERM, request_stop)
-            signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(self._stop)
         self._consumer.subscribe(list(self._topics), on_revoke=self._on_revoke)
         log.info("sink ready", extra={"topics": list(self._topics)})
         last_message = time.monotonic()
         try:
             while not self._stop.is_set():
-                for message in self._consumer.consume(5000, timeout=0.2):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            log.warning("Kafka consumer error", extra={"error": str(error)})
-                        continue
+                for message in consume_records(self._consumer, 5000):
                     last_message = time.monotonic()
                     self._add(message)
                 if self._buffered and (self._buffered >= self._max_rows or time.monotonic()
