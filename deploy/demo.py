@@ -150,9 +150,9 @@ def _count_run(settings: Settings, report: DemoReport, gateway_id: str,
 def _anchored_through(settings: Settings, ends: dict[int, int]) -> bool:
     """True once every telemetry.v1 partition is anchored up to ``ends`` (exclusive)."""
     latest = last_anchored(settings)
-    return all(latest[(topics.TELEMETRY, p)].last_offset + 1 >= end
-               for p, end in ends.items() if end > 0 and (topics.TELEMETRY, p) in latest) and all(
-        (topics.TELEMETRY, p) in latest for p, end in ends.items() if end > 0)
+    return all((topics.TELEMETRY, p) in latest
+               and latest[topics.TELEMETRY, p].last_offset + 1 >= end
+               for p, end in ends.items() if end > 0)
 
 
 def _verify_one_receipt(settings: Settings, gateway_id: str, since: dict[int, int],
