@@ -12,7 +12,8 @@ ones already applied, and re-sent alert events carry the same (alert_id, version
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import faust
 from faust.types import StreamT
@@ -27,7 +28,32 @@ from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 APP_ID = "smartport-streams"
+
+
+class _Parsed(Generic[T]):
+    """A table's values parsed, each valid while the table still holds the very bytes it was
+    parsed from: saves re-parsing on every reading (a rebalance or recovery replaces them)."""
+
+    def __init__(self, table: Any, parse: Callable[[bytes], T]) -> None:
+        self._table = table
+        self._parse = parse
+        self._cache: dict[bytes, tuple[bytes, T]] = {}
+
+    def get(self, key: bytes) -> T | None:
+        raw = self._table.get(key)
+        if raw is None:
+            return None
+        cached = self._cache.get(key)
+        if cached is None or cached[0] is not raw:
+            cached = (raw, self._parse(raw))
+            self._cache[key] = cached
+        return cached[1]
+
+    def put(self, key: bytes, value: T, raw: bytes) -> None:
+        self._table[key] = raw
+        self._cache[key] = (raw, value)
 
 
 def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
@@ -70,9 +96,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
         async for key, value in stream.items():
             declaration_table[key] = value
 
-    # Parsed states by key, valid while the table still holds the bytes they were written as:
-    # saves re-parsing the state on every reading (a rebalance or recovery replaces the bytes).
-    parsed: dict[bytes, tuple[bytes, ContainerState]] = {}
+    states = _Parsed(state_table, ContainerState.model_validate_json)
+    current_declarations = _Parsed(declaration_table, Declaration.model_validate_json)
 
     @app.agent(telemetry, concurrency=1)
     async def cross_validate(stream: StreamT[bytes]) -> None:
@@ -87,21 +112,13 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             if container is None:
                 continue
             key = container.encode()
-            stored = state_table.get(key)
-            cached = parsed.get(key)
-            if cached is not None and cached[0] is stored:
-                state = cached[1]
-            else:
-                state = ContainerState.model_validate_json(stored) if stored else ContainerState()
-            declared = declaration_table.get(key)
-            declaration = Declaration.model_validate_json(declared) if declared else None
+            state = states.get(key) or ContainerState()
+            declaration = current_declarations.get(key)
             evidence = Evidence(topic=event.message.topic, partition=event.message.partition,
                                 offset=event.message.offset, device_id=reading.device_id,
                                 seq=reading.seq)
             raised = evaluate(reading, declaration, state, thresholds, evidence)
-            written = state.model_dump_json().encode()
-            state_table[key] = written
-            parsed[key] = (written, state)
+            states.put(key, state, state.model_dump_json().encode())
             for alert in raised:
                 value = encode(alert)
                 await alerts.send(key=key, value=value)
