@@ -116,10 +116,7 @@ def _subtree_root(hashes: Sequence[bytes], h: Hasher) -> bytes:
     """MTH over already-hashed leaves."""
     level = list(hashes)
     while len(level) > 1:
-        parents = [h(NODE_PREFIX + level[i] + level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            parents.append(level[-1])
-        level = parents
+        level = _parents(level, h)
     return level[0]
 
 

@@ -25,6 +25,16 @@ app.add_typer(schemas_app, name="schemas")
 out = Console()
 err = Console(stderr=True)
 
+MetricsPort = Annotated[int, typer.Option(
+    min=0, max=65535, help="serve Prometheus metrics on 127.0.0.1:PORT (0 = off)")]
+
+
+def _serve_metrics(port: int) -> None:
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr="127.0.0.1")
+
 
 class State:
     config: Path | None = None
@@ -130,8 +140,7 @@ def gateway(
         help="MQTT shared-subscription group (default from settings)")] = "",
     receive_maximum: Annotated[int, typer.Option(
         min=1, max=65535, help="MQTT messages in flight at once (bounds memory)")] = 5000,
-    metrics_port: Annotated[int, typer.Option(
-        min=0, max=65535, help="serve Prometheus metrics on 127.0.0.1:PORT (0 = off)")] = 0,
+    metrics_port: MetricsPort = 0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run an MQTT → Kafka gateway until SIGTERM/SIGINT."""
@@ -142,10 +151,7 @@ def gateway(
 
     logs.configure(log_level)
     settings = state.settings()
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr="127.0.0.1")
+    _serve_metrics(metrics_port)
     Gateway(
         settings,
         gateway_id or f"gw-{socket.gethostname()}",
@@ -334,8 +340,7 @@ def streams(
 
 @app.command("sink")
 def sink(
-    metrics_port: Annotated[int, typer.Option(
-        min=0, max=65535, help="serve Prometheus metrics on 127.0.0.1:PORT (0 = off)")] = 0,
+    metrics_port: MetricsPort = 0,
     group: Annotated[str, typer.Option(help="Kafka consumer group")] = "smartport-sink",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
@@ -349,10 +354,7 @@ def sink(
     settings = state.settings()
     store = open_store(settings.resolved_clickhouse_url)
     ensure_schema(store, settings.clickhouse_ttl_days)
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr="127.0.0.1")
+    _serve_metrics(metrics_port)
     if isinstance(store, ChdbStore):  # chDB is locked by this process: analysts ask through it
         query_server.serve(store.query, settings.query_port)
     Sink(settings, store, group=group).run()
