@@ -1,22 +1,30 @@
 """`smartport demo`: the main job on the embedded defaults, reconciled end to end.
 
-Simulated fleet → Mosquitto → gateway → Kafka → anchorer → embedded ledger, and the sink into
-embedded chDB, with declarations loaded first. At the end every stage's count is reconciled:
-each valid published reading is in telemetry.v1 exactly once after deduplication on
-(device_id, seq), each invalid one is in the DLQ with its reason, the same counts are in
-ClickHouse after deduplication, every batch holding the run's records is anchored, and the
+Simulated fleet → Mosquitto → gateway → Kafka → streams worker → customs alerts; the anchorer
+→ embedded ledger; the sink → embedded chDB; declarations loaded first. At the end every
+stage's count is reconciled: each valid published reading is in telemetry.v1 exactly once
+after deduplication on (device_id, seq), each invalid one is in the DLQ with its reason, the
+same counts are in ClickHouse after deduplication, every injected anomaly raised exactly one
+alert and nothing else was raised, every batch holding the run's records is anchored, and the
 receipt of one record is built and verified against the ledger. Three analyst queries show
 what is in the store.
+
+The streams worker has an app id of its own per run, reading from the end of the topics, so
+its alerts are this run's alone (the fleet's container numbers repeat across runs with the
+same seed); its internal topics are deleted when the run ends.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,19 +35,22 @@ from rich.table import Table
 from anchoring import receipts
 from anchoring.ledger import open_ledger
 from anchoring.service import anchor_records, last_anchored
+from deploy import stack
+from deploy.demo_view import Counted, LiveStatus
 from deploy.process import tail
+from deploy.topics import delete_app_topics
 from ingest import declarations, kafka
 from ingest import simulate as simulation
 from ingest.fleet import Fleet, FleetConfig
 from ingest.mqtt import connect_properties, new_client
-from schemas import encode, topics
+from schemas import Alert, encode, topics
 from schemas.clickhouse import ANALYST_QUERIES
 from smartport.errors import StackError
 from smartport.settings import Settings
 from streams import query_server
-from streams.store import Result
+from streams.store import Result, open_store
 
-_START_TIMEOUT_S = 60.0
+_START_TIMEOUT_S = 120.0  # a faust worker creates its changelog topics first
 _DRAIN_TIMEOUT_S = 120.0
 DEMO_QUERIES = ("Why input was rejected", "Quay-crane moves per hour",
                 "Readings and distinct devices per port and kind today")
@@ -57,11 +68,15 @@ class DemoReport:
     stored_dlq: int = 0
     answers: dict[str, Result] = field(default_factory=dict)
     dlq_reasons: Counter[str] = field(default_factory=Counter)
-    anomalies: Counter[str] = field(default_factory=Counter)
+    truth: set[tuple[str, str]] = field(default_factory=set)  # injected (container_no, rule)
+    raised: set[tuple[str, str]] = field(default_factory=set)  # alerted (container_no, rule)
+    incidents: int = 0  # distinct alert ids raised
     declarations: int = 0
     anchored: int = 0  # batches of telemetry.v1 holding this run's records
     receipt: str = ""  # the record whose receipt was verified
     elapsed_s: float = 0.0
+    store: str = "chDB"
+    ledger: str = "file"
 
     @property
     def counts_match(self) -> bool:
@@ -72,28 +87,37 @@ class DemoReport:
         return self.stored == self.valid and self.stored_dlq == self.invalid
 
     @property
+    def alerts_match(self) -> bool:
+        return self.raised == self.truth and self.incidents == len(self.truth)
+
+    @property
     def reconciled(self) -> bool:
-        return self.counts_match and self.stored_match and bool(self.receipt)
+        return (self.counts_match and self.stored_match and self.alerts_match
+                and bool(self.receipt))
 
 
 class _Process:
     """One of our processes started by the demo, ready once its log shows ``ready``, and
     stopped however the demo ends."""
 
-    def __init__(self, name: str, args: list[str], ready: str, log_path: Path) -> None:
+    def __init__(self, name: str, args: list[str], ready: str, log_path: Path,
+                 env: dict[str, str]) -> None:
         self.name = name
         self._args = args
         self._ready = ready
         self._log_path = log_path
+        self._env = env
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> _Process:
         with self._log_path.open("wb") as log:
             self._process = subprocess.Popen([sys.executable, "-m", "smartport", *self._args],
-                                             stdout=log, stderr=subprocess.STDOUT)
+                                             stdout=log, stderr=subprocess.STDOUT,
+                                             env={**os.environ, **self._env})
         deadline = time.monotonic() + _START_TIMEOUT_S
-        while self._ready not in self._log_path.read_text():
+        while self._ready not in self._log_path.read_text(errors="replace"):
             if self._process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
                 raise StackError(f"the demo's {self.name} did not start; see {self._log_path}:"
                                  f"\n{tail(self._log_path)}")
             time.sleep(0.2)
@@ -106,6 +130,7 @@ class _Process:
                 self._process.wait(60)
             except subprocess.TimeoutExpired:
                 self._process.kill()
+                self._process.wait()
 
 
 def _forget_session(settings: Settings, client_id: str) -> None:
@@ -129,7 +154,8 @@ def _json(value: bytes | None) -> dict[str, Any]:
 
 
 def _count_run(settings: Settings, report: DemoReport, gateway_id: str,
-               since: dict[str, dict[int, int]]) -> None:
+               since: dict[str, dict[int, int]]) -> bool:
+    """Count this run's records in telemetry.v1 and the DLQ; True once they match."""
     seen: set[tuple[str, int]] = set()
     records = 0
     for message in kafka.read_range(settings.kafka, topics.TELEMETRY, since[topics.TELEMETRY]):
@@ -145,6 +171,25 @@ def _count_run(settings: Settings, report: DemoReport, gateway_id: str,
             reasons[value["reason"]] += 1
     report.in_kafka, report.kafka_records = len(seen), records
     report.in_dlq, report.dlq_reasons = sum(reasons.values()), reasons
+    return report.counts_match
+
+
+def _count_alerts(settings: Settings, report: DemoReport, since: dict[int, int],
+                  containers: set[str]) -> bool:
+    """This run's raised alerts, (container, rule) pairs and distinct incidents; True once
+    every injected anomaly has one."""
+    raised: set[tuple[str, str]] = set()
+    incidents: set[str] = set()
+    for message in kafka.read_range(settings.kafka, topics.ALERTS, since):
+        try:
+            alert = Alert.model_validate_json(message.value() or b"")
+        except ValueError:
+            continue
+        if alert.container_no in containers and alert.state.value == "raised":
+            raised.add((alert.container_no, alert.rule.value))
+            incidents.add(alert.alert_id)
+    report.raised, report.incidents = raised, len(incidents)
+    return report.truth <= report.raised
 
 
 def _anchored_through(settings: Settings, ends: dict[int, int]) -> bool:
@@ -171,80 +216,120 @@ def _verify_one_receipt(settings: Settings, gateway_id: str, since: dict[int, in
     return f"{topics.TELEMETRY}/{partition}@{offset}"
 
 
+def _ask(settings: Settings, sql: str) -> Result:
+    """A query to the store: through the sink for chDB (it holds the lock), else directly."""
+    url = settings.resolved_clickhouse_url
+    if url.startswith("chdb://"):
+        return query_server.remote_query(sql, settings.query_port)
+    store = open_store(url)
+    try:
+        return store.query(sql)
+    finally:
+        store.close()
+
+
+def _row_count(settings: Settings) -> int | None:
+    try:
+        return int(_ask(settings, "SELECT count() FROM telemetry")[1][0][0])
+    except (OSError, ValueError):
+        return None  # the store is busy or restarting: no figure this second
+
+
+def _wait(console: Console, what: str, done: Callable[[], bool],
+          timeout: float = _DRAIN_TIMEOUT_S) -> bool:
+    """Poll ``done()`` once a second for up to ``timeout``; its last answer."""
+    with console.status(f"waiting for {what} ..."):
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1)
+    return True
+
+
 def run(settings: Settings, *, duration: float, rate: float, devices: int, seed: int,
-        console: Console) -> DemoReport:
+        console: Console, env: dict[str, str] | None = None) -> DemoReport:
+    """The main job; ``env`` (SMARTPORT_* variables) is what the started processes need to see
+    the same settings as ``settings``."""
+    stack.up(settings, console)
     run_id = uuid.uuid4().hex[:8]
     work = settings.state_dir / "demo" / run_id
     work.mkdir(parents=True, exist_ok=True)
+    env = env or {}
     fleet = Fleet(FleetConfig(devices=devices, seed=seed, anomaly_rate=0.01, invalid_rate=0.005,
                               max_payload_bytes=settings.max_payload_bytes))
-    report = DemoReport()
+    report = DemoReport(
+        store="chDB" if settings.resolved_clickhouse_url.startswith("chdb://") else "server",
+        ledger=settings.resolved_ledger_url.split(":", 1)[0])
     started = time.monotonic()
+    gateway_id = streams_id = f"demo-{run_id}"
 
-    declarations_file = work / "declarations.jsonl"
-    simulation.write_declarations(fleet, declarations_file)
-    report.declarations = declarations.load(settings, declarations_file).produced
-    console.print(f"[green]✓[/] loaded {report.declarations} customs declarations")
+    def process(name: str, args: list[str], ready: str) -> _Process:
+        return _Process(name, args, ready, work / f"{name}.log", env)
 
-    since = {t: kafka.high_watermarks(settings.kafka, t)
-             for t in (topics.TELEMETRY, topics.TELEMETRY_DLQ)}
-    gateway_id = f"demo-{run_id}"
-    gateway = _Process("gateway", ["gateway", "--gateway-id", gateway_id, "--share-group",
-                                   gateway_id], '"msg": "subscribed"', work / "gateway.log")
-    anchorer = _Process("anchorer", ["anchor"], '"msg": "assigned"', work / "anchor.log")
-    sink = _Process("sink", ["sink"], '"msg": "sink ready"', work / "sink.log")
+    streams = process("streams", ["streams", "--app-id", streams_id, "--offset-reset", "latest"],
+                      "Worker]: Ready")
+    gateway = process("gateway", ["gateway", "--gateway-id", gateway_id, "--share-group",
+                                  gateway_id], '"msg": "subscribed"')
+    anchorer = process("anchorer", ["anchor"], '"msg": "assigned"')
+    sink = process("sink", ["sink"], '"msg": "sink ready"')
     try:
-        with gateway, anchorer, sink:
-            console.print(f"[green]✓[/] gateway {gateway_id} subscribed, anchorer and sink "
-                          "running")
-            sim = simulation.run(fleet, fleet.messages(), mqtt_settings=settings.mqtt,
-                                 rate=rate, total=None, duration=duration,
-                                 truth_out=work / "truth.jsonl", show_progress=console.is_terminal)
+        console.print("starting the streams worker (faust creates its tables' topics), the "
+                      "gateway, the anchorer and the sink ...")
+        with streams, gateway, anchorer, sink:
+            since = {t: kafka.high_watermarks(settings.kafka, t) for t in (
+                topics.TELEMETRY, topics.TELEMETRY_DLQ, topics.ALERTS, topics.ANCHORS)}
+            declarations_file = work / "declarations.jsonl"
+            simulation.write_declarations(fleet, declarations_file)
+            report.declarations = declarations.load(settings, declarations_file).produced
+            console.print(f"[green]✓[/] {report.declarations} customs declarations loaded; "
+                          f"streams worker {streams_id}, gateway, anchorer and sink running")
+            published = Counted(fleet.messages())
+            with LiveStatus(settings.kafka, published, since, lambda: _row_count(settings),
+                            console):
+                sim = simulation.run(fleet, published, mqtt_settings=settings.mqtt,
+                                     rate=rate, total=None, duration=duration,
+                                     truth_out=work / "truth.jsonl", show_progress=False)
             report.published, report.valid = sim.published, sim.valid
-            report.invalid, report.anomalies = sum(sim.invalid.values()), sim.anomalies
+            report.invalid = sum(sim.invalid.values())
+            report.truth = {(row["container_no"], row["rule"]) for row in map(
+                json.loads, (work / "truth.jsonl").read_text().splitlines())}
             console.print(f"[green]✓[/] published {sim.published} messages "
                           f"({sim.published / sim.elapsed_s:,.0f}/s), all acknowledged by "
                           "Mosquitto")
-            with console.status("waiting for the gateway to drain into Kafka ..."):
-                deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-                while True:
-                    _count_run(settings, report, gateway_id, since)
-                    if report.counts_match or time.monotonic() > deadline:
-                        break
-                    time.sleep(1)
-            with console.status("waiting for the sink to store the run in ClickHouse ..."):
-                deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-                while not _stored(settings, report, gateway_id):
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(1)
-            report.answers = {name: query_server.remote_query(ANALYST_QUERIES[name],
-                                                              settings.query_port)
-                              for name in DEMO_QUERIES}
+            _wait(console, "the gateway to drain into Kafka",
+                  lambda: _count_run(settings, report, gateway_id, since))
+            containers = ({d.container_no for d in fleet.declarations}
+                          | {container for container, _ in report.truth})
+            _wait(console, "the streams worker to raise every alert", lambda: _count_alerts(
+                settings, report, since[topics.ALERTS], containers))
+            _wait(console, "the sink to store the run in ClickHouse",
+                  lambda: _stored(settings, report, gateway_id))
+            report.answers = {name: _ask(settings, ANALYST_QUERIES[name]) for name in DEMO_QUERIES}
             ends = kafka.high_watermarks(settings.kafka, topics.TELEMETRY)
-            with console.status("waiting for the anchorer to anchor every batch ..."):
-                deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-                while not _anchored_through(settings, ends):
-                    if time.monotonic() > deadline:
-                        raise StackError("the anchorer did not anchor this run's records in "
-                                         f"time; see {work / 'anchor.log'}")
-                    time.sleep(1)
+            if not _wait(console, "the anchorer to anchor every batch",
+                         lambda: _anchored_through(settings, ends)):
+                raise StackError("the anchorer did not anchor this run's records in time; "
+                                 f"see {work / 'anchorer.log'}")
+        _count_alerts(settings, report, since[topics.ALERTS], containers)  # late duplicates too
         report.anchored = _anchored_since(settings, since[topics.TELEMETRY])
         report.receipt = _verify_one_receipt(settings, gateway_id, since[topics.TELEMETRY], work)
         console.print(f"[green]✓[/] receipt of {report.receipt} verified: {work / 'receipt.json'}")
     finally:
         _forget_session(settings, gateway_id)
+        delete_app_topics(settings.kafka, streams_id)
+        shutil.rmtree(settings.state_dir / "streams" / streams_id, ignore_errors=True)
     report.elapsed_s = time.monotonic() - started
     return report
 
 
 def _stored(settings: Settings, report: DemoReport, gateway_id: str) -> bool:
-    """Count this run's rows in the sink's store (asked through the sink: chDB is locked)."""
+    """Count this run's rows in the store."""
     try:
-        _, rows = query_server.remote_query(
-            "SELECT (SELECT uniqExact(device_id, seq) FROM telemetry FINAL "
-            f"WHERE gateway_id = '{gateway_id}'), (SELECT count() FROM dlq FINAL "
-            f"WHERE gateway_id = '{gateway_id}')", settings.query_port)
+        _, rows = _ask(settings,
+                       "SELECT (SELECT uniqExact(device_id, seq) FROM telemetry FINAL "
+                       f"WHERE gateway_id = '{gateway_id}'), (SELECT count() FROM dlq FINAL "
+                       f"WHERE gateway_id = '{gateway_id}')")
     except OSError:
         return False
     report.stored, report.stored_dlq = int(rows[0][0]), int(rows[0][1])
@@ -269,10 +354,20 @@ def render(report: DemoReport, console: Console) -> None:
     row("valid readings → telemetry.v1 (distinct device_id, seq)", report.in_kafka, report.valid)
     row("  records incl. at-least-once duplicates", report.kafka_records, None)
     row("invalid payloads → telemetry.dlq.v1", report.in_dlq, report.invalid)
-    row("valid readings stored in ClickHouse (chDB, FINAL)", report.stored, report.valid)
+    row(f"valid readings stored in ClickHouse ({report.store}, FINAL)", report.stored,
+        report.valid)
     row("DLQ records stored in ClickHouse", report.stored_dlq, report.invalid)
-    row("Merkle batches anchored to the embedded ledger", report.anchored, None)
+    row(f"Merkle batches anchored to the {report.ledger} ledger", report.anchored, None)
+    row("customs alerts raised (distinct incidents)", report.incidents, len(report.truth))
     console.print(table)
+    alerts = Table("rule", "anomalies injected", "alerts raised", "matching", "missed",
+                   "unexpected", title="customs alerts against the simulator's ground truth")
+    for rule in sorted({rule for _, rule in report.truth | report.raised}):
+        truth = {pair for pair in report.truth if pair[1] == rule}
+        raised = {pair for pair in report.raised if pair[1] == rule}
+        alerts.add_row(rule, str(len(truth)), str(len(raised)), str(len(truth & raised)),
+                       str(len(truth - raised)), str(len(raised - truth)))
+    console.print(alerts)
     for name, (columns, rows) in report.answers.items():
         answer = Table(*columns, title=f"analyst query: {name}")
         for values in rows[:8]:
@@ -282,8 +377,5 @@ def render(report: DemoReport, console: Console) -> None:
     if report.dlq_reasons:
         console.print("DLQ reasons: " + ", ".join(f"{k} {v}" for k, v in
                                                    sorted(report.dlq_reasons.items())))
-    if report.anomalies:
-        console.print("anomalies injected (ground truth for the customs rules): " + ", ".join(
-            f"{k} {v}" for k, v in sorted(report.anomalies.items())))
     verdict = "[green]reconciled[/]" if report.reconciled else "[red]NOT reconciled[/]"
     console.print(f"{verdict} in {report.elapsed_s:.1f} s")

@@ -50,3 +50,19 @@ def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another process won the race
                 raise StackError(f"creating Kafka topic {name} failed: {exc}") from exc
     return [topic.topic for topic in wanted]
+
+
+def delete_app_topics(kafka: KafkaSettings, app_id: str, timeout: float = 30.0) -> list[str]:
+    """Delete the internal topics (changelogs, faust's assignor topic) and the consumer group of
+    a finished stream app; what is already gone is fine. Returns the topics deleted."""
+    admin = AdminClient({**kafka.client_config(), "log_level": 0})
+    try:
+        names = [name for name in admin.list_topics(timeout=timeout).topics
+                 if name.startswith(f"{app_id}-")]
+        futures = dict(admin.delete_topics(names, request_timeout=timeout)) if names else {}
+        futures[app_id] = admin.delete_consumer_groups([app_id], request_timeout=timeout)[app_id]
+        for future in futures.values():
+            future.exception()  # wait; a missing group or topic is not an error here
+    except KafkaException:
+        return []
+    return names

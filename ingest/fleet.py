@@ -64,6 +64,9 @@ class SimMessage:
     seq: int | None  # None for invalid messages, which do not use a sequence number
     invalid_kind: str | None = None
     truth: tuple[str, Rule] | None = None  # (container_no, rule) for the first message of one
+    # False inside a multi-message anomaly: a run bounded by time stops only where this is True,
+    # so every anomaly in the ground truth was published whole.
+    ends_scenario: bool = True
 
     @property
     def valid(self) -> bool:
@@ -162,7 +165,7 @@ class Fleet:
                 yield self._normal()
 
     def _emit(self, device: _Device, body: dict[str, Any], at: datetime | None = None,
-              truth: tuple[str, Rule] | None = None) -> SimMessage:
+              truth: tuple[str, Rule] | None = None, ends_scenario: bool = True) -> SimMessage:
         # Event time never goes backwards for one device, even after a future-dated burst.
         ts = at or self._clock
         if device.last_ts is not None and ts <= device.last_ts:
@@ -175,6 +178,7 @@ class Fleet:
         return SimMessage(
             mqtt_telemetry_topic(self.config.port, device.kind, device.device_id),
             encode(reading), device.device_id, device.seq, truth=truth,
+            ends_scenario=ends_scenario,
         )
 
     def _normal(self) -> SimMessage:
@@ -308,7 +312,7 @@ class Fleet:
         step = ANOMALY_SPAN / (ANOMALY_STEPS - 1)
         return [
             self._emit(box.tracker, self._tracker_body(box, **overrides), at=self._clock + i * step,
-                       truth=truth if i == 0 else None)
+                       truth=truth if i == 0 else None, ends_scenario=i == ANOMALY_STEPS - 1)
             for i in range(ANOMALY_STEPS)
         ]
 

@@ -142,11 +142,13 @@ def run(
     try:
         with progress:
             task = progress.add_task("messages", total=total)
+            in_scenario = False
             for message in messages:
                 if total is not None and report.published >= total:
                     break
-                if not _pace(started, report.published, rate, deadline):
+                if not _pace(started, report.published, rate, deadline) and not in_scenario:
                     break
+                in_scenario = not message.ends_scenario
                 if sink is not None:
                     sink.write(json.dumps({"topic": message.topic,
                                            "payload": message.payload.decode()}) + "\n")

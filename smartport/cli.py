@@ -221,12 +221,33 @@ def demo(
     rate: Annotated[float, typer.Option(min=1, help="messages per second")] = 500.0,
     devices: Annotated[int, typer.Option(min=3, help="devices in the fleet")] = 200,
     seed: Annotated[int, typer.Option(help="fleet seed")] = 1,
+    ledger: Annotated[str, typer.Option(
+        help="file (embedded, Ed25519-signed) or evm (the stack's local chain)")] = "file",
+    clickhouse: Annotated[str, typer.Option(
+        help="clickhouse://host:9000/db for a ClickHouse server; empty = embedded chDB")] = "",
 ) -> None:
-    """The main job: fleet → MQTT → gateway → Kafka for DURATION, then reconcile every count."""
+    """The main job: fleet → MQTT → gateway → Kafka → streams, anchorer, sink for DURATION,
+    with a live status view; then reconcile every count and exit 1 if anything does not."""
     from deploy import demo as main_job
+    from deploy.services import ANVIL_PORT, Anvil
 
-    report = main_job.run(state.settings(), duration=duration, rate=rate, devices=devices,
-                          seed=seed, console=err)
+    settings = state.settings()
+    overrides: dict[str, object] = {}
+    if ledger == "evm":
+        overrides["ledger_url"] = f"evm+http://127.0.0.1:{ANVIL_PORT}"
+        overrides["ledger_key_file"] = Anvil(settings.state_dir).dev_key_file
+    elif ledger != "file":
+        raise ConfigError(f"--ledger {ledger!r}: use file or evm")
+    if clickhouse:
+        if not clickhouse.startswith("clickhouse://"):
+            raise ConfigError(f"--clickhouse {clickhouse!r}: give a URL like "
+                              "clickhouse://127.0.0.1:9000/default")
+        overrides["clickhouse_url"] = clickhouse
+    env = {f"SMARTPORT_{name.upper()}": str(value) for name, value in overrides.items()}
+    if state.config is not None:  # the started processes read the same file
+        env["SMARTPORT_CONFIG"] = str(state.config.resolve())
+    report = main_job.run(settings.model_copy(update=overrides), duration=duration, rate=rate,
+                          devices=devices, seed=seed, console=err, env=env)
     main_job.render(report, out)
     if not report.reconciled:
         raise typer.Exit(1)

@@ -37,3 +37,14 @@ def test_missing_config_file_is_a_clear_error(
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--ledger", "paper"], "--ledger 'paper': use file or evm"),
+    (["--clickhouse", "http://127.0.0.1:8123"], "clickhouse://127.0.0.1:9000/default"),
+])
+def test_demo_back_end_choices_are_checked_first(
+    args: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", *args]) == 2
+    assert named in capsys.readouterr().err

@@ -8,9 +8,26 @@ from smartport.settings import Settings
 pytestmark = pytest.mark.stack
 
 
+def _assert_reconciled(output: str) -> None:
+    assert "reconciled" in output
+    assert "NOT reconciled" not in output
+    assert "✗" not in output
+    assert "receipt verified offline and on the ledger: telemetry.v1/" in output
+    assert "customs alerts against the simulator's ground truth" in output
+
+
 def test_short_demo_reconciles(stack: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--duration", "5", "--rate", "200", "--devices", "50"]) == 0
     output = capsys.readouterr().out
-    assert "reconciled" in output
-    assert "NOT reconciled" not in output
-    assert "receipt verified offline and on the ledger: telemetry.v1/" in output
+    _assert_reconciled(output)
+    assert "stored in ClickHouse (chDB, FINAL)" in output
+    assert "anchored to the file ledger" in output
+
+
+def test_demo_on_the_real_services(stack: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--duration", "5", "--rate", "200", "--devices", "50", "--ledger", "evm",
+                 "--clickhouse", "clickhouse://127.0.0.1:9000/default"]) == 0
+    output = capsys.readouterr().out
+    _assert_reconciled(output)
+    assert "stored in ClickHouse (server, FINAL)" in output
+    assert "anchored to the evm+http ledger" in output

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest import simulate
+from ingest.fleet import Fleet, FleetConfig, SimMessage
 from schemas import Rule, parse_declaration
 from smartport.cli import main
 from smartport.settings import Settings
@@ -45,3 +47,15 @@ def test_publishes_over_mqtt_and_counts_acks(stack: Settings, tmp_path: Path) ->
     summary = json.loads(report.read_text())
     assert summary["acknowledged"] == 500
     assert summary["refused"] == 0
+
+
+
+def test_a_run_bounded_by_time_never_cuts_an_anomaly_short(tmp_path: Path) -> None:
+    fleet = Fleet(FleetConfig(devices=10))
+    # One six-message scenario, then single messages: the deadline (50 ms) passes during the
+    # scenario (10 messages/s), so the run stops right after the scenario's last message.
+    messages = [SimMessage("port/CNSHK/telemetry/container/trk-1", b"{}", "trk-1", index,
+                           ends_scenario=index in (5, 6, 7, 8)) for index in range(9)]
+    report = simulate.run(fleet, messages, mqtt_settings=None, rate=10, total=None,
+                          duration=0.05, emit_jsonl=tmp_path / "m.jsonl", show_progress=False)
+    assert report.published == 6
