@@ -8,7 +8,7 @@ from anchoring import batches, merkle
 from anchoring.errors import VerificationFailed
 from anchoring.ledger import Ledger
 from anchoring.service import anchor_records
-from schemas import AnchorRecord, Receipt, RecordRef
+from schemas import AggregateProof, AnchorManifest, AnchorRecord, Receipt, RecordRef
 from smartport.errors import InputRejected
 from smartport.settings import Settings
 
@@ -51,20 +51,46 @@ def _batch_values(settings: Settings, record: AnchorRecord) -> list[tuple[int, b
     return values
 
 
-def build(settings: Settings, topic: str, partition: int, offset: int) -> tuple[Receipt, bytes]:
-    """The receipt of one record, and the record's exact bytes."""
-    anchor = _anchor_record(settings, topic, partition, offset)
+def _batch_tree(settings: Settings, anchor: AnchorRecord
+                ) -> tuple[list[int], list[bytes], list[tuple[bytes, ...]]]:
+    """Offsets, values and inclusion proofs of a batch's records as Kafka holds them now;
+    VerificationFailed unless they hash to the anchored batch root."""
     manifest = anchor.manifest
     values = _batch_values(settings, anchor)
-    offsets = [o for o, _ in values]
-    if offset not in offsets:
-        raise InputRejected(f"offset {offset} of {topic}/{partition} holds no record "
-                            "(a transaction marker or a compacted record)")
     leaves = [v for _, v in values]
     root, proofs = merkle.tree(leaves, hash=manifest.hash_alg)
     if root.hex() != manifest.root or len(leaves) != manifest.count:
         raise VerificationFailed("batch root", f"Kafka's records of {manifest.batch_id} hash to "
                                  f"{root.hex()}, the anchored root is {manifest.root}")
+    return [o for o, _ in values], leaves, proofs
+
+
+def _check_aggregate(manifest: AnchorManifest, aggregate: AggregateProof) -> None:
+    if not merkle.verify_inclusion(
+            batches.manifest_bytes(manifest), aggregate.index, aggregate.size,
+            [bytes.fromhex(node) for node in aggregate.proof], bytes.fromhex(aggregate.root),
+            hash=manifest.hash_alg):
+        raise VerificationFailed("aggregation", f"batch {manifest.batch_id} is not manifest "
+                                 f"{aggregate.index} of {aggregate.size} under anchored root "
+                                 f"{aggregate.root}")
+
+
+def verify_batch(settings: Settings, anchor: AnchorRecord, ledger: Ledger) -> None:
+    """A whole anchored batch: Kafka's records hash to its root, the root is in the anchored
+    aggregate, and the ledger holds the aggregate. Raises VerificationFailed."""
+    _batch_tree(settings, anchor)
+    _check_aggregate(anchor.manifest, anchor.aggregate)
+    ledger.check(anchor.ledger, anchor.aggregate.root, anchor.manifest.hash_alg)
+
+
+def build(settings: Settings, topic: str, partition: int, offset: int) -> tuple[Receipt, bytes]:
+    """The receipt of one record, and the record's exact bytes."""
+    anchor = _anchor_record(settings, topic, partition, offset)
+    manifest = anchor.manifest
+    offsets, leaves, proofs = _batch_tree(settings, anchor)
+    if offset not in offsets:
+        raise InputRejected(f"offset {offset} of {topic}/{partition} holds no record "
+                            "(a transaction marker or a compacted record)")
     index = offsets.index(offset)
     value = leaves[index]
     receipt = Receipt(
@@ -94,14 +120,7 @@ def verify_offline(receipt: Receipt, record: bytes) -> None:
             hash=alg):
         raise VerificationFailed("inclusion", f"the record is not leaf {receipt.leaf_index} of "
                                  f"{manifest.count} under batch root {manifest.root}")
-    aggregate = receipt.aggregate
-    if not merkle.verify_inclusion(
-            batches.manifest_bytes(manifest), aggregate.index, aggregate.size,
-            [bytes.fromhex(node) for node in aggregate.proof], bytes.fromhex(aggregate.root),
-            hash=alg):
-        raise VerificationFailed("aggregation", f"batch {manifest.batch_id} is not manifest "
-                                 f"{aggregate.index} of {aggregate.size} under anchored root "
-                                 f"{aggregate.root}")
+    _check_aggregate(manifest, receipt.aggregate)
 
 
 def verify(receipt: Receipt, record: bytes, ledger: Ledger) -> None:

@@ -17,14 +17,12 @@ same seed); its internal topics are deleted when the run ends.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
+import logging
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,16 +31,15 @@ from rich.console import Console
 from rich.table import Table
 
 from anchoring import receipts
+from anchoring.errors import VerificationFailed
 from anchoring.ledger import open_ledger
 from anchoring.service import anchor_records, last_anchored
 from deploy import stack
 from deploy.demo_view import Counted, LiveStatus
-from deploy.process import tail
-from deploy.topics import delete_app_topics
+from deploy.pipeline import Pipeline
 from ingest import declarations, kafka
 from ingest import simulate as simulation
 from ingest.fleet import Fleet, FleetConfig
-from ingest.mqtt import connect_properties, new_client
 from schemas import Alert, encode, topics
 from schemas.clickhouse import ANALYST_QUERIES
 from smartport.errors import StackError
@@ -50,8 +47,8 @@ from smartport.settings import Settings
 from streams import query_server
 from streams.store import Result, open_store
 
-_START_TIMEOUT_S = 120.0  # a faust worker creates its changelog topics first
 _DRAIN_TIMEOUT_S = 120.0
+log = logging.getLogger(__name__)
 DEMO_QUERIES = ("Why input was rejected", "Quay-crane moves per hour",
                 "Readings and distinct devices per port and kind today")
 
@@ -73,6 +70,7 @@ class DemoReport:
     incidents: int = 0  # distinct alert ids raised
     declarations: int = 0
     anchored: int = 0  # batches of telemetry.v1 holding this run's records
+    batches_verified: int = 0  # of those, verified against Kafka's records and the ledger
     receipt: str = ""  # the record whose receipt was verified
     elapsed_s: float = 0.0
     store: str = "chDB"
@@ -93,55 +91,7 @@ class DemoReport:
     @property
     def reconciled(self) -> bool:
         return (self.counts_match and self.stored_match and self.alerts_match
-                and bool(self.receipt))
-
-
-class _Process:
-    """One of our processes started by the demo, ready once its log shows ``ready``, and
-    stopped however the demo ends."""
-
-    def __init__(self, name: str, args: list[str], ready: str, log_path: Path,
-                 env: dict[str, str]) -> None:
-        self.name = name
-        self._args = args
-        self._ready = ready
-        self._log_path = log_path
-        self._env = env
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> _Process:
-        with self._log_path.open("wb") as log:
-            self._process = subprocess.Popen([sys.executable, "-m", "smartport", *self._args],
-                                             stdout=log, stderr=subprocess.STDOUT,
-                                             env={**os.environ, **self._env})
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while self._ready not in self._log_path.read_text(errors="replace"):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise StackError(f"the demo's {self.name} did not start; see {self._log_path}:"
-                                 f"\n{tail(self._log_path)}")
-            time.sleep(0.2)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-
-
-def _forget_session(settings: Settings, client_id: str) -> None:
-    """Drop a persistent MQTT session (the demo's gateway group is its own)."""
-    client = new_client(settings.mqtt, client_id)
-    try:
-        client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
-                       properties=connect_properties(session_expiry_s=0))
-        client.disconnect()
-    except OSError:
-        pass
+                and self.anchored == self.batches_verified > 0 and bool(self.receipt))
 
 
 def _json(value: bytes | None) -> dict[str, Any]:
@@ -248,48 +198,44 @@ def _wait(console: Console, what: str, done: Callable[[], bool],
 
 
 def run(settings: Settings, *, duration: float, rate: float, devices: int, seed: int,
-        console: Console, env: dict[str, str] | None = None) -> DemoReport:
+        console: Console, env: dict[str, str] | None = None,
+        fault: Callable[[Pipeline], object] | None = None) -> DemoReport:
     """The main job; ``env`` (SMARTPORT_* variables) is what the started processes need to see
-    the same settings as ``settings``."""
+    the same settings as ``settings``. ``fault`` (the fault suite's) runs in a thread of its
+    own as the simulation starts, and must be over before the counts are reconciled."""
     stack.up(settings, console)
     run_id = uuid.uuid4().hex[:8]
     work = settings.state_dir / "demo" / run_id
     work.mkdir(parents=True, exist_ok=True)
-    env = env or {}
     fleet = Fleet(FleetConfig(devices=devices, seed=seed, anomaly_rate=0.01, invalid_rate=0.005,
                               max_payload_bytes=settings.max_payload_bytes))
     report = DemoReport(
         store="chDB" if settings.resolved_clickhouse_url.startswith("chdb://") else "server",
         ledger=settings.resolved_ledger_url.split(":", 1)[0])
     started = time.monotonic()
-    gateway_id = streams_id = f"demo-{run_id}"
-
-    def process(name: str, args: list[str], ready: str) -> _Process:
-        return _Process(name, args, ready, work / f"{name}.log", env)
-
-    streams = process("streams", ["streams", "--app-id", streams_id, "--offset-reset", "latest"],
-                      "Worker]: Ready")
-    gateway = process("gateway", ["gateway", "--gateway-id", gateway_id, "--share-group",
-                                  gateway_id], '"msg": "subscribed"')
-    anchorer = process("anchorer", ["anchor"], '"msg": "assigned"')
-    sink = process("sink", ["sink"], '"msg": "sink ready"')
+    pipeline = Pipeline(settings, f"demo-{run_id}", work, env)
+    gateway_id = pipeline.gateway_id
     try:
         console.print("starting the streams worker (faust creates its tables' topics), the "
                       "gateway, the anchorer and the sink ...")
-        with streams, gateway, anchorer, sink:
+        with pipeline:
             since = {t: kafka.high_watermarks(settings.kafka, t) for t in (
                 topics.TELEMETRY, topics.TELEMETRY_DLQ, topics.ALERTS, topics.ANCHORS)}
             declarations_file = work / "declarations.jsonl"
             simulation.write_declarations(fleet, declarations_file)
             report.declarations = declarations.load(settings, declarations_file).produced
             console.print(f"[green]✓[/] {report.declarations} customs declarations loaded; "
-                          f"streams worker {streams_id}, gateway, anchorer and sink running")
+                          f"streams worker {pipeline.streams_id}, gateway, anchorer and sink "
+                          "running")
             published = Counted(fleet.messages())
             with LiveStatus(settings.kafka, published, since, lambda: _row_count(settings),
-                            console):
+                            console), ThreadPoolExecutor(1, "fault") as injector:
+                injected = injector.submit(fault, pipeline) if fault else None
                 sim = simulation.run(fleet, published, mqtt_settings=settings.mqtt,
                                      rate=rate, total=None, duration=duration,
                                      truth_out=work / "truth.jsonl", show_progress=False)
+                if injected is not None:
+                    injected.result()
             report.published, report.valid = sim.published, sim.valid
             report.invalid = sum(sim.invalid.values())
             report.truth = {(row["container_no"], row["rule"]) for row in map(
@@ -310,15 +256,14 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
             if not _wait(console, "the anchorer to anchor every batch",
                          lambda: _anchored_through(settings, ends)):
                 raise StackError("the anchorer did not anchor this run's records in time; "
-                                 f"see {work / 'anchorer.log'}")
+                                 f"see {pipeline.anchorer.log_path}")
         _count_alerts(settings, report, since[topics.ALERTS], containers)  # late duplicates too
-        report.anchored = _anchored_since(settings, since[topics.TELEMETRY])
+        report.anchored, report.batches_verified = _verify_batches(settings,
+                                                                   since[topics.TELEMETRY])
         report.receipt = _verify_one_receipt(settings, gateway_id, since[topics.TELEMETRY], work)
         console.print(f"[green]✓[/] receipt of {report.receipt} verified: {work / 'receipt.json'}")
     finally:
-        _forget_session(settings, gateway_id)
-        delete_app_topics(settings.kafka, streams_id)
-        shutil.rmtree(settings.state_dir / "streams" / streams_id, ignore_errors=True)
+        pipeline.clean_up()
     report.elapsed_s = time.monotonic() - started
     return report
 
@@ -336,11 +281,22 @@ def _stored(settings: Settings, report: DemoReport, gateway_id: str) -> bool:
     return report.stored_match
 
 
-def _anchored_since(settings: Settings, since: dict[int, int]) -> int:
-    """Batches of telemetry.v1 anchored that hold records of this run."""
-    return sum(1 for record in anchor_records(settings)
-               if record.manifest.topic == topics.TELEMETRY
-               and record.manifest.last_offset >= since.get(record.manifest.partition, 0))
+def _verify_batches(settings: Settings, since: dict[int, int]) -> tuple[int, int]:
+    """The anchored batches of telemetry.v1 holding records of this run, and how many of them
+    verify (Kafka's records hash to the root, the ledger holds it)."""
+    ledger = open_ledger(settings, writable=False)
+    run_batches = [record for record in anchor_records(settings)
+                   if record.manifest.topic == topics.TELEMETRY
+                   and record.manifest.last_offset >= since.get(record.manifest.partition, 0)]
+    verified = 0
+    for record in run_batches:
+        try:
+            receipts.verify_batch(settings, record, ledger)
+            verified += 1
+        except VerificationFailed as exc:
+            log.error("anchored batch does not verify", extra={
+                "batch": record.manifest.batch_id, "error": str(exc)})
+    return len(run_batches), verified
 
 
 def render(report: DemoReport, console: Console) -> None:
@@ -358,6 +314,8 @@ def render(report: DemoReport, console: Console) -> None:
         report.valid)
     row("DLQ records stored in ClickHouse", report.stored_dlq, report.invalid)
     row(f"Merkle batches anchored to the {report.ledger} ledger", report.anchored, None)
+    row("  of which verified (Kafka's records → root → ledger)", report.batches_verified,
+        report.anchored)
     row("customs alerts raised (distinct incidents)", report.incidents, len(report.truth))
     console.print(table)
     alerts = Table("rule", "anomalies injected", "alerts raised", "matching", "missed",

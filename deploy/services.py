@@ -17,10 +17,10 @@ from string import Template
 from deploy import install
 from deploy.process import port_open, read_pid
 from smartport.errors import StackError
+from smartport.settings import KafkaSettings
 
 HOST = "127.0.0.1"
 KAFKA_PORT = 9092
-KAFKA_CONTROLLER_PORT = 9093
 MQTT_PORT = 1883
 MQTT_AUTH_PORT = 1884
 CLICKHOUSE_PORT = 9000
@@ -77,30 +77,59 @@ class Service:
 
 
 class Kafka(Service):
-    name = "kafka"
-    port = KAFKA_PORT
+    """One KRaft node (broker and controller). Alone it is ``kafka`` on 9092; in a loopback
+    cluster of ``brokers`` nodes, node i is ``kafka-i`` on 9092 + 2(i - 1), its controller
+    listener one port up."""
+
     start_timeout = 90.0
 
-    def __init__(self, state_dir: Path, partitions: int) -> None:
+    def __init__(self, state_dir: Path, partitions: int, node_id: int = 1,
+                 brokers: int = 1) -> None:
         super().__init__(state_dir)
         self.partitions = partitions
+        self.node_id = node_id
+        self.brokers = brokers
+        self.name = "kafka" if brokers == 1 else f"kafka-{node_id}"
+        self.port = kafka_port(node_id)
 
     @property
     def libs(self) -> Path:
-        return self.home / "libs"
+        return self.state_dir / "kafka" / "libs"  # one copy of the jars for every node
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
 
     def install(self) -> None:
         install.ensure_kafka_jars(self.libs)
 
+    def _cluster_id(self) -> str:
+        """The id the node's storage is formatted with; a cluster's nodes share one, kept in
+        ``kafka/cluster-of-N.id``."""
+        meta = self.data / "meta.properties"
+        if meta.is_file():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1]
+        shared = self.state_dir / "kafka" / f"cluster-of-{self.brokers}.id"
+        if self.brokers > 1 and shared.is_file():
+            return shared.read_text().strip()
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if self.brokers > 1:
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            shared.write_text(cluster_id)
+        return cluster_id
+
     def prepare(self) -> list[str]:
         if shutil.which("java") is None:
             raise StackError("Java 17+ is needed to run Kafka: apt-get install -y openjdk-17-jre")
-        data = self.home / "data"
+        voters = ",".join(f"{i}@{HOST}:{kafka_port(i) + 1}" for i in range(1, self.brokers + 1))
         properties = render(
             install.DEPLOY_DIR / "kafka" / "server.properties",
             self.home / "server.properties",
-            port=self.port, controller_port=KAFKA_CONTROLLER_PORT, data_dir=data,
-            partitions=self.partitions,
+            node_id=self.node_id, voters=voters, port=self.port,
+            controller_port=self.port + 1, data_dir=self.data, partitions=self.partitions,
+            replication=min(3, self.brokers), min_insync=2 if self.brokers >= 3 else 1,
         )
         log4j = render(
             install.DEPLOY_DIR / "kafka" / "log4j.properties",
@@ -108,20 +137,23 @@ class Kafka(Service):
             log_file=self.home / "server.log",
         )
         java = ["java", "-cp", f"{self.libs}/*", f"-Dlog4j.configuration=file:{log4j}"]
-        if not (data / "meta.properties").is_file():
-            # KRaft storage is formatted once with a fresh cluster id; -g ignores formatted dirs.
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not (self.data / "meta.properties").is_file():
+            # KRaft storage is formatted once; -g ignores directories already formatted.
             result = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                [*java, "kafka.tools.StorageTool", "format", "-t", self._cluster_id(),
                  "-c", str(properties), "-g"],
                 capture_output=True, text=True, check=False,
             )
             if result.returncode != 0:
-                raise StackError(f"formatting Kafka storage in {data} failed:\n{result.stderr}")
-        return [*java[:1], "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", *java[1:],
+                raise StackError(f"formatting Kafka storage in {self.data} failed:\n"
+                                 f"{result.stderr}")
+        heap = "-Xmx1g" if self.brokers == 1 else "-Xmx512m"
+        return [*java[:1], "-Xms256m", heap, "-XX:+UseG1GC", *java[1:],
                 "kafka.Kafka", str(properties)]
 
     def healthy(self) -> bool:
+        """Answers metadata as a registered broker of our own cluster (a broker of another
+        cluster on the same port is not this node)."""
         if not port_open(HOST, self.port):
             return False
         from confluent_kafka.admin import AdminClient
@@ -131,7 +163,14 @@ class Kafka(Service):
             metadata = admin.list_topics(timeout=3)
         except Exception:
             return False
-        return bool(metadata.brokers)
+        if self.node_id not in metadata.brokers:
+            return False
+        meta = self.data / "meta.properties"
+        return not meta.is_file() or f"cluster.id={metadata.cluster_id}" in meta.read_text()
+
+
+def kafka_port(node_id: int) -> int:
+    return KAFKA_PORT + 2 * (node_id - 1)
 
 
 class Mosquitto(Service):
@@ -256,6 +295,11 @@ def chain_id(rpc_url: str) -> int | None:
         return None
 
 
-def all_services(state_dir: Path, partitions: int) -> list[Service]:
-    return [Kafka(state_dir, partitions), Mosquitto(state_dir), ClickHouse(state_dir),
+def kafka_nodes(state_dir: Path, kafka: KafkaSettings) -> list[Kafka]:
+    return [Kafka(state_dir, kafka.partitions, node_id, kafka.brokers)
+            for node_id in range(1, kafka.brokers + 1)]
+
+
+def all_services(state_dir: Path, kafka: KafkaSettings) -> list[Service]:
+    return [*kafka_nodes(state_dir, kafka), Mosquitto(state_dir), ClickHouse(state_dir),
             Anvil(state_dir)]

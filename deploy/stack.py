@@ -23,8 +23,9 @@ class ServiceStatus:
     log: Path
 
 
-def _start(service: Service, console: Console) -> str:
-    """Start ``service`` unless a healthy one already answers on its port; returns what happened."""
+def _launch(service: Service) -> str | None:
+    """Spawn ``service`` unless a healthy one already answers on its port; None when spawned,
+    else what was found."""
     if service.healthy():
         pid = process.read_pid(service.pid_path)
         return f"reused (pid {pid})" if pid else "reused (started outside smartport)"
@@ -34,23 +35,18 @@ def _start(service: Service, console: Console) -> str:
             f"stop it (`ss -ltnp 'sport = :{service.port}'` shows which) and run again"
         )
     process.stop(service.pid_path)  # a stale process of ours that lost its port
-    argv = service.prepare()
-    with console.status(f"starting {service.name} on {service.endpoint} ..."):
-        process.spawn(argv, service.log_path, service.pid_path, cwd=service.home)
-        process.wait_until(
-            service.healthy,
-            timeout=service.start_timeout,
-            service=service.name,
-            log_path=service.log_path,
-            pid_path=service.pid_path,
-        )
-    return f"started (pid {process.read_pid(service.pid_path)})"
+    process.spawn(service.prepare(), service.log_path, service.pid_path, cwd=service.home)
+    return None
 
 
 def up(settings: Settings, console: Console | None = None) -> list[ServiceStatus]:
-    """Install what is missing, start what is not running, create the topics. Idempotent."""
+    """Install what is missing, start what is not running, create the topics. Idempotent.
+
+    Every service is spawned before any is waited for: a cluster's Kafka nodes only become
+    healthy together, once a majority of their controllers is up.
+    """
     console = console or Console(stderr=True)
-    services = all_services(settings.state_dir, settings.kafka.partitions)
+    services = all_services(settings.state_dir, settings.kafka)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with console.status("checking Debian packages (first run: apt-get update + install) ..."):
         added = install.ensure_apt()
@@ -59,9 +55,16 @@ def up(settings: Settings, console: Console | None = None) -> list[ServiceStatus
     for service in services:
         with console.status(f"installing {service.name} (first run downloads it) ..."):
             service.install()
+    found = {service.name: _launch(service) for service in services}
     for service in services:
-        console.print(f"[green]✓[/] {service.name:<10} {service.endpoint:<16} "
-                      f"{_start(service, console)}")
+        outcome = found[service.name]
+        if outcome is None:
+            with console.status(f"starting {service.name} on {service.endpoint} ..."):
+                process.wait_until(service.healthy, timeout=service.start_timeout,
+                                   service=service.name, log_path=service.log_path,
+                                   pid_path=service.pid_path)
+            outcome = f"started (pid {process.read_pid(service.pid_path)})"
+        console.print(f"[green]✓[/] {service.name:<10} {service.endpoint:<16} {outcome}")
     with console.status("creating Kafka topics ..."):
         created = ensure_topics(settings.kafka)
     console.print(f"[green]✓[/] topics     {'created ' + ', '.join(created) if created else 'ok'}")
@@ -70,14 +73,14 @@ def up(settings: Settings, console: Console | None = None) -> list[ServiceStatus
 
 def down(settings: Settings) -> list[str]:
     """Stop the services this state directory started; returns their names."""
-    services = all_services(settings.state_dir, settings.kafka.partitions)
+    services = all_services(settings.state_dir, settings.kafka)
     return [s.name for s in reversed(services) if process.stop(s.pid_path, timeout=30.0)]
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
     return [
         ServiceStatus(s.name, s.endpoint, s.healthy(), process.read_pid(s.pid_path), s.log_path)
-        for s in all_services(settings.state_dir, settings.kafka.partitions)
+        for s in all_services(settings.state_dir, settings.kafka)
     ]
 
 

@@ -60,11 +60,23 @@ def _global(
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    brokers: Annotated[int | None, typer.Option(
+        min=1, max=9, help="Kafka nodes on loopback (3 = a replicated cluster); same as "
+        "SMARTPORT_KAFKA__BROKERS, which every other command must see too")] = None,
+) -> None:
     """Install what is missing, start Kafka, Mosquitto, ClickHouse and anvil; create topics."""
+    import os
+
     from deploy import stack
 
-    _print_status(stack.up(state.settings(), err))
+    if brokers is not None:  # through the environment, so that derived defaults follow
+        os.environ["SMARTPORT_KAFKA__BROKERS"] = str(brokers)
+    settings = state.settings()
+    _print_status(stack.up(settings, err))
+    if settings.kafka.brokers > 1 and brokers is not None:
+        err.print(f"a {settings.kafka.brokers}-node Kafka cluster: export "
+                  f"SMARTPORT_KAFKA__BROKERS={settings.kafka.brokers} for the other commands")
 
 
 @stack_app.command("down")

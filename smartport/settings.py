@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,7 +33,20 @@ class KafkaSettings(BaseModel):
     sasl_password: SecretStr | None = None
     ssl_ca_location: Path | None = None
     partitions: int = Field(6, ge=1, description="partition count of every project topic")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="default: 3 with a cluster, else 1")
+    brokers: int = Field(1, ge=1, le=9, description="Kafka nodes the local stack runs on loopback")
+
+    @model_validator(mode="after")
+    def _local_cluster_defaults(self) -> KafkaSettings:
+        """With a local cluster, clients know every node and topics are replicated three ways,
+        unless told otherwise."""
+        if self.brokers > 1:
+            if "bootstrap_servers" not in self.model_fields_set:
+                self.bootstrap_servers = ",".join(
+                    f"127.0.0.1:{9092 + 2 * i}" for i in range(self.brokers))
+            if "replication_factor" not in self.model_fields_set:
+                self.replication_factor = min(3, self.brokers)
+        return self
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka options shared by every producer, consumer and admin client."""

@@ -1,0 +1,130 @@
+"""Our four long-running processes as one pipeline: started, killed, restarted and stopped.
+
+The demo, the fault suite and the full-pipeline benchmark run the same processes the same
+way: ``python -m smartport <command>``, each logging to its own file, each ready once its log
+shows a marker line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deploy.process import tail
+from deploy.topics import delete_app_topics
+from ingest.mqtt import connect_properties, new_client
+from smartport.errors import StackError
+from smartport.settings import Settings
+
+START_TIMEOUT_S = 120.0  # a faust worker creates its changelog topics first
+
+
+class PipelineProcess:
+    """One of our processes, ready once its log shows ``ready`` after it was (re)started."""
+
+    def __init__(self, name: str, args: list[str], ready: str, log_path: Path,
+                 env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._args = args
+        self._ready = ready
+        self._env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> PipelineProcess:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "smartport", *self._args],
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, **self._env})
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self._ready not in self.log_path.read_text(errors="replace")[offset:]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise StackError(f"{self.name} did not start; see {self.log_path}:\n"
+                                 f"{tail(self.log_path)}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        self.stop(signal.SIGKILL)
+
+
+class Pipeline:
+    """Streams worker, gateway, anchorer and sink of one run.
+
+    The gateway and the streams worker get ids of their own (``run_id``): the gateway's MQTT
+    session and shared-subscription group, and the faust app (reading from the end of the
+    topics), so that a run's alerts are its own. The anchorer and the sink use their usual
+    consumer groups: they carry on where the last ones stopped.
+    """
+
+    def __init__(self, settings: Settings, run_id: str, work: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.gateway_id = self.streams_id = run_id
+
+        def process(name: str, args: list[str], ready: str) -> PipelineProcess:
+            return PipelineProcess(name, args, ready, work / f"{name}.log", env or {})
+
+        self.streams = process("streams", ["streams", "--app-id", self.streams_id,
+                                           "--offset-reset", "latest"], "Worker]: Ready")
+        self.gateway = process("gateway", ["gateway", "--gateway-id", self.gateway_id,
+                                           "--share-group", self.gateway_id],
+                               '"msg": "subscribed"')
+        self.anchorer = process("anchorer", ["anchor"], '"msg": "assigned"')
+        self.sink = process("sink", ["sink"], '"msg": "sink ready"')
+
+    @property
+    def processes(self) -> tuple[PipelineProcess, ...]:
+        return self.streams, self.gateway, self.anchorer, self.sink
+
+    def __enter__(self) -> Pipeline:
+        try:
+            for process in self.processes:
+                process.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def clean_up(self) -> None:
+        """Forget what only this run used: the gateway's MQTT session, the faust app's topics,
+        consumer group and local state."""
+        client = new_client(self.settings.mqtt, self.gateway_id)
+        try:
+            client.connect(self.settings.mqtt.host, self.settings.mqtt.port, clean_start=True,
+                           properties=connect_properties(session_expiry_s=0))
+            client.disconnect()
+        except OSError:
+            pass
+        delete_app_topics(self.settings.kafka, self.streams_id)
+        shutil.rmtree(self.settings.state_dir / "streams" / self.streams_id, ignore_errors=True)

@@ -1,0 +1,139 @@
+"""The fault suite: the whole pipeline under load while something breaks.
+
+Each test runs the main job (`deploy.demo.run`) with a fault injected during the simulation,
+and afterwards the job's own reconciliation must hold exactly: every published valid
+(device_id, seq) is in Kafka and in ClickHouse, every invalid one in the DLQ, every injected
+anomaly raised exactly one incident and nothing else was raised, and every anchored batch of
+the run verifies against Kafka's records and the ledger. Run alone with ``-m fault``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from deploy import demo, process
+from deploy import stack as local_stack
+from deploy.pipeline import Pipeline
+from deploy.services import Kafka, Mosquitto, kafka_nodes
+from smartport.settings import Settings
+
+pytestmark = [pytest.mark.stack, pytest.mark.fault]
+
+FAULT_AT_S = 5.0  # into the simulation: records are flowing through every stage
+DURATION_S = 15.0
+
+
+def _run_with(settings: Settings, fault: Callable[[Pipeline], object], seed: int,
+              env: dict[str, str] | None = None) -> demo.DemoReport:
+    report = demo.run(settings, duration=DURATION_S, rate=300, devices=80, seed=seed,
+                      console=Console(stderr=True), env=env, fault=fault)
+    described = (f"published {report.published}, valid {report.valid} → Kafka "
+                 f"{report.in_kafka} ({report.kafka_records} records) → stored {report.stored}; "
+                 f"invalid {report.invalid} → DLQ {report.in_dlq} → stored {report.stored_dlq}; "
+                 f"missed alerts {report.truth - report.raised}, unexpected "
+                 f"{report.raised - report.truth}, incidents {report.incidents}/"
+                 f"{len(report.truth)}; batches {report.batches_verified}/{report.anchored}")
+    assert report.counts_match, described
+    assert report.stored_match, described
+    assert report.alerts_match, described
+    assert report.anchored == report.batches_verified > 0, described
+    assert report.reconciled, described
+    return report
+
+
+@pytest.mark.parametrize("name", ["gateway", "streams", "anchorer", "sink"])
+def test_sigkill_and_restart_of_each_process(stack: Settings, name: str) -> None:
+    def kill_and_restart(pipeline: Pipeline) -> None:
+        time.sleep(FAULT_AT_S)
+        victim = getattr(pipeline, name)
+        victim.kill()
+        time.sleep(1)
+        victim.start()
+
+    _run_with(stack, kill_and_restart, seed=200 + len(name))
+
+
+def test_mosquitto_restart_keeps_the_gateways_queue(stack: Settings) -> None:
+    broker = Mosquitto(stack.state_dir)
+
+    def restart_broker(pipeline: Pipeline) -> None:
+        time.sleep(FAULT_AT_S)
+        # The gateway is stopped first so that the broker holds a queue for its session.
+        pipeline.gateway.kill()
+        time.sleep(2)
+        assert process.stop(broker.pid_path), "the test needs the stack's own Mosquitto"
+        time.sleep(2)
+        local_stack.up(stack)
+        pipeline.gateway.start()
+
+    _run_with(stack, restart_broker, seed=301)
+
+
+def test_kafka_restart_under_load(stack: Settings) -> None:
+    broker = Kafka(stack.state_dir, stack.kafka.partitions)
+
+    def restart_kafka(pipeline: Pipeline) -> None:
+        time.sleep(FAULT_AT_S)
+        assert process.stop(broker.pid_path, timeout=60), "the test needs the stack's own Kafka"
+        time.sleep(10)
+        local_stack.up(stack)
+
+    try:
+        _run_with(stack, restart_kafka, seed=302)
+    finally:
+        local_stack.up(stack)
+
+
+def test_frozen_consumers_catch_up(stack: Settings) -> None:
+    """Slow consumers: the gateway and the sink stop dead (SIGSTOP) for 10 s under load."""
+    def freeze(pipeline: Pipeline) -> None:
+        time.sleep(FAULT_AT_S)
+        frozen = [p.process for p in (pipeline.gateway, pipeline.sink) if p.process]
+        for handle in frozen:
+            handle.send_signal(signal.SIGSTOP)
+        time.sleep(10)
+        for handle in frozen:
+            handle.send_signal(signal.SIGCONT)
+
+    _run_with(stack, freeze, seed=303)
+
+
+@pytest.fixture
+def cluster(stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[Settings]:
+    """A three-node KRaft cluster on loopback (replication 3, min.insync.replicas 2) in a state
+    directory of its own, in place of the stack's single broker for the test's duration."""
+    assert process.stop(Kafka(stack.state_dir, stack.kafka.partitions).pid_path, timeout=60), \
+        "the test needs the stack's own Kafka"
+    monkeypatch.setenv("SMARTPORT_STATE_DIR", str(tmp_path / "cluster"))
+    monkeypatch.setenv("SMARTPORT_KAFKA__BROKERS", "3")
+    settings = Settings()
+    try:
+        local_stack.up(settings)
+        yield settings
+    finally:
+        for node in kafka_nodes(settings.state_dir, settings.kafka):
+            process.stop(node.pid_path, timeout=60)
+        monkeypatch.undo()
+        local_stack.up(stack)
+
+
+def test_three_broker_cluster_loses_a_broker_under_load(cluster: Settings) -> None:
+    assert cluster.kafka.replication_factor == 3
+    assert os.environ["SMARTPORT_KAFKA__BROKERS"] == "3"  # the pipeline's processes see it too
+    second = kafka_nodes(cluster.state_dir, cluster.kafka)[1]
+
+    def kill_a_broker(pipeline: Pipeline) -> None:
+        time.sleep(FAULT_AT_S)
+        pid = process.read_pid(second.pid_path)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # stays down: two in-sync replicas remain
+
+    _run_with(cluster, kill_a_broker, seed=304)
