@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from anchoring import batches
 from anchoring.errors import LedgerError
 from anchoring.ledger import Ledger
-from ingest.kafka import consume_records, produce, producer_config, read_range
+from ingest.kafka import commit_offsets, consume_records, produce, producer_config, read_range
 from schemas import AnchorManifest, AnchorRecord, encode, topics
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -184,8 +184,7 @@ class Anchorer:
         for record in records:
             key = (record.manifest.topic, record.manifest.partition)
             offsets[key] = max(offsets.get(key, 0), record.manifest.last_offset + 1)
-        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                              asynchronous=False)
+        commit_offsets(self._consumer, offsets)
         # Only now are the batches done; a failure above retries them (and finds them on the
         # ledger if it was Kafka that failed).
         self._closed = [c for c in self._closed if c not in closed]

@@ -75,6 +75,7 @@ class DemoReport:
     elapsed_s: float = 0.0
     store: str = "chDB"
     ledger: str = "file"
+    exited: list[str] = field(default_factory=list)  # processes that died on their own
 
     @property
     def counts_match(self) -> bool:
@@ -91,7 +92,8 @@ class DemoReport:
     @property
     def reconciled(self) -> bool:
         return (self.counts_match and self.stored_match and self.alerts_match
-                and self.anchored == self.batches_verified > 0 and bool(self.receipt))
+                and self.anchored == self.batches_verified > 0 and bool(self.receipt)
+                and not self.exited)
 
 
 def _json(value: bytes | None) -> dict[str, Any]:
@@ -178,6 +180,13 @@ def _ask(settings: Settings, sql: str) -> Result:
         store.close()
 
 
+def _answer(settings: Settings, sql: str) -> Result:
+    try:
+        return _ask(settings, sql)
+    except (OSError, ValueError) as exc:
+        return ["the store did not answer"], [(str(exc),)]
+
+
 def _row_count(settings: Settings) -> int | None:
     try:
         return int(_ask(settings, "SELECT count() FROM telemetry")[1][0][0])
@@ -251,12 +260,15 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
                 settings, report, since[topics.ALERTS], containers))
             _wait(console, "the sink to store the run in ClickHouse",
                   lambda: _stored(settings, report, gateway_id))
-            report.answers = {name: _ask(settings, ANALYST_QUERIES[name]) for name in DEMO_QUERIES}
+            report.answers = {name: _answer(settings, ANALYST_QUERIES[name])
+                              for name in DEMO_QUERIES}
             ends = kafka.high_watermarks(settings.kafka, topics.TELEMETRY)
             if not _wait(console, "the anchorer to anchor every batch",
                          lambda: _anchored_through(settings, ends)):
                 raise StackError("the anchorer did not anchor this run's records in time; "
                                  f"see {pipeline.anchorer.log_path}")
+            report.exited = [f"{p.name} (see {p.log_path})" for p in pipeline.processes
+                             if not p.running]
         _count_alerts(settings, report, since[topics.ALERTS], containers)  # late duplicates too
         report.anchored, report.batches_verified = _verify_batches(settings,
                                                                    since[topics.TELEMETRY])
@@ -335,5 +347,7 @@ def render(report: DemoReport, console: Console) -> None:
     if report.dlq_reasons:
         console.print("DLQ reasons: " + ", ".join(f"{k} {v}" for k, v in
                                                    sorted(report.dlq_reasons.items())))
+    for name in report.exited:
+        console.print(f"[red]exited on its own:[/] {name}")
     verdict = "[green]reconciled[/]" if report.reconciled else "[red]NOT reconciled[/]"
     console.print(f"{verdict} in {report.elapsed_s:.1f} s")

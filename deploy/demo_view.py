@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -110,11 +110,16 @@ class LiveStatus:
         self._watermarks.close()
         self._alerts.close()
 
-    def _grown(self, topic: str) -> int:
+    def _grown(self, topic: str) -> int | None:
+        """Records added to ``topic`` since the start; None while Kafka cannot say (a broker
+        restarting or a leader moving)."""
         total = 0
         for partition, start in self._since[topic].items():
-            _, high = self._watermarks.get_watermark_offsets(TopicPartition(topic, partition),
-                                                           timeout=5)
+            try:
+                _, high = self._watermarks.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=5)
+            except KafkaException:
+                return None
             total += max(0, high - start)
         return total
 
@@ -122,7 +127,9 @@ class LiveStatus:
         stages = self.counts.stages
         stages["published"].update(self._published.count, seconds)
         for topic in (topics.TELEMETRY, topics.TELEMETRY_DLQ, topics.ANCHORS):
-            stages[topic].update(self._grown(topic), seconds)
+            grown = self._grown(topic)
+            if grown is not None:
+                stages[topic].update(grown, seconds)
         stored = self._stored_rows()
         if stored is not None:
             stages["stored"].update(stored - self._stored_at_start, seconds)

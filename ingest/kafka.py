@@ -7,11 +7,23 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from smartport.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+# A coordinator moving or a broker restarting: the same commit succeeds a little later.
+_COMMIT_RETRIABLE = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+    KafkaError._WAIT_COORD, KafkaError._ALL_BROKERS_DOWN,
+})
+# The group moved on: whoever owns the partitions now re-reads from the last commit.
+_COMMIT_SUPERSEDED = frozenset({
+    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.FENCED_INSTANCE_ID,
+})
 
 
 def producer_config(kafka: KafkaSettings, client_id: str, **overrides: Any) -> dict[str, Any]:
@@ -101,3 +113,30 @@ def consume_records(consumer: Consumer, max_messages: int, timeout: float = 0.2)
         elif error.code() != KafkaError._PARTITION_EOF:
             log.warning("Kafka consumer error", extra={"error": str(error)})
     return records
+
+
+def commit_offsets(consumer: Consumer, offsets: dict[tuple[str, int], int],
+                   timeout: float = 300.0) -> bool:
+    """Commit ``offsets`` synchronously, riding out a coordinator move or a broker restart.
+
+    False when the group has moved on (a rebalance): the records are redelivered to whoever
+    owns them now, which every consumer of ours tolerates. Other failures raise.
+    """
+    partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    deadline = time.monotonic() + timeout
+    backoff = 0.2
+    while True:
+        try:
+            consumer.commit(offsets=partitions, asynchronous=False)
+            return True
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() in _COMMIT_SUPERSEDED:
+                log.warning("offset commit superseded by a rebalance",
+                            extra={"error": error.str()})
+                return False
+            if error.code() not in _COMMIT_RETRIABLE or time.monotonic() > deadline:
+                raise
+            log.warning("offset commit failed; retrying", extra={"error": error.str()})
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)

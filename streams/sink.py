@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingest.kafka import consume_records
+from ingest.kafka import commit_offsets, consume_records
 from schemas import clickhouse as ch
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -94,9 +94,7 @@ class Sink:
         CLICKHOUSE_UP.set(1)
         for table, rows in self._buffer.items():
             ROWS.labels(table.name).inc(len(rows))
-        self._consumer.commit(offsets=[TopicPartition(t, p, o)
-                                       for (t, p), o in self._offsets.items()],
-                              asynchronous=False)
+        commit_offsets(self._consumer, self._offsets)
         self.inserted += self._buffered
         log.info("inserted", extra={"rows": self._buffered, "total": self.inserted})
         self._buffer.clear()

@@ -39,7 +39,9 @@ def _run_with(settings: Settings, fault: Callable[[Pipeline], object], seed: int
                  f"invalid {report.invalid} → DLQ {report.in_dlq} → stored {report.stored_dlq}; "
                  f"missed alerts {report.truth - report.raised}, unexpected "
                  f"{report.raised - report.truth}, incidents {report.incidents}/"
-                 f"{len(report.truth)}; batches {report.batches_verified}/{report.anchored}")
+                 f"{len(report.truth)}; batches {report.batches_verified}/{report.anchored}; "
+                 f"exited on their own: {report.exited}")
+    assert not report.exited, described
     assert report.counts_match, described
     assert report.stored_match, described
     assert report.alerts_match, described
