@@ -61,22 +61,36 @@ def _number(column: str, text: str, kind: type[int] | type[float]) -> int | floa
         raise ValueError(f"column {column}: {text!r} is not a number") from None
 
 
-def parse_file(path: Path) -> Iterator[tuple[int, Declaration | str]]:
-    """(line number, declaration or the reason it was rejected) for every record of ``path``."""
-    text = path.read_text(encoding="utf-8")
+def parse_file(path: Path) -> Iterator[tuple[int, str, Declaration | str]]:
+    """(line number, the line's text, the declaration or why it was rejected) for every record
+    of ``path``. A JSON Lines file is split on newlines only (JSON text may hold U+2028 and
+    other characters that ``str.splitlines`` breaks on), and a line that is not UTF-8 is
+    rejected on its own; a CSV file must be UTF-8 as a whole."""
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputRejected(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                                "save it as UTF-8 and load it again") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         for row in reader:
+            row_text = ",".join(str(v) for v in row.values() if v is not None)
             try:
                 raw = encode(_csv_row_to_json(row))
             except ValueError as exc:
-                yield reader.line_num, str(exc)
+                yield reader.line_num, row_text, str(exc)
                 continue
-            yield reader.line_num, _parse(raw)
+            yield reader.line_num, row_text, _parse(raw)
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield number, _parse(line)
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            text = line.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as exc:
+            yield number, line.decode("utf-8", "replace"), f"not UTF-8: {exc.reason} at byte " \
+                f"{exc.start}"
+            continue
+        if text.strip():
+            yield number, text, _parse(text)
 
 
 def _parse(raw: str | bytes) -> Declaration | str:
@@ -108,9 +122,11 @@ def load(settings: Settings, path: Path) -> IntakeReport:
         else:
             failures.append(str(error))
 
-    for line, outcome in parse_file(path):
+    rejects: list[str] = []
+    for line, text, outcome in parse_file(path):
         if isinstance(outcome, str):
             report.rejected.append((line, outcome))
+            rejects.append(json.dumps({"line": line, "reason": outcome, "text": text}) + "\n")
             continue
         produce(producer, topics.DECLARATIONS, outcome.container_no.encode(), encode(outcome),
                 on_delivery=delivered)
@@ -122,12 +138,15 @@ def load(settings: Settings, path: Path) -> IntakeReport:
             "(`smartport stack status`) and load the file again (loading twice is harmless)"
         )
     if report.rejected:
+        kept = path.with_name(path.name + ".rejected.jsonl")
+        kept.write_text("".join(rejects), encoding="utf-8")
         lines = "\n".join(f"  line {line}: {reason}" for line, reason in report.rejected[:50])
         more = len(report.rejected) - 50
         raise InputRejected(
             f"{len(report.rejected)} of {len(report.rejected) + report.produced} declarations in "
             f"{path} were rejected ({report.produced} valid ones were loaded):\n{lines}"
             + (f"\n  ... and {more} more" if more > 0 else "")
-            + "\nfix those lines and load the file again"
+            + f"\nthe rejected lines and their reasons are in {kept}; fix them and load the "
+            "file again"
         )
     return report

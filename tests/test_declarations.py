@@ -25,7 +25,7 @@ def test_jsonl_lines_are_numbered(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(declaration()) + "\n\n{oops\n"
                     + json.dumps(declaration(container_no="CSQU3054384")) + "\n")
-    results = list(parse_file(path))
+    results = [(line, outcome) for line, _, outcome in parse_file(path)]
     assert [line for line, _ in results] == [1, 3, 4]
     assert isinstance(results[0][1], Declaration)
     assert results[1][1] == "not JSON: Expecting property name enclosed in double quotes: " \
@@ -37,7 +37,7 @@ def test_jsonl_lines_are_numbered(tmp_path: Path) -> None:
 def test_csv_columns_become_a_declaration(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text(CSV_HEADER + CSV_GOOD + CSV_GOOD.replace("21000", "heavy"))
-    (line, first), (bad_line, reason) = parse_file(path)
+    (line, _, first), (bad_line, _, reason) = parse_file(path)
     assert (line, bad_line) == (2, 3)
     assert isinstance(first, Declaration)
     assert first.seal_numbers == ("SL1", "SL2")

@@ -1,0 +1,259 @@
+"""The bad-input suite: fuzzed declarations files, receipts given to `verify`, and CLI arguments.
+
+Each gets a clear error (an exit code of ours and a message naming the problem) and never a
+traceback, and nothing valid next to them is lost. MQTT payloads are fuzzed against the real
+gateway in test_gateway.py and against the pure validator in test_validation.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from anchoring import batches, merkle
+from anchoring.file_ledger import FileLedger
+from ingest import declarations
+from ingest.fleet import Fleet, FleetConfig
+from ingest.kafka import high_watermarks, read_range
+from schemas import Declaration, Receipt, RecordRef, encode, topics
+from smartport.cli import main
+from smartport.errors import InputRejected
+from smartport.settings import Settings
+
+EXIT_CODES = {0, 1, 2, 3, 4}  # ok, failed check, usage/config, stack, rejected input
+FUZZ = settings(max_examples=40, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+VALID = [encode(d).decode() for d in Fleet(FleetConfig(devices=60, seed=9)).declarations]
+
+junk_lines = st.one_of(
+    # Any text without a newline, U+2028 and its kind included (JSON may hold them raw).
+    st.text(max_size=80).map(lambda text: text.replace("\n", " ")),
+    st.sampled_from(['{"container_no": "CSQU3054383"}', "{", "[]", "null", '{"a": 1}',
+                     VALID[0].replace('"version":1', '"version":-1'),
+                     VALID[1].replace("CN", "XX", 1), VALID[2][:-5]]),
+    st.dictionaries(st.sampled_from(["container_no", "status", "version", "gross_weight_kg",
+                                     "vessel_imo", "x"]),
+                    st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=12)),
+                    max_size=5).map(json.dumps),
+)
+
+
+def _classified(path: Path) -> tuple[list[Declaration], list[int]]:
+    valid, rejected = [], []
+    for line, _, outcome in declarations.parse_file(path):
+        if isinstance(outcome, str):
+            assert outcome, "a rejection always has a reason"
+            rejected.append(line)
+        else:
+            valid.append(outcome)
+    return valid, rejected
+
+
+@FUZZ
+@example(lines=[("junk", "a\u2028b\x85c"), ("valid", VALID[0])])  # line breaks to str, not JSONL
+@given(lines=st.lists(st.one_of(st.sampled_from(VALID).map(lambda v: ("valid", v)),
+                                junk_lines.map(lambda j: ("junk", j))), max_size=25))
+def test_declaration_lines_are_each_kept_or_rejected_with_a_reason(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[tuple[str, str]]
+) -> None:
+    path = tmp_path_factory.mktemp("declarations") / "declarations.jsonl"
+    path.write_text("\n".join(text for _, text in lines) + "\n")
+    valid, rejected = _classified(path)
+    junk_numbers = {n for n, (kind, _) in enumerate(lines, start=1) if kind == "junk"}
+    assert set(rejected) <= junk_numbers  # a valid line is never rejected ...
+    kept = {encode(d) for d in valid}
+    assert {encode(Declaration.model_validate_json(text))
+            for kind, text in lines if kind == "valid"} <= kept  # ... nor lost
+    assert len(valid) + len(rejected) == sum(
+        1 for _, text in lines if text.removesuffix("\r").strip())
+
+
+@FUZZ
+@given(content=st.binary(max_size=400))
+def test_any_bytes_as_json_lines_are_judged_line_by_line(
+    tmp_path_factory: pytest.TempPathFactory, content: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("declarations") / "declarations.jsonl"
+    path.write_bytes(content)
+    _, rejected = _classified(path)  # bad bytes reject their own line, never the file
+    assert len(rejected) <= content.count(b"\n") + 1
+
+
+@FUZZ
+@given(content=st.binary(max_size=400))
+def test_any_bytes_as_csv_give_declarations_or_a_clear_rejection(
+    tmp_path_factory: pytest.TempPathFactory, content: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("declarations") / "declarations.csv"
+    path.write_bytes(content)
+    try:
+        _classified(path)
+    except InputRejected as exc:
+        message = str(exc)
+    else:
+        return
+    assert f"{path} is not UTF-8 text" in message
+
+
+@pytest.mark.stack
+def test_loading_a_mixed_file_keeps_every_valid_declaration(
+    stack: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = Fleet(FleetConfig(devices=30, seed=11))
+    good = [encode(d).decode() for d in fleet.declarations]
+    junk = ["{", '{"container_no": "NOPE"}', "\x00\x01", "[1, 2]"]  # lines 2, 4, 6 and 8
+    mixed = [line for pair in zip(good, junk, strict=False) for line in pair] + good[len(junk):]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(mixed) + "\n")
+    since = high_watermarks(stack.kafka, topics.DECLARATIONS)
+    assert main(["declarations", "load", str(path)]) == 4
+    error = capsys.readouterr().err
+    assert f"{len(junk)} of {len(mixed)} declarations" in error
+    for number in (2, 4, 6, 8):
+        assert f"line {number}:" in error
+    kept = path.with_name("mixed.jsonl.rejected.jsonl")
+    assert [json.loads(line)["line"] for line in kept.read_text().splitlines()] == [2, 4, 6, 8]
+    loaded = {Declaration.model_validate_json(m.value() or b"").container_no
+              for m in read_range(stack.kafka, topics.DECLARATIONS, since)}
+    assert {d.container_no for d in fleet.declarations} <= loaded
+
+
+# -- receipts given to `verify` ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def genuine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], bytes]:
+    """A file ledger with one anchored batch, and a true receipt of one of its records."""
+    home = tmp_path_factory.mktemp("receipts")
+    values = [json.dumps({"n": n}).encode() for n in range(7)]
+    records = [batches.KafkaRecord(n, v, datetime(2026, 11, 28, tzinfo=UTC))
+               for n, v in enumerate(values)]
+    manifest = batches.manifest("telemetry.v1", 2, records, hash_alg="blake3",
+                                prev_manifest_hash=None)
+    aggregate = batches.aggregate([manifest], "blake3")[0]
+    ref = FileLedger(home / "ledger").anchor(aggregate.root, "blake3", [(manifest, aggregate)])
+    _, proofs = merkle.tree(values)
+    receipt = Receipt(record=RecordRef(topic="telemetry.v1", partition=2, offset=3,
+                                       leaf_hash=merkle.leaf_hash(values[3]).hex()),
+                      leaf_index=3, inclusion_proof=tuple(p.hex() for p in proofs[3]),
+                      manifest=manifest, aggregate=aggregate, ledger=ref)
+    return home, json.loads(encode(receipt)), values[3]
+
+
+def _mutate(value: Any, path: list[int], replacement: Any) -> Any:
+    """``value`` with the node that ``path`` picks (indices into its keys or items) replaced."""
+    if not path or not isinstance(value, dict | list) or not value:
+        return replacement
+    if isinstance(value, dict):
+        key = sorted(value)[path[0] % len(value)]
+        return {**value, key: _mutate(value[key], path[1:], replacement)}
+    index = path[0] % len(value)
+    return [*value[:index], _mutate(value[index], path[1:], replacement), *value[index + 1:]]
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+              st.text(max_size=70), st.sampled_from(["00" * 32, "blake3", "sha256", "file"])),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=3),
+    max_leaves=6,
+)
+
+
+@FUZZ
+@given(tamper=st.tuples(st.lists(st.integers(min_value=0, max_value=20), max_size=4),
+                        json_values, st.one_of(st.none(), st.binary(max_size=20))))
+def test_a_tampered_receipt_or_record_never_verifies_and_never_crashes(
+    genuine: tuple[Path, dict[str, Any], bytes], tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tamper: tuple[list[int], Any, bytes | None],
+) -> None:
+    """``tamper``: which node of the receipt to replace, with what, and the record's bytes."""
+    path, replacement, record_edit = tamper
+    home, receipt, record = genuine
+    monkeypatch.setenv("SMARTPORT_LEDGER_URL", f"file://{home / 'ledger'}")
+    work = tmp_path_factory.mktemp("verify")
+    tampered = _mutate(receipt, path, replacement)
+    edited = record if record_edit is None else record_edit
+    (work / "receipt.json").write_text(json.dumps(tampered))
+    (work / "record.bin").write_bytes(edited)
+    code = main(["verify", str(work / "receipt.json"), "--record", str(work / "record.bin")])
+    output = capsys.readouterr()
+    if json.dumps(tampered, sort_keys=True) == json.dumps(receipt, sort_keys=True) \
+            and edited == record:  # (compared as JSON text: True == 1 in Python, not in JSON)
+        assert code == 0
+    else:
+        assert code in (1, 4), output.err
+        assert "error:" in output.err
+
+
+@FUZZ
+@given(content=st.binary(max_size=300))
+def test_any_bytes_as_a_receipt_are_rejected_clearly(
+    genuine: tuple[Path, dict[str, Any], bytes], tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], content: bytes,
+) -> None:
+    home, _, record = genuine
+    monkeypatch.setenv("SMARTPORT_LEDGER_URL", f"file://{home / 'ledger'}")
+    work = tmp_path_factory.mktemp("verify")
+    (work / "receipt.json").write_bytes(content)
+    (work / "record.bin").write_bytes(record)
+    assert main(["verify", str(work / "receipt.json"), "--record", str(work / "record.bin")]) == 4
+    assert "is not a smartport receipt" in capsys.readouterr().err
+
+
+def test_the_genuine_receipt_verifies(
+    genuine: tuple[Path, dict[str, Any], bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fuzz tests' starting point is itself valid (else they would prove nothing)."""
+    home, receipt, record = genuine
+    monkeypatch.setenv("SMARTPORT_LEDGER_URL", f"file://{home / 'ledger'}")
+    (tmp_path / "receipt.json").write_text(json.dumps(receipt))
+    (tmp_path / "record.bin").write_bytes(record)
+    assert main(["verify", str(tmp_path / "receipt.json"), "--record",
+                 str(tmp_path / "record.bin")]) == 0
+
+
+# -- CLI arguments ------------------------------------------------------------------------------
+
+OPTION_WORDS = ["--devices", "--rate", "--duration", "--count", "--seed", "--anomaly-rate",
+                "--invalid-rate", "--truth", "--report", "--config", "--record", "--", "-x",
+                "--partition", "--offset", "--topic", "--format"]
+argument_words = st.one_of(
+    st.sampled_from(OPTION_WORDS),
+    st.sampled_from(["0", "-1", "3", "1e9", "nan", "inf", "0.5", "2", "", "x", ".", "/",
+                     "none.toml", "a b", "--count"]),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+            max_size=12),
+)
+COMMANDS = [["simulate"], ["verify"], ["receipt"], ["declarations", "load"],
+            ["schemas", "export"], ["ledger", "verify"], ["sql"]]
+
+
+@FUZZ
+@given(command=st.sampled_from(COMMANDS), words=st.lists(argument_words, max_size=6))
+def test_arbitrary_arguments_get_an_exit_code_and_a_message(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], command: list[str], words: list[str],
+) -> None:
+    work = tmp_path_factory.mktemp("cli")
+    monkeypatch.chdir(work)  # relative paths among the words land here
+    monkeypatch.setenv("SMARTPORT_STATE_DIR", str(work / "state"))
+    monkeypatch.setenv("SMARTPORT_QUERY_PORT", "1")  # `sql` must not reach a running sink
+    # Bounds after the fuzzed words (the last value of an option wins): a simulation writes
+    # at most 20 messages to a file and never touches MQTT.
+    bounded = (["--count", "20", "--rate", "0", "--emit-jsonl", str(work / "m.jsonl")]
+               if command == ["simulate"] else [])
+    code = main([*command, *words, *bounded])
+    output = capsys.readouterr()
+    assert code in EXIT_CODES
+    if code:
+        assert "error" in output.err.lower() or "usage" in output.err.lower(), output.err
+    assert "Traceback" not in output.err + output.out
+
