@@ -1,0 +1,386 @@
+"""Full-pipeline benchmark: simulator → Mosquitto → gateway → Kafka → streams, anchorer, sink.
+
+Runs on the local stack (`smartport stack up`) at increasing offered loads. For each load a
+fresh pipeline (deploy.pipeline.Pipeline: its own gateway session and faust app) gets
+``--duration`` seconds of simulated traffic from ``--publishers`` processes, paced per
+message; then the run drains. Figures per load:
+
+- sustained end-to-end throughput: valid readings stored in ClickHouse *and* anchored, divided
+  by the time from the first publish to the moment both were complete; "sustained" means the
+  pipeline finished within 10 % of the window (at least 5 s) after the last publish;
+- nothing lost: distinct (device_id, seq) stored == valid readings published;
+- publish → alert latency p50/p99: the alert's Kafka timestamp minus the scheduled publish time
+  of the reading that raised it (publisher lag counts against us);
+- CPU (% of one core) and peak RSS of every process, ours and the brokers';
+- the bottleneck: the stage with the largest backlog when publishing stopped.
+
+In the same run, the stage baselines of the other benches (mosquitto_sub | kcat, a plain
+confluent-kafka rules loop, pymerkle) are re-measured so every figure has a ratio beside it.
+Writes bench/results/pipeline.json and bench/results/pipeline.md.
+
+    .venv/bin/python bench/pipeline_bench.py --loads 500,1000,2000 --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from anchoring.service import last_anchored
+from deploy import stack
+from deploy.pipeline import Pipeline
+from deploy.process import read_pid
+from deploy.services import Kafka, Mosquitto
+from ingest import declarations
+from ingest.fleet import Fleet, FleetConfig, SimMessage
+from ingest.kafka import high_watermarks, read_range
+from ingest.simulate import MqttPublisher, write_declarations
+from schemas import Alert, topics
+from smartport.settings import Settings
+from streams import query_server
+
+BENCH = Path(__file__).parent
+RESULTS = BENCH / "results"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def scenario_messages(fleet: Fleet, count: int) -> list[SimMessage]:
+    """At least ``count`` messages, ending on a scenario boundary (no anomaly cut short)."""
+    out: list[SimMessage] = []
+    for message in fleet.messages():
+        out.append(message)
+        if len(out) >= count and message.ends_scenario:
+            return out
+    raise AssertionError("the fleet's stream is endless")
+
+
+def _publish(args: tuple[list[tuple[str, bytes, float]], int]) -> int:
+    """One publisher process: each message at its scheduled wall-clock time."""
+    batch, expected = args
+    publisher = MqttPublisher(Settings().mqtt, max_inflight=2000)
+    for topic, payload, due in batch:
+        delay = due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        publisher.publish(topic, payload)
+    publisher.close(expected, timeout=300)
+    return publisher.acknowledged
+
+
+@dataclass
+class ProcessUsage:
+    """CPU and peak memory of one process over a window, from /proc."""
+
+    pid: int
+    started_ticks: int = 0
+    cpu_percent: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def _ticks(self) -> int:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    def start(self) -> None:
+        self.started_ticks = self._ticks()
+
+    def stop(self, seconds: float) -> None:
+        try:
+            used = (self._ticks() - self.started_ticks) / CLOCK_TICKS
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return  # the process is gone
+        self.cpu_percent = 100 * used / seconds
+        peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+        self.peak_rss_mb = int(peak.split()[1]) / 1024
+
+
+def _group_lag(settings: Settings, group: str, ends: dict[int, int]) -> int:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(topics.TELEMETRY, p) for p in ends],
+                                       timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(0, ends[tp.partition] - max(tp.offset, 0)) for tp in committed)
+
+
+def _stored(settings: Settings, gateway_id: str) -> int:
+    try:
+        _, rows = query_server.remote_query(
+            "SELECT uniqExact(device_id, seq) FROM telemetry FINAL "
+            f"WHERE gateway_id = '{gateway_id}'", settings.query_port)
+    except (OSError, ValueError):
+        return -1
+    return int(rows[0][0])
+
+
+def _anchored_through(settings: Settings, ends: dict[int, int]) -> bool:
+    latest = last_anchored(settings)
+    return all((topics.TELEMETRY, p) in latest
+               and latest[topics.TELEMETRY, p].last_offset + 1 >= end
+               for p, end in ends.items() if end > 0)
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@dataclass
+class LoadResult:
+    offered_per_s: float
+    published: int = 0
+    valid: int = 0
+    stored: int = 0
+    lost: int = 0
+    end_to_end_per_s: float = 0.0
+    drain_s: float = 0.0
+    sustained: bool = False
+    alerts: int = 0
+    anomalies: int = 0
+    alert_p50_ms: float | None = None
+    alert_p99_ms: float | None = None
+    # The same split: publish → the reading in Kafka, then the reading in Kafka → the alert.
+    to_kafka_p50_ms: float | None = None
+    to_kafka_p99_ms: float | None = None
+    kafka_to_alert_p50_ms: float | None = None
+    kafka_to_alert_p99_ms: float | None = None
+    backlog_at_end: dict[str, int] = field(default_factory=dict)
+    bottleneck: str = ""
+    processes: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def run_load(settings: Settings, rate: float, duration: float, publishers: int,
+             work: Path) -> LoadResult:
+    result = LoadResult(offered_per_s=rate)
+    fleet = Fleet(FleetConfig(devices=2000, seed=int(rate), anomaly_rate=0.002,
+                              invalid_rate=0.002))
+    messages = scenario_messages(fleet, int(rate * duration))
+    write_declarations(fleet, work / "declarations.jsonl")
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    pipeline = Pipeline(settings, run_id, work)
+    try:
+        with pipeline:
+            declarations.load(settings, work / "declarations.jsonl")
+            since = {t: high_watermarks(settings.kafka, t)
+                     for t in (topics.TELEMETRY, topics.ALERTS)}
+            before = {t: sum(high_watermarks(settings.kafka, t).values())
+                      for t in (topics.TELEMETRY, topics.TELEMETRY_DLQ)}
+            start_at = time.time() + 3
+            due = [start_at + index / rate for index in range(len(messages))]
+            scheduled = {(m.device_id, m.seq): t for m, t in zip(messages, due, strict=True)
+                         if m.seq is not None}
+            shares: list[list[tuple[str, bytes, float]]] = [[] for _ in range(publishers)]
+            for message, at in zip(messages, due, strict=True):
+                shares[hash(message.device_id) % publishers].append(
+                    (message.topic, message.payload, at))
+            usage = _usage(pipeline, settings)
+            for process in usage.values():
+                process.start()
+            with multiprocessing.Pool(publishers) as pool:
+                acknowledged = sum(pool.map(_publish, [(s, len(s)) for s in shares]))
+            published_at = time.time()
+            window = published_at - start_at
+            for process in usage.values():
+                process.stop(window)
+            result.processes = {name: {"cpu_percent": round(u.cpu_percent, 1),
+                                       "peak_rss_mb": round(u.peak_rss_mb, 1)}
+                                for name, u in usage.items()}
+            result.published = acknowledged
+            result.valid = sum(1 for m in messages if m.valid)
+            ends = high_watermarks(settings.kafka, topics.TELEMETRY)
+            forwarded = sum(sum(high_watermarks(settings.kafka, t).values()) - before[t]
+                            for t in before)
+            result.backlog_at_end = {
+                "gateway (MQTT → Kafka)": max(0, acknowledged - forwarded),
+                "streams": _group_lag(settings, run_id, ends),
+                "anchorer": _group_lag(settings, "smartport-anchor", ends),
+                "sink": _group_lag(settings, "smartport-sink", ends),
+            }
+            result.bottleneck = _bottleneck(settings, result, rate)
+            done = _wait(lambda: _stored(settings, run_id) >= result.valid, 600)
+            ends = high_watermarks(settings.kafka, topics.TELEMETRY)
+            done = done and _wait(lambda: _anchored_through(settings, ends), 600)
+            finished_at = time.time()
+            result.stored = max(0, _stored(settings, run_id))
+            result.lost = result.valid - result.stored
+            result.drain_s = finished_at - published_at
+            result.end_to_end_per_s = result.stored / (finished_at - start_at)
+            # Kept up: once publishing stopped, what was left took no longer than the last
+            # anchoring window plus 10 s.
+            result.sustained = done and result.drain_s <= settings.batches.anchor_seconds + 10
+            time.sleep(5)  # late alerts
+            containers = ({d.container_no for d in fleet.declarations}
+                          | {m.truth[0] for m in messages if m.truth})
+            result.anomalies = sum(1 for m in messages if m.truth)
+            _alert_latency(settings, result, since, scheduled, containers)
+    finally:
+        pipeline.clean_up()
+    return result
+
+
+def _bottleneck(settings: Settings, result: LoadResult, rate: float) -> str:
+    """The stage furthest behind beyond what it holds by design (committed offsets trail by a
+    commit or batch window); else the busiest process."""
+    windows = {"streams": 2.8,  # faust's commit interval
+               "anchorer": settings.batches.anchor_seconds, "sink": settings.batches.sink_seconds}
+    excess = {stage: backlog - rate * windows.get(stage, 0.0)
+              for stage, backlog in result.backlog_at_end.items()}
+    stage = max(excess, key=lambda k: excess[k])
+    busiest = max(result.processes, key=lambda k: result.processes[k]["cpu_percent"])
+    cpu = result.processes[busiest]["cpu_percent"]
+    if excess[stage] > rate:  # more than a second of traffic behind
+        return f"{stage} ({excess[stage]:,.0f} records behind); busiest: {busiest} {cpu:.0f} %"
+    return f"none behind; busiest: {busiest} {cpu:.0f} %"
+
+
+def _usage(pipeline: Pipeline, settings: Settings) -> dict[str, ProcessUsage]:
+    found = {p.name: p.process.pid for p in pipeline.processes if p.process is not None}
+    for name, pid_path in (("kafka", Kafka(settings.state_dir, 1).pid_path),
+                           ("mosquitto", Mosquitto(settings.state_dir).pid_path)):
+        pid = read_pid(pid_path)
+        if pid is not None:
+            found[name] = pid
+    return {name: ProcessUsage(pid) for name, pid in found.items()}
+
+
+def _quantiles(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if len(values) < 2:
+        return None, None
+    cuts = statistics.quantiles(values, n=100)
+    return cuts[49], cuts[98]
+
+
+def _alert_latency(settings: Settings, result: LoadResult, since: dict[str, dict[int, int]],
+                   scheduled: dict[tuple[str, int], float], containers: set[str]) -> None:
+    """Publish → alert, split at the moment the raising reading was in Kafka."""
+    in_kafka = {(m.partition(), m.offset()): m.timestamp()[1]
+                for m in read_range(settings.kafka, topics.TELEMETRY, since[topics.TELEMETRY])}
+    total, to_kafka, to_alert = [], [], []
+    for message in read_range(settings.kafka, topics.ALERTS, since[topics.ALERTS]):
+        alert = Alert.model_validate_json(message.value() or b"")
+        if alert.state.value != "raised" or alert.container_no not in containers:
+            continue
+        result.alerts += 1
+        trigger = alert.evidence[-1]
+        published = scheduled.get((trigger.device_id, trigger.seq))
+        stored = in_kafka.get((trigger.partition, trigger.offset))
+        alerted = message.timestamp()[1]
+        if published is not None and stored is not None:
+            total.append(alerted - published * 1000)
+            to_kafka.append(stored - published * 1000)
+            to_alert.append(alerted - stored)
+    result.alert_p50_ms, result.alert_p99_ms = _quantiles(total)
+    result.to_kafka_p50_ms, result.to_kafka_p99_ms = _quantiles(to_kafka)
+    result.kafka_to_alert_p50_ms, result.kafka_to_alert_p99_ms = _quantiles(to_alert)
+
+
+def baselines(quick: bool) -> dict[str, Any]:
+    """Re-run the stage benches (smaller) and read back their figures."""
+    scale = 0.2 if quick else 1.0
+    runs = {
+        "gateway_throughput.json": ["gateway_throughput.py", "--messages",
+                                    str(int(100_000 * scale)), "--latency-seconds", "5"],
+        "streams.json": ["streams_bench.py", "--events", str(int(30_000 * scale)),
+                         "--latency-seconds", "5"],
+        "merkle.json": ["merkle_bench.py", "--leaves", str(int(500_000 * scale))],
+    }
+    figures: dict[str, Any] = {}
+    for result_file, command in runs.items():
+        print(f"baseline: {' '.join(command)}", flush=True)
+        subprocess.run([sys.executable, str(BENCH / command[0]), *command[1:]], check=True,
+                       env={**os.environ, "PYTHONPATH": str(BENCH.parent)})
+        figures[result_file] = json.loads((RESULTS / result_file).read_text())
+    gateway = figures["gateway_throughput.json"]["results"]
+    return {
+        "mosquitto_sub_kcat_msg_per_s": gateway["baseline_throughput"]["msg_per_s"],
+        "gateway_msg_per_s": gateway["gateway_throughput"]["msg_per_s"],
+        "plain_rules_loop_events_per_s": figures["streams.json"]["plain_loop_events_per_s"],
+        "faust_events_per_s": figures["streams.json"]["faust_events_per_s"],
+        "merkle_ratio_vs_pymerkle": figures["merkle.json"]["ratio_vs_pymerkle"],
+    }
+
+
+def _pair(p50: float | None, p99: float | None) -> str:
+    return "-" if p50 is None or p99 is None else f"{p50:,.0f} / {p99:,.0f}"
+
+
+def markdown(results: list[LoadResult], base: dict[str, Any]) -> str:
+    kcat = base.get("mosquitto_sub_kcat_msg_per_s")
+    plain = base.get("plain_rules_loop_events_per_s")
+    lines = ["| offered/s | end-to-end/s | vs kcat | vs plain loop | drain s | sustained | "
+             "lost | alerts/anomalies | alert p50 / p99 ms | publish→Kafka p50 / p99 | "
+             "Kafka→alert p50 / p99 | bottleneck |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        def ratio(base_rate: float | None, value: float = r.end_to_end_per_s) -> str:
+            return f"{value / base_rate:.2f}" if base_rate else "-"
+        lines.append(f"| {r.offered_per_s:,.0f} | {r.end_to_end_per_s:,.0f} | {ratio(kcat)} | "
+                     f"{ratio(plain)} | {r.drain_s:.1f} | {'yes' if r.sustained else 'no'} | "
+                     f"{r.lost} | {r.alerts}/{r.anomalies} | "
+                     f"{_pair(r.alert_p50_ms, r.alert_p99_ms)} | "
+                     f"{_pair(r.to_kafka_p50_ms, r.to_kafka_p99_ms)} | "
+                     f"{_pair(r.kafka_to_alert_p50_ms, r.kafka_to_alert_p99_ms)} | "
+                     f"{r.bottleneck} |")
+    lines += ["", "| process | " + " | ".join(f"{r.offered_per_s:,.0f}/s CPU %, peak MB"
+                                             for r in results) + " |",
+              "|---|" + "---|" * len(results)]
+    for name in results[0].processes if results else []:
+        cells = [f"{r.processes.get(name, {}).get('cpu_percent', 0):.0f} %, "
+                 f"{r.processes.get(name, {}).get('peak_rss_mb', 0):.0f}" for r in results]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if base:
+        lines += ["", "Stage baselines: " + ", ".join(f"{k} {v:,.2f}" for k, v in base.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loads", default="500,1000,2000,4000",
+                        help="offered loads in messages/s, comma-separated")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per load")
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--baselines", choices=("quick", "full", "none"), default="quick")
+    args = parser.parse_args()
+    settings = Settings()
+    stack.up(settings)
+    results = []
+    for rate in (float(r) for r in args.loads.split(",")):
+        work = RESULTS / "pipeline" / f"{rate:.0f}"
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"load {rate:,.0f} msg/s for {args.duration:.0f} s ...", flush=True)
+        result = run_load(settings, rate, args.duration, args.publishers, work)
+        print(json.dumps(result.__dict__, default=str), flush=True)
+        results.append(result)
+        if not result.sustained:
+            print("not sustained: higher loads would not be either; stopping here")
+            break
+    base = baselines(args.baselines == "quick") if args.baselines != "none" else {}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pipeline.json").write_text(json.dumps(
+        {"args": vars(args), "loads": [r.__dict__ for r in results], "baselines": base},
+        indent=2, default=str))
+    table = markdown(results, base)
+    (RESULTS / "pipeline.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
