@@ -165,6 +165,7 @@ class LoadResult:
     backlog_at_end: dict[str, int] = field(default_factory=dict)
     bottleneck: str = ""
     processes: dict[str, dict[str, float]] = field(default_factory=dict)
+    cpu_ms_per_message: float = 0.0  # all the processes above (publishers not included)
 
 
 def run_load(settings: Settings, rate: float, duration: float, publishers: int,
@@ -200,9 +201,14 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             window = published_at - start_at
             for process in usage.values():
                 process.stop(window)
+            # CPU per message: what a stage costs, whatever the load (2 cores = 2,000 ms/s).
             result.processes = {name: {"cpu_percent": round(u.cpu_percent, 1),
+                                       "cpu_ms_per_message": round(
+                                           10 * u.cpu_percent / rate, 3),
                                        "peak_rss_mb": round(u.peak_rss_mb, 1)}
                                 for name, u in usage.items()}
+            result.cpu_ms_per_message = round(sum(
+                p["cpu_ms_per_message"] for p in result.processes.values()), 3)
             result.published = acknowledged
             result.valid = sum(1 for m in messages if m.valid)
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
@@ -218,6 +224,7 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             done = _wait(lambda: _stored(settings, run_id) >= result.valid, 600)
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
             done = done and _wait(lambda: _anchored_through(settings, ends), 600)
+            done = done and _wait(lambda: _group_lag(settings, run_id, ends) == 0, 600)
             finished_at = time.time()
             result.stored = max(0, _stored(settings, run_id))
             result.lost = result.valid - result.stored
@@ -339,13 +346,17 @@ def markdown(results: list[LoadResult], base: dict[str, Any]) -> str:
                      f"{_pair(r.to_kafka_p50_ms, r.to_kafka_p99_ms)} | "
                      f"{_pair(r.kafka_to_alert_p50_ms, r.kafka_to_alert_p99_ms)} | "
                      f"{r.bottleneck} |")
-    lines += ["", "| process | " + " | ".join(f"{r.offered_per_s:,.0f}/s CPU %, peak MB"
-                                             for r in results) + " |",
-              "|---|" + "---|" * len(results)]
+    lines += ["", "| process | " + " | ".join(
+        f"{r.offered_per_s:,.0f}/s: CPU %, CPU ms/msg, peak MB" for r in results) + " |",
+        "|---|" + "---|" * len(results)]
     for name in results[0].processes if results else []:
-        cells = [f"{r.processes.get(name, {}).get('cpu_percent', 0):.0f} %, "
-                 f"{r.processes.get(name, {}).get('peak_rss_mb', 0):.0f}" for r in results]
+        cells = [", ".join(f"{r.processes.get(name, {}).get(key, 0):{spec}}" for key, spec in (
+            ("cpu_percent", ".0f"), ("cpu_ms_per_message", ".3f"), ("peak_rss_mb", ".0f")))
+            for r in results]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| all of the above, CPU ms per message | " + " | ".join(
+        f"{r.cpu_ms_per_message:.3f} (at most {2000 / r.cpu_ms_per_message:,.0f} msg/s on "
+        "2 cores)" if r.cpu_ms_per_message else "-" for r in results) + " |")
     if base:
         lines += ["", "Stage baselines: " + ", ".join(f"{k} {v:,.2f}" for k, v in base.items())]
     return "\n".join(lines) + "\n"
