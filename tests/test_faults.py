@@ -62,18 +62,28 @@ def test_sigkill_and_restart_of_each_process(stack: Settings, name: str) -> None
     _run_with(stack, kill_and_restart, seed=200 + len(name))
 
 
-def test_mosquitto_restart_keeps_the_gateways_queue(stack: Settings) -> None:
+@pytest.mark.parametrize("gateway_down", [
+    True,
+    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
+        "open defect: restarting Mosquitto while the gateway is connected loses about a "
+        "second of messages the broker had acknowledged to publishers (312 of 4,476 in our "
+        "runs); under investigation, see the README's failure table"))),
+], ids=["queue-held", "gateway-connected"])
+def test_mosquitto_restart(stack: Settings, gateway_down: bool) -> None:
+    """With the gateway down, the broker holds a queue for its persistent session across the
+    restart; with it connected, the gateway reconnects by itself."""
     broker = Mosquitto(stack.state_dir)
 
     def restart_broker(pipeline: Pipeline) -> None:
         time.sleep(FAULT_AT_S)
-        # The gateway is stopped first so that the broker holds a queue for its session.
-        pipeline.gateway.kill()
-        time.sleep(2)
+        if gateway_down:
+            pipeline.gateway.kill()
+            time.sleep(2)
         assert process.stop(broker.pid_path), "the test needs the stack's own Mosquitto"
         time.sleep(2)
         local_stack.up(stack)
-        pipeline.gateway.start()
+        if gateway_down:
+            pipeline.gateway.start()
 
     _run_with(stack, restart_broker, seed=301)
 
