@@ -69,6 +69,13 @@ def last_anchored(settings: Settings) -> dict[TopicPartitionKey, AnchorManifest]
     return latest
 
 
+def anchored_through(settings: Settings, topic: str, ends: dict[int, int]) -> bool:
+    """True once every partition of ``topic`` is anchored up to ``ends`` (exclusive)."""
+    latest = last_anchored(settings)
+    return all((topic, p) in latest and latest[topic, p].last_offset + 1 >= end
+               for p, end in ends.items() if end > 0)
+
+
 class Anchorer:
     def __init__(self, settings: Settings, ledger: Ledger, group: str = "smartport-anchor",
                  source_topics: tuple[str, ...] | None = None) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from anchoring.service import last_anchored
+from anchoring.service import anchored_through
 from deploy import stack
 from deploy.pipeline import Pipeline
 from deploy.process import read_pid
@@ -125,13 +125,6 @@ def _stored(settings: Settings, gateway_id: str) -> int:
     except (OSError, ValueError):
         return -1
     return int(rows[0][0])
-
-
-def _anchored_through(settings: Settings, ends: dict[int, int]) -> bool:
-    latest = last_anchored(settings)
-    return all((topics.TELEMETRY, p) in latest
-               and latest[topics.TELEMETRY, p].last_offset + 1 >= end
-               for p, end in ends.items() if end > 0)
 
 
 def _wait(condition: Callable[[], bool], timeout: float) -> bool:
@@ -223,7 +216,7 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             result.bottleneck = _bottleneck(settings, result, rate)
             done = _wait(lambda: _stored(settings, run_id) >= result.valid, 600)
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
-            done = done and _wait(lambda: _anchored_through(settings, ends), 600)
+            done = done and _wait(lambda: anchored_through(settings, topics.TELEMETRY, ends), 600)
             done = done and _wait(lambda: _group_lag(settings, run_id, ends) == 0, 600)
             finished_at = time.time()
             result.stored = max(0, _stored(settings, run_id))

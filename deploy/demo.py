@@ -33,7 +33,7 @@ from rich.table import Table
 from anchoring import receipts
 from anchoring.errors import VerificationFailed
 from anchoring.ledger import open_ledger
-from anchoring.service import anchor_records, last_anchored
+from anchoring.service import anchor_records, anchored_through
 from deploy import stack
 from deploy.demo_view import Counted, LiveStatus
 from deploy.pipeline import Pipeline
@@ -142,14 +142,6 @@ def _count_alerts(settings: Settings, report: DemoReport, since: dict[int, int],
             incidents.add(alert.alert_id)
     report.raised, report.incidents = raised, len(incidents)
     return report.truth <= report.raised
-
-
-def _anchored_through(settings: Settings, ends: dict[int, int]) -> bool:
-    """True once every telemetry.v1 partition is anchored up to ``ends`` (exclusive)."""
-    latest = last_anchored(settings)
-    return all((topics.TELEMETRY, p) in latest
-               and latest[topics.TELEMETRY, p].last_offset + 1 >= end
-               for p, end in ends.items() if end > 0)
 
 
 def _verify_one_receipt(settings: Settings, gateway_id: str, since: dict[int, int],
@@ -264,7 +256,7 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
                               for name in DEMO_QUERIES}
             ends = kafka.high_watermarks(settings.kafka, topics.TELEMETRY)
             if not _wait(console, "the anchorer to anchor every batch",
-                         lambda: _anchored_through(settings, ends)):
+                         lambda: anchored_through(settings, topics.TELEMETRY, ends)):
                 raise StackError("the anchorer did not anchor this run's records in time; "
                                  f"see {pipeline.anchorer.log_path}")
             report.exited = [f"{p.name} (see {p.log_path})" for p in pipeline.processes
