@@ -10,6 +10,7 @@ from anchoring.ledger import Ledger
 from anchoring.service import anchor_records
 from schemas import AggregateProof, AnchorManifest, AnchorRecord, Receipt, RecordRef
 from smartport.errors import InputRejected
+from smartport.kafka import consumer_config
 from smartport.settings import Settings
 
 _READ_TIMEOUT_S = 60.0
@@ -31,8 +32,7 @@ def _anchor_record(settings: Settings, topic: str, partition: int, offset: int) 
 
 def _batch_values(settings: Settings, record: AnchorRecord) -> list[tuple[int, bytes]]:
     manifest = record.manifest
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": "smartport-receipts",
-                         "enable.auto.commit": False})
+    consumer = Consumer(consumer_config(settings.kafka, "smartport-receipts"))
     values: list[tuple[int, bytes]] = []
     try:
         consumer.assign([TopicPartition(manifest.topic, manifest.partition,

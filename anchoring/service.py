@@ -23,12 +23,20 @@ from pydantic import ValidationError
 from anchoring import batches
 from anchoring.errors import LedgerError
 from anchoring.ledger import Ledger
-from ingest.kafka import commit_offsets, consume_records, produce, producer_config, read_range
 from schemas import AnchorManifest, AnchorRecord, encode, topics
+from smartport.kafka import (
+    commit_offsets,
+    consume_records,
+    consumer_config,
+    produce,
+    producer_config,
+    read_range,
+)
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
+READY = "assigned"  # logged when partitions are assigned: ready to anchor
 MAX_BATCHES_PER_ENTRY = 256
 _RETRY_S = 2.0
 
@@ -85,14 +93,9 @@ class Anchorer:
         self._batch_records = settings.batches.anchor_records
         self._interval = settings.batches.anchor_seconds
         self._hash = settings.anchor_hash
-        self._consumer = Consumer({
-            **settings.kafka.client_config(),
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "max.poll.interval.ms": 3_600_000,  # a ledger outage must not cost the assignment
-        })
+        self._consumer = Consumer(consumer_config(
+            settings.kafka, group,
+            **{"max.poll.interval.ms": 3_600_000}))  # a ledger outage keeps the assignment
         self._producer = Producer(producer_config(settings.kafka, f"{group}-producer"))
         self._partitions: dict[TopicPartitionKey, _Partition] = {}
         self._closed: list[_Closed] = []
@@ -111,7 +114,7 @@ class Anchorer:
                 start, batches.manifest_hash(manifest) if manifest else None)
             tp.offset = start
         consumer.assign(assigned)
-        log.info("assigned", extra={"partitions": [f"{t.topic}/{t.partition}@{t.offset}"
+        log.info(READY, extra={"partitions": [f"{t.topic}/{t.partition}@{t.offset}"
                                                    for t in assigned]})
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:

@@ -34,9 +34,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.fleet import Fleet, FleetConfig
-from ingest.kafka import high_watermarks
 from ingest.simulate import MqttPublisher
 from schemas import topics
+from smartport.kafka import consumer_config, high_watermarks
 from smartport.settings import Settings
 
 BASELINE_TOPIC = "bench.baseline.v1"
@@ -69,9 +69,8 @@ class Arrivals:
 
     def __init__(self, settings: Settings, topic: str, enveloped: bool) -> None:
         self._enveloped = enveloped
-        self._consumer = Consumer({**settings.kafka.client_config(),
-                                   "group.id": f"bench-{uuid.uuid4().hex[:6]}",
-                                   "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        self._consumer = Consumer(consumer_config(
+            settings.kafka, f"bench-{uuid.uuid4().hex[:6]}", **{"fetch.wait.max.ms": 10}))
         since = high_watermarks(settings.kafka, topic)
         self._consumer.assign([TopicPartition(topic, p, o) for p, o in since.items()])
         self.seen: dict[tuple[str, int], float] = {}
@@ -99,7 +98,7 @@ def gateways(count: int) -> Iterator[None]:
     for index in range(count):
         log = open(f"/tmp/{group}-{index}.log", "wb")  # noqa: SIM115
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "smartport", "gateway", "--gateway-id", f"{group}-{index}",
+            [sys.executable, "-m", "deploy.cli", "gateway", "--gateway-id", f"{group}-{index}",
              "--share-group", group, "--log-level", "WARNING"], stdout=log, stderr=log))
     time.sleep(3)
     try:

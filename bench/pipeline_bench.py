@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,10 @@ from deploy.process import read_pid
 from deploy.services import Kafka, Mosquitto
 from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig, SimMessage
-from ingest.kafka import high_watermarks, read_range
 from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
+from smartport.kafka import consumer_config, high_watermarks, read_range
+from smartport.polling import wait_until
 from smartport.settings import Settings
 from streams import query_server
 
@@ -108,7 +109,7 @@ class ProcessUsage:
 
 
 def _group_lag(settings: Settings, group: str, ends: dict[int, int]) -> int:
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
+    consumer = Consumer(consumer_config(settings.kafka, group))
     try:
         committed = consumer.committed([TopicPartition(topics.TELEMETRY, p) for p in ends],
                                        timeout=10)
@@ -125,15 +126,6 @@ def _stored(settings: Settings, gateway_id: str) -> int:
     except (OSError, ValueError):
         return -1
     return int(rows[0][0])
-
-
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 @dataclass
@@ -214,10 +206,11 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
                 "sink": _group_lag(settings, "smartport-sink", ends),
             }
             result.bottleneck = _bottleneck(settings, result, rate)
-            done = _wait(lambda: _stored(settings, run_id) >= result.valid, 600)
+            done = wait_until(lambda: _stored(settings, run_id) >= result.valid, 600)
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
-            done = done and _wait(lambda: anchored_through(settings, topics.TELEMETRY, ends), 600)
-            done = done and _wait(lambda: _group_lag(settings, run_id, ends) == 0, 600)
+            done = done and wait_until(
+                lambda: anchored_through(settings, topics.TELEMETRY, ends), 600)
+            done = done and wait_until(lambda: _group_lag(settings, run_id, ends) == 0, 600)
             finished_at = time.time()
             result.stored = max(0, _stored(settings, run_id))
             result.lost = result.valid - result.stored

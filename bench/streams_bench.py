@@ -25,9 +25,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.fleet import Fleet, FleetConfig
-from ingest.kafka import high_watermarks, read_range
 from ingest.validation import Accepted, classify
 from schemas import Alert, Declaration, Evidence, encode
+from smartport.kafka import consumer_config, high_watermarks, read_range
 from smartport.settings import Settings
 from streams.rules.engine import evaluate
 from streams.rules.state import ContainerState
@@ -77,7 +77,7 @@ def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
 
 
 def committed(settings: Settings, group: str, topic: str, partitions: int) -> int:
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
+    consumer = Consumer(consumer_config(settings.kafka, group))
     try:
         offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
         return sum(max(tp.offset, 0) for tp in offsets)
@@ -89,8 +89,7 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
     """The same rules in a plain consume loop: declarations into a dict, state in a dict."""
     declarations = {m.key(): Declaration.model_validate_json(m.value() or b"")
                     for m in read_range(settings.kafka, names[1], {})}
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(consumer_config(settings.kafka, uuid.uuid4().hex))
     producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
     consumer.subscribe([names[0]])
     states: dict[bytes, ContainerState] = {}

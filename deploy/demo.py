@@ -37,12 +37,14 @@ from anchoring.service import anchor_records, anchored_through
 from deploy import stack
 from deploy.demo_view import Counted, LiveStatus
 from deploy.pipeline import Pipeline
-from ingest import declarations, kafka
+from ingest import declarations
 from ingest import simulate as simulation
 from ingest.fleet import Fleet, FleetConfig
 from schemas import Alert, encode, topics
 from schemas.clickhouse import ANALYST_QUERIES
+from smartport import kafka
 from smartport.errors import StackError
+from smartport.polling import wait_until
 from smartport.settings import Settings
 from streams import query_server
 from streams.store import Result, open_store
@@ -188,14 +190,8 @@ def _row_count(settings: Settings) -> int | None:
 
 def _wait(console: Console, what: str, done: Callable[[], bool],
           timeout: float = _DRAIN_TIMEOUT_S) -> bool:
-    """Poll ``done()`` once a second for up to ``timeout``; its last answer."""
     with console.status(f"waiting for {what} ..."):
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(1)
-    return True
+        return wait_until(done, timeout, interval=1.0)
 
 
 def run(settings: Settings, *, duration: float, rate: float, devices: int, seed: int,

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ingest.kafka import consume_records
 from schemas import Alert, topics
+from smartport.kafka import consume_records
 from smartport.settings import KafkaSettings
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """Our four long-running processes as one pipeline: started, killed, restarted and stopped.
 
 The demo, the fault suite and the full-pipeline benchmark run the same processes the same
-way: ``python -m smartport <command>``, each logging to its own file, each ready once its log
+way: ``python -m deploy.cli <command>``, each logging to its own file, each ready once its log
 shows a marker line.
 """
 
@@ -15,11 +15,16 @@ import sys
 import time
 from pathlib import Path
 
+from anchoring import service as anchoring_service
 from deploy.process import tail
 from deploy.topics import delete_app_topics
-from ingest.mqtt import connect_properties, new_client
+from ingest import gateway
+from smartport import logs
 from smartport.errors import StackError
+from smartport.mqtt import connect_properties, new_client
 from smartport.settings import Settings
+from streams import app as streams_app
+from streams import sink
 
 START_TIMEOUT_S = 120.0  # a faust worker creates its changelog topics first
 
@@ -43,7 +48,7 @@ class PipelineProcess:
     def start(self) -> PipelineProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "smartport", *self._args],
+            self.process = subprocess.Popen([sys.executable, "-m", "deploy.cli", *self._args],
                                             stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **self._env})
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -89,12 +94,12 @@ class Pipeline:
             return PipelineProcess(name, args, ready, work / f"{name}.log", env or {})
 
         self.streams = process("streams", ["streams", "--app-id", self.streams_id,
-                                           "--offset-reset", "latest"], "Worker]: Ready")
+                                           "--offset-reset", "latest"], streams_app.READY)
         self.gateway = process("gateway", ["gateway", "--gateway-id", self.gateway_id,
                                            "--share-group", self.gateway_id],
-                               '"msg": "subscribed"')
-        self.anchorer = process("anchorer", ["anchor"], '"msg": "assigned"')
-        self.sink = process("sink", ["sink"], '"msg": "sink ready"')
+                               logs.marker(gateway.READY))
+        self.anchorer = process("anchorer", ["anchor"], logs.marker(anchoring_service.READY))
+        self.sink = process("sink", ["sink"], logs.marker(sink.READY))
 
     @property
     def processes(self) -> tuple[PipelineProcess, ...]:

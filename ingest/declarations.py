@@ -13,10 +13,10 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 from pydantic import ValidationError
 
-from ingest.kafka import produce, producer_config
-from ingest.validation import describe_validation_error
 from schemas import Declaration, encode, parse_declaration, topics
+from schemas.base import describe_validation_error
 from smartport.errors import InputRejected, StackError
+from smartport.kafka import produce, producer_config
 from smartport.settings import Settings
 
 CSV_LIST_SEPARATOR = ";"

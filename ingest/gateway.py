@@ -22,17 +22,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
-from ingest.kafka import produce, producer_config
-from ingest.mqtt import connect_properties, new_client
 from ingest.records import dlq_value, envelope_value
 from ingest.validation import Accepted, classify
 from schemas import topics
+from smartport.kafka import produce, producer_config
+from smartport.mqtt import connect_properties, new_client
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
+READY = "subscribed"  # logged once the shared subscription is in place: ready to receive
 
-DEFAULT_RECEIVE_MAXIMUM = 5000
 SHUTDOWN_FLUSH_SECONDS = 30.0
 
 
@@ -52,14 +52,14 @@ class Gateway:
         settings: Settings,
         gateway_id: str,
         share_group: str | None = None,
-        receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM,
+        receive_maximum: int | None = None,
     ) -> None:
         self.gateway_id = gateway_id
         self._settings = settings
         self._subscription = topics.shared_subscription(
             share_group or settings.mqtt.share_group, topics.MQTT_TELEMETRY_FILTER
         )
-        self._receive_maximum = receive_maximum
+        self._receive_maximum = receive_maximum or settings.mqtt.receive_maximum
         self._producer = Producer(producer_config(
             settings.kafka, gateway_id, error_cb=self._on_kafka_error
         ))
@@ -94,7 +94,7 @@ class Gateway:
         if any(reason.is_failure for reason in reasons):
             log.error("MQTT subscription refused", extra={"reasons": [str(r) for r in reasons]})
         else:
-            log.info("subscribed", extra={"subscription": self._subscription})
+            log.info(READY, extra={"subscription": self._subscription})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, properties: Properties | None) -> None:

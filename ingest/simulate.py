@@ -18,9 +18,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ingest.fleet import Fleet, SimMessage
-from ingest.mqtt import new_client
 from schemas import encode
 from smartport.errors import StackError
+from smartport.mqtt import new_client
 from smartport.settings import MqttSettings
 
 _CONNECT_TIMEOUT_S = 10.0

@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from schemas import RejectReason
-from schemas.telemetry import ContainerReading, CraneReading, RtgReading, parse_telemetry
+from schemas.base import describe_validation_error
+from schemas.telemetry import AnyReading, parse_telemetry
 from schemas.topics import parse_telemetry_topic
-
-AnyReading = ContainerReading | CraneReading | RtgReading
-_MAX_ERRORS_IN_DETAIL = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,18 +35,6 @@ class Rejected:
     @property
     def key(self) -> bytes:
         return (self.device_id or "unknown").encode()
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """'field: message' for each problem, short enough for a log line and a DLQ record."""
-    parts = []
-    for item in error.errors()[:_MAX_ERRORS_IN_DETAIL]:
-        location = ".".join(str(part) for part in item["loc"]) or "payload"
-        parts.append(f"{location}: {item['msg']}")
-    more = error.error_count() - _MAX_ERRORS_IN_DETAIL
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "; ".join(parts)
 
 
 def classify(topic: str, payload: bytes, max_payload_bytes: int) -> Accepted | Rejected:

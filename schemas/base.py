@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 SCHEMA_VERSION: Literal[1] = 1
+_MAX_ERRORS_IN_DETAIL = 5
 
 
 class Message(BaseModel):
@@ -15,3 +16,15 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """'field: message' for each problem, short enough for a log line and a DLQ record."""
+    parts = []
+    for item in error.errors()[:_MAX_ERRORS_IN_DETAIL]:
+        location = ".".join(str(part) for part in item["loc"]) or "payload"
+        parts.append(f"{location}: {item['msg']}")
+    more = error.error_count() - _MAX_ERRORS_IN_DETAIL
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)

@@ -103,14 +103,13 @@ class RtgReading(Reading):
         return self
 
 
-Telemetry = Annotated[ContainerReading | CraneReading | RtgReading, Field(discriminator="kind")]
+AnyReading = ContainerReading | CraneReading | RtgReading
+Telemetry = Annotated[AnyReading, Field(discriminator="kind")]
 DEVICE_KINDS: tuple[str, ...] = ("container", "crane", "rtg")
 
-TELEMETRY_ADAPTER: TypeAdapter[ContainerReading | CraneReading | RtgReading] = TypeAdapter(
-    Telemetry
-)
+TELEMETRY_ADAPTER: TypeAdapter[AnyReading] = TypeAdapter(Telemetry)
 
 
-def parse_telemetry(raw: bytes | str) -> ContainerReading | CraneReading | RtgReading:
+def parse_telemetry(raw: bytes | str) -> AnyReading:
     """Validate one JSON reading. Raises pydantic.ValidationError with per-field reasons."""
     return TELEMETRY_ADAPTER.validate_json(raw)

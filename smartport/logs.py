@@ -23,6 +23,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def marker(message: str) -> str:
+    """How a log line with ``message`` reads in our JSON logs: what a harness waits for."""
+    return f'"msg": {json.dumps(message)}'
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())

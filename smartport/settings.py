@@ -74,6 +74,9 @@ class MqttSettings(BaseModel):
     session_expiry_s: int = Field(
         3600, ge=0, description="how long the broker keeps a gateway's queue while it is down"
     )
+    receive_maximum: int = Field(
+        5000, ge=1, le=65535, description="MQTT messages in flight to a gateway (bounds memory)"
+    )
 
     @field_validator("url")
     @classmethod

@@ -19,9 +19,9 @@ import faust
 from faust.types import StreamT
 from pydantic import ValidationError
 
-from ingest.mqtt import new_client
 from schemas import Declaration, Evidence, GatewayEnvelope, encode, topics
 from schemas.topics import mqtt_alert_topic
+from smartport.mqtt import new_client
 from smartport.settings import Settings
 from streams.rules.engine import evaluate
 from streams.rules.state import ContainerState
@@ -30,6 +30,7 @@ from streams.rules.thresholds import Thresholds
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 APP_ID = "smartport-streams"
+READY = "Worker]: Ready"  # what faust logs once the worker started its agents and tables
 
 
 class _Parsed(Generic[T]):

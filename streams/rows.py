@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from schemas import Alert, AnchorRecord, Declaration, DlqRecord, GatewayEnvelope, topics
 from schemas import clickhouse as ch
+from schemas.base import describe_validation_error
 
 Row = dict[str, Any]
 
@@ -97,9 +98,7 @@ def to_row(topic: str, partition: int, offset: int, value: bytes | None,
             return table, convert(value, partition, offset)
         except (ValidationError, UnicodeDecodeError) as exc:
             reason = str(exc).splitlines()[0] if isinstance(exc, UnicodeDecodeError) else (
-                f"not a valid {table.name} message: "
-                + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                            for e in exc.errors()[:5]))
+                f"not a valid {table.name} message: {describe_validation_error(exc)}")
     return ch.REJECTS, {
         "rejected_at": now, "topic": topic, "kafka_partition": partition,
         "kafka_offset": offset, "reason": reason,

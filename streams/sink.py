@@ -18,14 +18,15 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingest.kafka import commit_offsets, consume_records
 from schemas import clickhouse as ch
+from smartport.kafka import commit_offsets, consume_records, consumer_config
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 from streams.rows import SINK_TOPICS, Row, to_row
 from streams.store import Store
 
 log = logging.getLogger(__name__)
+READY = "sink ready"  # logged once subscribed with the store open: ready to write
 
 ROWS = Counter("smartport_sink_rows", "rows inserted into ClickHouse", ["table"])
 REJECTED = Counter("smartport_sink_rejected", "records kept in sink_rejects", ["topic"])
@@ -41,13 +42,9 @@ class Sink:
         self._max_rows = settings.batches.sink_rows
         self._max_seconds = settings.batches.sink_seconds
         self._topics = source_topics
-        self._consumer = Consumer({
-            **settings.kafka.client_config(),
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "max.poll.interval.ms": 3_600_000,  # a ClickHouse outage must not cost the assignment
-        })
+        self._consumer = Consumer(consumer_config(
+            settings.kafka, group,
+            **{"max.poll.interval.ms": 3_600_000}))  # a ClickHouse outage keeps the assignment
         self._buffer: dict[ch.Table, list[Row]] = defaultdict(list)
         self._offsets: dict[tuple[str, int], int] = {}
         self._buffered = 0
@@ -110,7 +107,7 @@ class Sink:
             self._stop = stop
         stop_on_signals(self._stop)
         self._consumer.subscribe(list(self._topics), on_revoke=self._on_revoke)
-        log.info("sink ready", extra={"topics": list(self._topics)})
+        log.info(READY, extra={"topics": list(self._topics)})
         last_message = time.monotonic()
         try:
             while not self._stop.is_set():

@@ -17,11 +17,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest import kafka
-from ingest.mqtt import connect_properties
+from ingest import gateway
+from smartport import kafka, logs
+from smartport.mqtt import connect_properties
+from smartport.polling import wait_until
 from smartport.settings import Settings
 
-SMARTPORT = [sys.executable, "-m", "smartport"]
+SMARTPORT = [sys.executable, "-m", "deploy.cli"]
 
 
 def unique(prefix: str) -> str:
@@ -53,12 +55,8 @@ def read_topic(settings: Settings, topic: str, since: dict[int, int]) -> list[Re
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    if not wait_until(condition, timeout):
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class GatewayProcess:
@@ -80,7 +78,7 @@ class GatewayProcess:
                  "--share-group", self.share_group, *self._extra],
                 stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_for(lambda: '"msg": "subscribed"' in self.log_path.read_text()[offset:], 30,
+        wait_for(lambda: logs.marker(gateway.READY) in self.log_path.read_text()[offset:], 30,
                  f"gateway {self.gateway_id} to subscribe (log {self.log_path})")
         return self
 

@@ -22,10 +22,10 @@ from anchoring.errors import VerificationFailed
 from anchoring.evm_ledger import EvmLedger
 from anchoring.file_ledger import FileLedger
 from anchoring.service import Anchorer, anchor_records
+from deploy.cli import main
 from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
-from ingest.kafka import read_range
 from schemas import AnchorRecord, LedgerRef, Receipt
-from smartport.cli import main
+from smartport.kafka import read_range
 from smartport.settings import Settings
 from tests.pipeline import SMARTPORT, unique, wait_for
 

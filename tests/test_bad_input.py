@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from anchoring import batches, merkle
 from anchoring.file_ledger import FileLedger
+from deploy.cli import main
 from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig
-from ingest.kafka import high_watermarks, read_range
 from schemas import Declaration, Receipt, RecordRef, encode, topics
-from smartport.cli import main
 from smartport.errors import InputRejected
+from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
 
 EXIT_CODES = {0, 1, 2, 3, 4}  # ok, failed check, usage/config, stack, rejected input

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.cli import main
 from schemas.registry import MESSAGES
-from smartport.cli import main
 
 
 def test_schemas_export_writes_every_message(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.cli import main
 from ingest.declarations import parse_file
 from schemas import Declaration, parse_declaration, topics
-from smartport.cli import main
 from smartport.settings import Settings
 from tests.helpers import declaration
 from tests.pipeline import high_watermarks, read_topic, unique

@@ -2,7 +2,7 @@
 
 import pytest
 
-from smartport.cli import main
+from deploy.cli import main
 from smartport.settings import Settings
 
 pytestmark = pytest.mark.stack

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from ingest.kafka import commit_offsets
+from smartport.kafka import commit_offsets
 
 
 class FailingConsumer:

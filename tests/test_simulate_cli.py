@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from deploy.cli import main
 from ingest import simulate
 from ingest.fleet import Fleet, FleetConfig, SimMessage
 from schemas import Rule, parse_declaration
-from smartport.cli import main
 from smartport.settings import Settings
 
 

@@ -17,9 +17,9 @@ from confluent_kafka import Producer
 from deploy import process
 from deploy.services import CLICKHOUSE_PORT, HOST, ClickHouse
 from deploy.stack import up
-from ingest.kafka import high_watermarks, read_range
 from schemas import clickhouse as ch
 from schemas import topics
+from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
 from streams.rows import to_row
 from streams.sink import Sink

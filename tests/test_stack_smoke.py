@@ -16,6 +16,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from deploy import services
 from deploy.services import Mosquitto, chain_id
 from schemas import topics
+from smartport.kafka import consumer_config
 from smartport.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -70,8 +71,7 @@ def test_kafka_produce_consume(stack: Settings) -> None:
 
     from confluent_kafka import TopicPartition
 
-    consumer = Consumer({**stack.kafka.client_config(), "group.id": f"smoke-{key.decode()}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(consumer_config(stack.kafka, f"smoke-{key.decode()}"))
     consumer.assign([TopicPartition(SMOKE_TOPIC, partition, offset)])
     try:
         message = consumer.poll(30)

@@ -15,9 +15,9 @@ import pytest
 
 from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig
-from ingest.kafka import high_watermarks, read_range
 from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
+from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
 from tests.pipeline import SMARTPORT, GatewayProcess, unique, wait_for
 

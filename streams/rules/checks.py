@@ -8,13 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from schemas import Declaration, DeclarationStatus, Rule
+from schemas.alert import Scalar
 from schemas.declaration import RELEASED_STATUSES
-from schemas.telemetry import ContainerReading, CraneReading, RtgReading
+from schemas.telemetry import AnyReading, ContainerReading, CraneReading, RtgReading
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 
-AnyReading = ContainerReading | CraneReading | RtgReading
-Scalar = str | float | int | bool | None
 MOVES = frozenset({"lift_start", "lift_end", "twistlock_lock", "twistlock_unlock", "pick", "drop",
                    "move"})
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas import Alert, AlertState, Declaration, Evidence, Rule
-from streams.rules.checks import CHECKS, AnyReading, Finding
+from schemas.telemetry import AnyReading
+from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
 

@@ -150,8 +150,9 @@ def gateway(
         help="stable id: the MQTT client id of this gateway's persistent session")] = "",
     share_group: Annotated[str, typer.Option(
         help="MQTT shared-subscription group (default from settings)")] = "",
-    receive_maximum: Annotated[int, typer.Option(
-        min=1, max=65535, help="MQTT messages in flight at once (bounds memory)")] = 5000,
+    receive_maximum: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="MQTT messages in flight at once (bounds memory; default from "
+        "settings: mqtt.receive_maximum)")] = None,
     metrics_port: MetricsPort = 0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:

@@ -1,4 +1,4 @@
-"""Kafka producer settings shared by every smartport producer."""
+"""Kafka clients as every smartport process configures them, and the helpers they share."""
 
 from __future__ import annotations
 
@@ -48,6 +48,25 @@ def producer_config(kafka: KafkaSettings, client_id: str, **overrides: Any) -> d
     }
 
 
+def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[str, Any]:
+    """A consumer that commits only when told, starts at the beginning of a new partition and
+    reads only committed records; end-of-partition events off. ``group`` is the consumer group
+    (a plain reader by assignment still needs one).
+
+    Long-running consumers pass ``max.poll.interval.ms``: an outage of what they write to must
+    not cost them their assignment.
+    """
+    return {
+        **kafka.client_config(),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "enable.partition.eof": False,
+        **overrides,
+    }
+
+
 def produce(producer: Producer, topic: str, key: bytes, value: bytes, **kwargs: Any) -> None:
     """Produce, waiting for room when the local queue is full instead of dropping the record."""
     while True:
@@ -62,7 +81,7 @@ def produce(producer: Producer, topic: str, key: bytes, value: bytes, **kwargs: 
 
 def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     """The next offset of every partition of ``topic`` (where a reader starting now begins)."""
-    consumer = Consumer({**kafka.client_config(), "group.id": "smartport-watermarks"})
+    consumer = Consumer(consumer_config(kafka, "smartport-watermarks"))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
@@ -82,8 +101,7 @@ def read_range(
     todo = {p for p in end if end[p] > since.get(p, 0)}
     if not todo:
         return
-    consumer = Consumer({**kafka.client_config(), "group.id": "smartport-reader",
-                         "enable.auto.commit": False, "enable.partition.eof": False})
+    consumer = Consumer(consumer_config(kafka, "smartport-reader"))
     try:
         consumer.assign([TopicPartition(topic, p, since.get(p, 0)) for p in todo])
         deadline = time.monotonic() + timeout

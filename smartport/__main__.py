@@ -1,5 +1,0 @@
-import sys
-
-from smartport.cli import main
-
-sys.exit(main())
