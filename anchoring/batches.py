@@ -14,6 +14,7 @@ from datetime import datetime
 
 from anchoring import merkle
 from schemas import AggregateProof, AnchorManifest, encode
+from schemas.anchoring import HashAlgorithm
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ def manifest(
     partition: int,
     records: Sequence[KafkaRecord],
     *,
-    hash_alg: str,
+    hash_alg: HashAlgorithm,
     prev_manifest_hash: str | None,
 ) -> AnchorManifest:
     """The manifest of one batch; equal inputs give byte-identical manifests."""
@@ -56,8 +57,8 @@ def manifest(
         first_offset=first,
         last_offset=last,
         count=len(records),
-        root=merkle.root([r.value for r in records], hash=hash_alg).hex(),
-        hash_alg=hash_alg,  # type: ignore[arg-type]
+        root=merkle.root([r.value for r in records], merkle.hasher_for(hash_alg)).hex(),
+        hash_alg=hash_alg,
         prev_manifest_hash=prev_manifest_hash,
         created_at=records[-1].timestamp,
     )
@@ -70,12 +71,14 @@ def manifest_bytes(value: AnchorManifest) -> bytes:
 
 def manifest_hash(value: AnchorManifest) -> str:
     """What the next manifest of the same partition points back to."""
-    return merkle.leaf_hash(manifest_bytes(value), hash=value.hash_alg).hex()
+    return merkle.hasher_for(value.hash_alg).hash_leaf(manifest_bytes(value)).hex()
 
 
-def aggregate(manifests: Sequence[AnchorManifest], hash_alg: str) -> list[AggregateProof]:
+def aggregate(manifests: Sequence[AnchorManifest], hash_alg: HashAlgorithm
+              ) -> list[AggregateProof]:
     """One Merkle tree over the manifests: its root goes into one ledger entry."""
-    tree_root, proofs = merkle.tree([manifest_bytes(m) for m in manifests], hash=hash_alg)
+    tree_root, proofs = merkle.tree([manifest_bytes(m) for m in manifests],
+                                    merkle.hasher_for(hash_alg))
     return [
         AggregateProof(root=tree_root.hex(), index=i, size=len(manifests),
                        proof=tuple(node.hex() for node in proof))

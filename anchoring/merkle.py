@@ -1,8 +1,9 @@
 """Merkle trees with the RFC 9162 §2.1 structure (the RFC 6962 / Certificate Transparency tree).
 
 Leaf hash ``H(0x00 || d)``, interior ``H(0x01 || left || right)``, the split at the largest power
-of two smaller than n, the empty tree ``H("")``. ``H`` is BLAKE3-256 by default; with
-``hash="sha256"`` every function reproduces the public RFC 6962 test vectors.
+of two smaller than n, the empty tree ``H("")``. A ``Hasher`` value holds the three (as
+transparency-dev/merkle's rfc6962 hasher does); ``BLAKE3`` is the default, and with ``SHA256``
+every function reproduces the public RFC 6962 test vectors.
 
 Pure computation, no I/O. Building the tree level by level (an odd last node is carried up
 unchanged) gives exactly the RFC's recursive tree, so a whole batch's root and every inclusion
@@ -14,14 +15,34 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import blake3
+
+from schemas.anchoring import HashAlgorithm
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 HASH_SIZE = 32
 
-Hasher = Callable[[bytes], bytes]
+Digest = Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Hasher:
+    """The leaf, children and empty-tree hashes of an RFC 9162 tree under one hash function."""
+
+    name: HashAlgorithm
+    digest: Digest
+
+    def hash_leaf(self, data: bytes) -> bytes:
+        return self.digest(LEAF_PREFIX + data)
+
+    def hash_children(self, left: bytes, right: bytes) -> bytes:
+        return self.digest(NODE_PREFIX + left + right)
+
+    def empty_root(self) -> bytes:
+        return self.digest(b"")
 
 
 def _blake3(data: bytes) -> bytes:
@@ -32,25 +53,20 @@ def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-HASHES: dict[str, Hasher] = {"blake3": _blake3, "sha256": _sha256}
+BLAKE3 = Hasher("blake3", _blake3)
+SHA256 = Hasher("sha256", _sha256)
+HASHERS: dict[str, Hasher] = {h.name: h for h in (BLAKE3, SHA256)}
 
 
-def hasher(name: str) -> Hasher:
+def hasher_for(name: str) -> Hasher:
+    """The hasher of an algorithm name (a manifest's ``hash_alg``, the ``anchor_hash`` setting)."""
     try:
-        return HASHES[name]
+        return HASHERS[name]
     except KeyError:
-        raise ValueError(f"unknown hash {name!r}: use one of {', '.join(HASHES)}") from None
+        raise ValueError(f"unknown hash {name!r}: use one of {', '.join(HASHERS)}") from None
 
 
-def leaf_hash(data: bytes, hash: str = "blake3") -> bytes:
-    return hasher(hash)(LEAF_PREFIX + data)
-
-
-def node_hash(left: bytes, right: bytes, hash: str = "blake3") -> bytes:
-    return hasher(hash)(NODE_PREFIX + left + right)
-
-
-def _parents(level: list[bytes], h: Hasher) -> list[bytes]:
+def _parents(level: list[bytes], h: Digest) -> list[bytes]:
     pairs = iter(level)
     parents = [h(NODE_PREFIX + left + right) for left, right in zip(pairs, pairs, strict=False)]
     if len(level) % 2:
@@ -58,7 +74,7 @@ def _parents(level: list[bytes], h: Hasher) -> list[bytes]:
     return parents
 
 
-def _levels(leaves: Sequence[bytes], h: Hasher) -> list[list[bytes]]:
+def _levels(leaves: Sequence[bytes], h: Digest) -> list[list[bytes]]:
     """Every level of the tree, leaves' hashes first, the root's level last."""
     level = [h(LEAF_PREFIX + leaf) for leaf in leaves]
     levels = [level]
@@ -68,11 +84,10 @@ def _levels(leaves: Sequence[bytes], h: Hasher) -> list[list[bytes]]:
     return levels
 
 
-def root(leaves: Sequence[bytes], hash: str = "blake3") -> bytes:
-    h = hasher(hash)
+def root(leaves: Sequence[bytes], hasher: Hasher = BLAKE3) -> bytes:
     if not leaves:
-        return h(b"")
-    return _levels(leaves, h)[-1][0]
+        return hasher.empty_root()
+    return _levels(leaves, hasher.digest)[-1][0]
 
 
 def _path(levels: list[list[bytes]], index: int) -> list[bytes]:
@@ -85,23 +100,23 @@ def _path(levels: list[list[bytes]], index: int) -> list[bytes]:
     return proof
 
 
-def inclusion_proof(leaves: Sequence[bytes], index: int, hash: str = "blake3") -> list[bytes]:
+def inclusion_proof(leaves: Sequence[bytes], index: int, hasher: Hasher = BLAKE3) -> list[bytes]:
     """The audit path of leaf ``index`` (RFC 9162 §2.1.3.1), leaf-side first."""
     if not 0 <= index < len(leaves):
         raise IndexError(f"leaf index {index} is outside a tree of {len(leaves)} leaves")
-    return _path(_levels(leaves, hasher(hash)), index)
+    return _path(_levels(leaves, hasher.digest), index)
 
 
-def tree(leaves: Sequence[bytes], hash: str = "blake3") -> tuple[bytes, list[tuple[bytes, ...]]]:
+def tree(leaves: Sequence[bytes], hasher: Hasher = BLAKE3
+         ) -> tuple[bytes, list[tuple[bytes, ...]]]:
     """The root and every leaf's inclusion proof, from one pass over the leaves.
 
     Proofs are built top-down: a node's path is its sibling followed by its parent's path, so
     each level costs one tuple concatenation per node instead of one walk per leaf.
     """
-    h = hasher(hash)
     if not leaves:
-        return h(b""), []
-    levels = _levels(leaves, h)
+        return hasher.empty_root(), []
+    levels = _levels(leaves, hasher.digest)
     paths: list[tuple[bytes, ...]] = [()]
     for level in reversed(levels[:-1]):
         size = len(level)
@@ -112,7 +127,7 @@ def tree(leaves: Sequence[bytes], hash: str = "blake3") -> tuple[bytes, list[tup
     return levels[-1][0], paths
 
 
-def _subtree_root(hashes: Sequence[bytes], h: Hasher) -> bytes:
+def _subtree_root(hashes: Sequence[bytes], h: Digest) -> bytes:
     """MTH over already-hashed leaves."""
     level = list(hashes)
     while len(level) > 1:
@@ -124,14 +139,15 @@ def _largest_power_of_two_below(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def consistency_proof(leaves: Sequence[bytes], old_size: int, hash: str = "blake3") -> list[bytes]:
+def consistency_proof(leaves: Sequence[bytes], old_size: int, hasher: Hasher = BLAKE3
+                      ) -> list[bytes]:
     """Proof that the first ``old_size`` leaves are a prefix of ``leaves`` (RFC 9162 §2.1.4.1)."""
     n = len(leaves)
     if not 0 <= old_size <= n:
         raise IndexError(f"old size {old_size} is outside 0..{n}")
     if old_size in (0, n):
         return []
-    h = hasher(hash)
+    h = hasher.digest
     hashes = [h(LEAF_PREFIX + leaf) for leaf in leaves]
     proof: list[bytes] = []
     lo, hi, m, complete = 0, n, old_size, True
@@ -154,11 +170,11 @@ def _valid_hashes(values: Sequence[bytes]) -> bool:
 
 
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes,
-                     hash: str = "blake3") -> bool:
+                     hasher: Hasher = BLAKE3) -> bool:
     """True when ``leaf`` is at ``index`` of the tree of ``size`` leaves with ``root``."""
-    if hash not in HASHES or not 0 <= index < size or not _valid_hashes([*proof, root]):
+    if not 0 <= index < size or not _valid_hashes([*proof, root]):
         return False
-    h = HASHES[hash]
+    h = hasher.digest
     fn, sn, r = index, size - 1, h(LEAF_PREFIX + leaf)
     for p in proof:
         if sn == 0:
@@ -176,17 +192,17 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
 
 
 def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
-                       proof: Sequence[bytes], hash: str = "blake3") -> bool:
+                       proof: Sequence[bytes], hasher: Hasher = BLAKE3) -> bool:
     """True when the tree of ``old_size`` leaves is a prefix of the one of ``new_size``."""
-    if hash not in HASHES or not _valid_hashes([*proof, old_root, new_root]):
+    if not _valid_hashes([*proof, old_root, new_root]):
         return False
     if not 0 <= old_size <= new_size:
         return False
     if old_size == new_size:
         return not proof and old_root == new_root
-    h = HASHES[hash]
+    h = hasher.digest
     if old_size == 0:  # the empty tree is a prefix of every tree
-        return not proof and old_root == h(b"")
+        return not proof and old_root == hasher.empty_root()
     if not proof:
         return False
     path = list(proof)

@@ -13,16 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from pydantic import ValidationError
 
 from anchoring import batches
+from anchoring.anchors import TopicPartitionKey, last_anchored, latest_manifests
 from anchoring.errors import LedgerError
-from anchoring.ledger import Ledger
+from anchoring.ledgers.base import Ledger
 from schemas import AnchorManifest, AnchorRecord, encode, topics
 from smartport.kafka import (
     commit_offsets,
@@ -30,7 +29,6 @@ from smartport.kafka import (
     consumer_config,
     produce,
     producer_config,
-    read_range,
 )
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -39,9 +37,6 @@ log = logging.getLogger(__name__)
 READY = "assigned"  # logged when partitions are assigned: ready to anchor
 MAX_BATCHES_PER_ENTRY = 256
 _RETRY_S = 2.0
-
-TopicPartitionKey = tuple[str, int]
-
 
 @dataclass
 class _Partition:
@@ -55,33 +50,6 @@ class _Partition:
 class _Closed:
     key: TopicPartitionKey
     manifest: AnchorManifest
-
-
-def anchor_records(settings: Settings) -> Iterator[AnchorRecord]:
-    """Every record of anchors.v1; malformed ones are logged and skipped."""
-    for message in read_range(settings.kafka, topics.ANCHORS, {}):
-        try:
-            yield AnchorRecord.model_validate_json(message.value() or b"")
-        except ValidationError:
-            log.warning("skipping a malformed anchors.v1 record",
-                        extra={"partition": message.partition(), "offset": message.offset()})
-
-
-def last_anchored(settings: Settings) -> dict[TopicPartitionKey, AnchorManifest]:
-    """The latest manifest per (topic, partition), read back from anchors.v1."""
-    latest: dict[TopicPartitionKey, AnchorManifest] = {}
-    for record in anchor_records(settings):
-        key = (record.manifest.topic, record.manifest.partition)
-        if key not in latest or record.manifest.last_offset > latest[key].last_offset:
-            latest[key] = record.manifest
-    return latest
-
-
-def anchored_through(settings: Settings, topic: str, ends: dict[int, int]) -> bool:
-    """True once every partition of ``topic`` is anchored up to ``ends`` (exclusive)."""
-    latest = last_anchored(settings)
-    return all((topic, p) in latest and latest[topic, p].last_offset + 1 >= end
-               for p, end in ends.items() if end > 0)
 
 
 class Anchorer:
@@ -204,11 +172,7 @@ class Anchorer:
 
     def _resync(self, known: list[AnchorRecord]) -> None:
         """Adopt the ledger's batches after a crash: restart collection right after them."""
-        latest: dict[TopicPartitionKey, AnchorManifest] = {}
-        for record in known:
-            key = (record.manifest.topic, record.manifest.partition)
-            if key not in latest or record.manifest.last_offset > latest[key].last_offset:
-                latest[key] = record.manifest
+        latest = latest_manifests(known)
         for key, manifest in latest.items():
             state = self._partitions.get(key)
             if state is not None:

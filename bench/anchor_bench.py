@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
-from anchoring.ledger import open_ledger
+from anchoring.ledgers.factory import open_ledger
 from anchoring.service import Anchorer
 from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
 from smartport.settings import Settings

@@ -33,6 +33,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from deploy.pipeline import SMARTPORT
 from ingest.fleet import Fleet, FleetConfig
 from ingest.simulate import MqttPublisher
 from schemas import topics
@@ -98,7 +99,7 @@ def gateways(count: int) -> Iterator[None]:
     for index in range(count):
         log = open(f"/tmp/{group}-{index}.log", "wb")  # noqa: SIM115
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "gateway", "--gateway-id", f"{group}-{index}",
+            [*SMARTPORT, "gateway", "--gateway-id", f"{group}-{index}",
              "--share-group", group, "--log-level", "WARNING"], stdout=log, stderr=log))
     time.sleep(3)
     try:

@@ -39,10 +39,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from anchoring.service import anchored_through
+from anchoring.anchors import anchored_through
 from deploy import stack
 from deploy.pipeline import Pipeline
 from deploy.process import read_pid
+from deploy.reconcile import stored_readings
 from deploy.services import Kafka, Mosquitto
 from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig, SimMessage
@@ -51,7 +52,6 @@ from schemas import Alert, topics
 from smartport.kafka import consumer_config, high_watermarks, read_range
 from smartport.polling import wait_until
 from smartport.settings import Settings
-from streams import query_server
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results"
@@ -116,16 +116,6 @@ def _group_lag(settings: Settings, group: str, ends: dict[int, int]) -> int:
     finally:
         consumer.close()
     return sum(max(0, ends[tp.partition] - max(tp.offset, 0)) for tp in committed)
-
-
-def _stored(settings: Settings, gateway_id: str) -> int:
-    try:
-        _, rows = query_server.remote_query(
-            "SELECT uniqExact(device_id, seq) FROM telemetry FINAL "
-            f"WHERE gateway_id = '{gateway_id}'", settings.query_port)
-    except (OSError, ValueError):
-        return -1
-    return int(rows[0][0])
 
 
 @dataclass
@@ -206,13 +196,13 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
                 "sink": _group_lag(settings, "smartport-sink", ends),
             }
             result.bottleneck = _bottleneck(settings, result, rate)
-            done = wait_until(lambda: _stored(settings, run_id) >= result.valid, 600)
+            done = wait_until(lambda: stored_readings(settings, run_id) >= result.valid, 600)
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
             done = done and wait_until(
                 lambda: anchored_through(settings, topics.TELEMETRY, ends), 600)
             done = done and wait_until(lambda: _group_lag(settings, run_id, ends) == 0, 600)
             finished_at = time.time()
-            result.stored = max(0, _stored(settings, run_id))
+            result.stored = max(0, stored_readings(settings, run_id))
             result.lost = result.valid - result.stored
             result.drain_s = finished_at - published_at
             result.end_to_end_per_s = result.stored / (finished_at - start_at)

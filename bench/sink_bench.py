@@ -24,9 +24,9 @@ from deploy.services import CLICKHOUSE_PORT, HOST
 from ingest.fleet import Fleet, FleetConfig
 from schemas import topics
 from smartport.settings import Settings
-from streams import rows
-from streams.sink import Sink
-from streams.store import ensure_schema, open_store
+from streams.analytics import rows
+from streams.analytics.sink import Sink
+from streams.analytics.store import ensure_schema, open_store
 
 RESULTS = Path(__file__).with_name("results")
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from smartport.errors import ConfigError, InputRejected, SmartportError, StackError
+from smartport.errors import ConfigError, InputRejected, SmartportError
 from smartport.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -278,7 +278,7 @@ def anchor(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Batch records into Merkle trees and anchor their roots to the ledger, until SIGTERM."""
-    from anchoring.ledger import open_ledger
+    from anchoring.ledgers.factory import open_ledger
     from anchoring.service import Anchorer
     from smartport import logs
 
@@ -317,10 +317,9 @@ def verify(
     """Check a receipt's proofs offline, then its anchor on the ledger (exit 1 if invalid)."""
     from pydantic import ValidationError
 
-    from anchoring import receipts
-    from anchoring.ledger import open_ledger
+    from anchoring import verify as verification
+    from anchoring.ledgers.factory import open_ledger
     from schemas import Receipt
-    from smartport.errors import InputRejected
 
     for path in (receipt_file, record):
         if not path.is_file():
@@ -329,7 +328,7 @@ def verify(
         parsed = Receipt.model_validate_json(receipt_file.read_bytes())
     except ValidationError as exc:
         raise InputRejected(f"{receipt_file} is not a smartport receipt: {exc}") from None
-    receipts.verify(parsed, record.read_bytes(), open_ledger(state.settings(), writable=False))
+    verification.verify(parsed, record.read_bytes(), open_ledger(state.settings(), writable=False))
     out.print(f"[green]valid[/]: {parsed.record.topic}/{parsed.record.partition}@"
               f"{parsed.record.offset} is in batch {parsed.manifest.batch_id}, anchored as "
               f"{parsed.ledger.kind} ledger {parsed.ledger.ledger_id} entry {parsed.ledger.entry}")
@@ -338,8 +337,8 @@ def verify(
 @ledger_app.command("verify")
 def ledger_verify() -> None:
     """Check every entry of the file ledger: chain, hashes and signatures (exit 1 if not)."""
-    from anchoring.file_ledger import FileLedger
-    from anchoring.ledger import open_ledger
+    from anchoring.ledgers.factory import open_ledger
+    from anchoring.ledgers.file import FileLedger
 
     ledger = open_ledger(state.settings(), writable=False)
     if not isinstance(ledger, FileLedger):
@@ -380,9 +379,9 @@ def sink(
 ) -> None:
     """Write telemetry, alerts, declarations, anchors and the DLQ into ClickHouse, until SIGTERM."""
     from smartport import logs
-    from streams import query_server
-    from streams.sink import Sink
-    from streams.store import ChdbStore, ensure_schema, open_store
+    from streams.analytics import query_server
+    from streams.analytics.sink import Sink
+    from streams.analytics.store import ChdbStore, ensure_schema, open_store
 
     logs.configure(log_level)
     settings = state.settings()
@@ -401,34 +400,11 @@ def sql(
         "--format", help="table, csv or json")] = "table",
 ) -> None:
     """Run QUERY against the configured ClickHouse store and print the result."""
-    from streams import query_server
-    from streams.store import StoreLocked, ensure_schema, open_store
+    from streams.analytics.query import query as ask
 
     if output_format not in ("table", "csv", "json"):
         raise ConfigError(f"--format {output_format!r}: use table, csv or json")
-    settings = state.settings()
-    try:
-        store = open_store(settings.resolved_clickhouse_url)
-    except StoreLocked as exc:
-        try:
-            columns, rows = query_server.remote_query(query, settings.query_port)
-        except OSError:
-            raise StackError(f"{exc}, which does not answer queries on 127.0.0.1:"
-                             f"{settings.query_port}: stop it or start it with `smartport sink`"
-                             ) from None
-        except ValueError as error:
-            raise InputRejected(f"ClickHouse refused the query: {error}") from None
-    else:
-        try:
-            ensure_schema(store, settings.clickhouse_ttl_days)
-            columns, rows = store.query(query)
-        except (StackError, ConfigError):
-            raise
-        except Exception as error:
-            raise InputRejected(f"ClickHouse refused the query: "
-                                f"{str(error).splitlines()[0]}") from None
-        finally:
-            store.close()
+    columns, rows = ask(state.settings(), query)
     _print_result(columns, rows, output_format)
 
 

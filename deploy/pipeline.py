@@ -24,8 +24,9 @@ from smartport.errors import StackError
 from smartport.mqtt import connect_properties, new_client
 from smartport.settings import Settings
 from streams import app as streams_app
-from streams import sink
+from streams.analytics import sink
 
+SMARTPORT = [sys.executable, "-m", "deploy.cli"]  # the CLI, in this interpreter
 START_TIMEOUT_S = 120.0  # a faust worker creates its changelog topics first
 
 
@@ -48,7 +49,7 @@ class PipelineProcess:
     def start(self) -> PipelineProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "deploy.cli", *self._args],
+            self.process = subprocess.Popen([*SMARTPORT, *self._args],
                                             stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **self._env})
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -75,6 +76,13 @@ class PipelineProcess:
         self.stop(signal.SIGKILL)
 
 
+def streams_worker(app_id: str, log_path: Path, env: dict[str, str] | None = None
+                   ) -> PipelineProcess:
+    """A streams worker with a faust app id of its own, reading from the end of the topics."""
+    return PipelineProcess("streams", ["streams", "--app-id", app_id, "--offset-reset", "latest"],
+                           streams_app.READY, log_path, env or {})
+
+
 class Pipeline:
     """Streams worker, gateway, anchorer and sink of one run.
 
@@ -93,8 +101,7 @@ class Pipeline:
         def process(name: str, args: list[str], ready: str) -> PipelineProcess:
             return PipelineProcess(name, args, ready, work / f"{name}.log", env or {})
 
-        self.streams = process("streams", ["streams", "--app-id", self.streams_id,
-                                           "--offset-reset", "latest"], streams_app.READY)
+        self.streams = streams_worker(self.streams_id, work / "streams.log", env)
         self.gateway = process("gateway", ["gateway", "--gateway-id", self.gateway_id,
                                            "--share-group", self.gateway_id],
                                logs.marker(gateway.READY))

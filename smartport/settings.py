@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from schemas.anchoring import HashAlgorithm
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "SMARTPORT_CONFIG"
 
@@ -128,7 +130,7 @@ class Settings(BaseSettings):
     ledger_key: SecretStr | None = Field(None, description="EVM signing key (hex); never logged")
     ledger_key_file: Path | None = Field(None, description="file holding the EVM signing key")
     ledger_confirmations: int = Field(1, ge=1, description="EVM blocks to wait for")
-    anchor_hash: Literal["blake3", "sha256"] = "blake3"
+    anchor_hash: HashAlgorithm = "blake3"
     anchor_topics: tuple[str, ...] = Field(
         ("telemetry.v1",), description="topics the anchorer batches (alerts, declarations too)")
     batches: BatchSettings = BatchSettings()

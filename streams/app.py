@@ -16,13 +16,14 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import faust
+import mode
 from faust.types import StreamT
 from pydantic import ValidationError
 
 from schemas import Declaration, Evidence, GatewayEnvelope, encode, topics
 from schemas.topics import mqtt_alert_topic
 from smartport.mqtt import new_client
-from smartport.settings import Settings
+from smartport.settings import MqttSettings, Settings
 from streams.rules.engine import evaluate
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
@@ -57,6 +58,27 @@ class _Parsed(Generic[T]):
         self._cache[key] = (raw, value)
 
 
+class AlertPublisher(mode.Service):
+    """The MQTT client that publishes alerts for field officers, connected while the worker
+    runs. QoS 1; paho queues what is published while the broker is away."""
+
+    def __init__(self, settings: MqttSettings, client_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._client = new_client(settings, client_id)
+
+    async def on_start(self) -> None:
+        self._client.connect_async(self._settings.host, self._settings.port)
+        self._client.loop_start()
+
+    async def on_stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._client.publish(topic, payload, qos=1)
+
+
 def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
                store: str = "memory://", offset_reset: str = "earliest",
                web_port: int | None = None,
@@ -88,9 +110,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     alerts = app.topic(alerts_name, **raw)
     declaration_table = app.Table("declarations", **raw)
     state_table = app.Table("container-state", **raw)
-    mqtt = new_client(settings.mqtt, f"{app_id}-alerts")
-    mqtt.connect_async(settings.mqtt.host, settings.mqtt.port)
-    mqtt.loop_start()
+    officers = AlertPublisher(settings.mqtt, f"{app_id}-alerts")
+    app.add_dependency(officers)  # started and stopped with the app (the worker)
 
     @app.agent(declarations, concurrency=1)
     async def keep_declarations(stream: StreamT[bytes]) -> None:
@@ -123,8 +144,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             for alert in raised:
                 value = encode(alert)
                 await alerts.send(key=key, value=value)
-                mqtt.publish(mqtt_alert_topic(alert.port, alert.severity.value, container),
-                             value, qos=1)
+                officers.publish(
+                    mqtt_alert_topic(alert.port, alert.severity.value, container), value)
 
     return app
 

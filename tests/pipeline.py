@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -17,13 +16,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from deploy.pipeline import SMARTPORT
 from ingest import gateway
 from smartport import kafka, logs
 from smartport.mqtt import connect_properties
 from smartport.polling import wait_until
 from smartport.settings import Settings
-
-SMARTPORT = [sys.executable, "-m", "deploy.cli"]
 
 
 def unique(prefix: str) -> str:

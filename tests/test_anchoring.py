@@ -17,17 +17,20 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
-from anchoring import batches, merkle, receipts
+from anchoring import batches, merkle, receipts, verify
+from anchoring.anchors import anchor_records
 from anchoring.errors import VerificationFailed
-from anchoring.evm_ledger import EvmLedger
-from anchoring.file_ledger import FileLedger
-from anchoring.service import Anchorer, anchor_records
+from anchoring.ledgers.base import Ledger
+from anchoring.ledgers.factory import open_ledger
+from anchoring.ledgers.file import FileLedger
+from anchoring.service import Anchorer
 from deploy.cli import main
+from deploy.pipeline import SMARTPORT
 from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
 from schemas import AnchorRecord, LedgerRef, Receipt
 from smartport.kafka import read_range
 from smartport.settings import Settings
-from tests.pipeline import SMARTPORT, unique, wait_for
+from tests.pipeline import unique, wait_for
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -140,7 +143,7 @@ def _produce(settings: Settings, topic: str, counts: dict[int, int]) -> None:
     assert producer.flush(30) == 0
 
 
-def _anchor(settings: Settings, ledger: FileLedger | EvmLedger, topic: str) -> Anchorer:
+def _anchor(settings: Settings, ledger: Ledger, topic: str) -> Anchorer:
     anchorer = Anchorer(settings, ledger, group=unique("anchor"), source_topics=(topic,))
     thread = threading.Thread(target=anchorer.run, kwargs={"idle_exit_s": 4.0})
     thread.start()
@@ -176,7 +179,7 @@ def test_file_ledger_receipts_verify_and_tampering_is_named(
 
     receipt, record = receipts.build(settings, scratch_topic, 0, 1500)
     assert json.loads(record) == {"p": 0, "n": 1500}
-    receipts.verify(receipt, record, ledger)
+    verify.verify(receipt, record, ledger)
 
     def tampered(**changes: object) -> Receipt:
         return receipt.model_copy(update=changes)
@@ -200,7 +203,7 @@ def test_file_ledger_receipts_verify_and_tampering_is_named(
     ]
     for bad, value, check in cases:
         with pytest.raises(VerificationFailed, match=f"^{check}:"):
-            receipts.verify(bad, value, ledger)
+            verify.verify(bad, value, ledger)
 
     receipt_file, record_file = tmp_path / "receipt.json", tmp_path / "record.bin"
     assert main(["receipt", "--topic", scratch_topic, "--partition", "0", "--offset", "1500",
@@ -220,24 +223,24 @@ def test_evm_ledger_on_anvil(stack: Settings, scratch_topic: str) -> None:
     rpc = f"evm+http://{HOST}:{ANVIL_PORT}"
     settings = _settings(stack, rpc).model_copy(update={"ledger_key": SecretStr(ANVIL_DEV_KEY)})
     _produce(settings, scratch_topic, {0: 1200})
-    ledger = EvmLedger.from_settings(settings, writable=True)
+    ledger = open_ledger(settings, writable=True)
     assert ledger.ledger_id == "eip155:31337"
     _anchor(settings, ledger, scratch_topic)
     receipt, record = receipts.build(settings, scratch_topic, 0, 1100)
     assert receipt.ledger.kind == "evm"
-    verifier = EvmLedger.from_settings(settings, writable=False)
-    receipts.verify(receipt, record, verifier)
+    verifier = open_ledger(settings, writable=False)
+    verify.verify(receipt, record, verifier)
 
     missing = receipt.model_copy(update={"ledger": receipt.ledger.model_copy(
         update={"entry": "0x" + "ab" * 32})})
     with pytest.raises(VerificationFailed, match=r"^ledger entry missing:"):
-        receipts.verify(missing, record, verifier)
+        verify.verify(missing, record, verifier)
     other_chain = receipt.model_copy(update={"ledger": LedgerRef(
         kind="evm", ledger_id="eip155:1", entry=receipt.ledger.entry)})
     with pytest.raises(VerificationFailed, match=re.escape(
             "ledger: the receipt points at evm ledger eip155:1, the node at "
             "http://127.0.0.1:8545 is eip155:31337")):
-        receipts.verify(other_chain, record, verifier)
+        verify.verify(other_chain, record, verifier)
     with pytest.raises(VerificationFailed, match=r"^ledger entry different:"):
         verifier.check(receipt.ledger, "00" * 32, "blake3")
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from anchoring import batches, merkle
-from anchoring.file_ledger import FileLedger
+from anchoring.ledgers.file import FileLedger
 from deploy.cli import main
 from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig
@@ -140,7 +140,7 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     ref = FileLedger(home / "ledger").anchor(aggregate.root, "blake3", [(manifest, aggregate)])
     _, proofs = merkle.tree(values)
     receipt = Receipt(record=RecordRef(topic="telemetry.v1", partition=2, offset=3,
-                                       leaf_hash=merkle.leaf_hash(values[3]).hex()),
+                                       leaf_hash=merkle.BLAKE3.hash_leaf(values[3]).hex()),
                       leaf_index=3, inclusion_proof=tuple(p.hex() for p in proofs[3]),
                       manifest=manifest, aggregate=aggregate, ledger=ref)
     return home, json.loads(encode(receipt)), values[3]

@@ -21,6 +21,7 @@ from rich.console import Console
 from deploy import demo, process
 from deploy import stack as local_stack
 from deploy.pipeline import Pipeline
+from deploy.reconcile import Reconciliation
 from deploy.services import Kafka, Mosquitto, kafka_nodes
 from smartport.settings import Settings
 
@@ -31,7 +32,7 @@ DURATION_S = 15.0
 
 
 def _run_with(settings: Settings, fault: Callable[[Pipeline], object], seed: int,
-              env: dict[str, str] | None = None) -> demo.DemoReport:
+              env: dict[str, str] | None = None) -> Reconciliation:
     report = demo.run(settings, duration=DURATION_S, rate=300, devices=80, seed=seed,
                       console=Console(stderr=True), env=env, fault=fault)
     described = (f"published {report.published}, valid {report.valid} → Kafka "

@@ -24,24 +24,24 @@ def _hexes(values: list[str]) -> list[bytes]:
 
 @pytest.mark.parametrize("size", range(len(ROOTS)))
 def test_rfc6962_roots(size: int) -> None:
-    assert merkle.root(LEAVES[:size], hash="sha256") == ROOTS[size]
+    assert merkle.root(LEAVES[:size], merkle.SHA256) == ROOTS[size]
 
 
 @pytest.mark.parametrize(("name", "case"), load_vectors("rfc6962.json", "inclusion"))
 def test_rfc6962_inclusion_proofs(name: str, case: dict[str, Any]) -> None:
     leaves, proof = LEAVES[:case["size"]], _hexes(case["proof"])
-    assert merkle.inclusion_proof(leaves, case["index"], hash="sha256") == proof
-    _, all_proofs = merkle.tree(leaves, hash="sha256")
+    assert merkle.inclusion_proof(leaves, case["index"], merkle.SHA256) == proof
+    _, all_proofs = merkle.tree(leaves, merkle.SHA256)
     assert list(all_proofs[case["index"]]) == proof
     assert merkle.verify_inclusion(LEAVES[case["index"]], case["index"], case["size"], proof,
-                                   ROOTS[case["size"]], hash="sha256")
+                                   ROOTS[case["size"]], merkle.SHA256)
 
 
 @pytest.mark.parametrize(("name", "case"), load_vectors("rfc6962.json", "consistency"))
 def test_rfc6962_consistency_proofs(name: str, case: dict[str, Any]) -> None:
     old, new, proof = case["old_size"], case["new_size"], _hexes(case["proof"])
-    assert merkle.consistency_proof(LEAVES[:new], old, hash="sha256") == proof
-    assert merkle.verify_consistency(old, new, ROOTS[old], ROOTS[new], proof, hash="sha256")
+    assert merkle.consistency_proof(LEAVES[:new], old, merkle.SHA256) == proof
+    assert merkle.verify_consistency(old, new, ROOTS[old], ROOTS[new], proof, merkle.SHA256)
 
 
 def _flip(value: bytes, bit: int = 3) -> bytes:
@@ -76,7 +76,7 @@ def test_corrupted_inclusion_proofs_fail(name: str, case: dict[str, Any], corrup
     bad = INCLUSION_CORRUPTIONS[corruption](good)
     if bad is None:
         return  # this corruption has nothing to act on in this case (an empty proof)
-    assert merkle.verify_inclusion(*bad, hash="sha256") is False
+    assert merkle.verify_inclusion(*bad, merkle.SHA256) is False
 
 
 Consistency = tuple[int, int, bytes, bytes, list[bytes]]
@@ -106,19 +106,18 @@ def test_corrupted_consistency_proofs_fail(name: str, case: dict[str, Any],
     bad = CONSISTENCY_CORRUPTIONS[corruption](good)
     if bad is None:
         return
-    assert merkle.verify_consistency(*bad, hash="sha256") is False
+    assert merkle.verify_consistency(*bad, merkle.SHA256) is False
 
 
 def test_empty_tree_and_bad_arguments() -> None:
-    assert merkle.root([], hash="sha256") == ROOTS[0]
-    assert merkle.verify_inclusion(b"", 0, 0, [], ROOTS[0], hash="sha256") is False
-    assert merkle.verify_consistency(0, 5, ROOTS[0], ROOTS[5], [], hash="sha256") is True
-    assert merkle.verify_consistency(0, 5, ROOTS[1], ROOTS[5], [], hash="sha256") is False
+    assert merkle.root([], merkle.SHA256) == ROOTS[0]
+    assert merkle.verify_inclusion(b"", 0, 0, [], ROOTS[0], merkle.SHA256) is False
+    assert merkle.verify_consistency(0, 5, ROOTS[0], ROOTS[5], [], merkle.SHA256) is True
+    assert merkle.verify_consistency(0, 5, ROOTS[1], ROOTS[5], [], merkle.SHA256) is False
     with pytest.raises(IndexError, match="leaf index 3 is outside a tree of 3 leaves"):
         merkle.inclusion_proof(LEAVES[:3], 3)
     with pytest.raises(ValueError, match="unknown hash 'md5': use one of blake3, sha256"):
-        merkle.root(LEAVES, hash="md5")
-    assert merkle.verify_inclusion(LEAVES[0], 0, 1, [], ROOTS[1], hash="md5") is False
+        merkle.hasher_for("md5")
 
 
 def test_blake3_is_the_default() -> None:

@@ -15,17 +15,18 @@ import pytest
 from confluent_kafka import Producer
 
 from deploy import process
+from deploy.pipeline import SMARTPORT
 from deploy.services import CLICKHOUSE_PORT, HOST, ClickHouse
 from deploy.stack import up
 from schemas import clickhouse as ch
 from schemas import topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
-from streams.rows import to_row
-from streams.sink import Sink
-from streams.store import Store, ensure_schema, open_store
+from streams.analytics.rows import to_row
+from streams.analytics.sink import Sink
+from streams.analytics.store import Store, ensure_schema, open_store
 from tests.helpers import crane_reading, declaration
-from tests.pipeline import SMARTPORT, unique, wait_for
+from tests.pipeline import unique, wait_for
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -154,7 +155,7 @@ def _wait_caught_up(store_url: str, settings: Settings, until: dict[int, int],
     want = len(_kafka_readings(settings, until))
 
     def caught_up() -> bool:
-        from streams.query_server import remote_query
+        from streams.analytics.query_server import remote_query
 
         sql = "SELECT count() FROM telemetry FINAL"
         try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,41 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from deploy.pipeline import PipelineProcess, streams_worker
 from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig
 from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
-from tests.pipeline import SMARTPORT, GatewayProcess, unique, wait_for
+from tests.pipeline import GatewayProcess, unique, wait_for
 
 pytestmark = pytest.mark.stack
 
 
-class StreamsWorker:
-    def __init__(self, app_id: str, log: Path) -> None:
-        self.app_id, self.log = app_id, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> StreamsWorker:
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                [*SMARTPORT, "streams", "--app-id", self.app_id, "--offset-reset", "latest"],
-                stdout=handle, stderr=handle)
-        wait_for(lambda: "Worker]: Ready" in self.log.read_text(errors="replace")[offset:],
-                 120, f"streams worker {self.app_id} (log {self.log})")
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(60)
-
-
 @pytest.fixture
-def worker(stack: Settings, tmp_path: Path) -> Iterator[StreamsWorker]:
-    started = StreamsWorker(unique("streams-test"), tmp_path / "streams.log").start()
+def worker(stack: Settings, tmp_path: Path) -> Iterator[PipelineProcess]:
+    started = streams_worker(unique("streams-test"), tmp_path / "streams.log").start()
     yield started
     started.stop()
 
@@ -61,7 +39,7 @@ def _alerts(settings: Settings, since: dict[int, int], containers: set[str]) -> 
     return found
 
 
-def _drive(stack: Settings, worker: StreamsWorker, tmp_path: Path, *, seed: int,
+def _drive(stack: Settings, worker: PipelineProcess, tmp_path: Path, *, seed: int,
            kill_after: float | None = None) -> None:
     """Fleet → MQTT → gateway → Kafka → worker; then check alerts against the ground truth.
 
@@ -94,7 +72,7 @@ def _drive(stack: Settings, worker: StreamsWorker, tmp_path: Path, *, seed: int,
         publishing.start()
         if kill_after is not None:
             time.sleep(kill_after)  # past faust's first offset commit (every 2.8 s)
-            worker.stop(signal.SIGKILL)  # offsets, changelog and alerts in flight
+            worker.kill()  # offsets, changelog and alerts in flight
             worker.start()
         publishing.join()
         wait_for(lambda: truth <= raised(), 180, "an alert for every injected anomaly")
@@ -111,18 +89,18 @@ def _drive(stack: Settings, worker: StreamsWorker, tmp_path: Path, *, seed: int,
 
 
 def test_every_injected_anomaly_gives_exactly_one_incident(
-    stack: Settings, worker: StreamsWorker, tmp_path: Path
+    stack: Settings, worker: PipelineProcess, tmp_path: Path
 ) -> None:
     _drive(stack, worker, tmp_path, seed=101)
 
 
 def test_sigkill_of_the_worker_loses_no_alert_and_duplicates_no_incident(
-    stack: Settings, worker: StreamsWorker, tmp_path: Path
+    stack: Settings, worker: PipelineProcess, tmp_path: Path
 ) -> None:
     _drive(stack, worker, tmp_path, seed=102, kill_after=4.0)
 
 
-def test_a_released_hold_stops_the_hold_alerts(stack: Settings, worker: StreamsWorker,
+def test_a_released_hold_stops_the_hold_alerts(stack: Settings, worker: PipelineProcess,
                                                tmp_path: Path) -> None:
     from schemas import iso6346
     from tests.helpers import crane_reading, declaration

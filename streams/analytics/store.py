@@ -3,7 +3,7 @@
 ``clickhouse://host:port/db`` is a server over the native protocol (clickhouse-driver);
 ``chdb:///path`` is chDB, the ClickHouse engine in-process, persistent in ``path``. chDB locks
 its directory: while the sink owns the store it answers analysts' queries itself (see
-``streams.query_server``).
+``streams.analytics.query_server``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from streams.store import Result
+from streams.analytics.store import Result
 
 DEFAULT_QUERY_PORT = 8124
 _lock = threading.Lock()  # chDB connections are not for concurrent use

@@ -22,8 +22,8 @@ from schemas import clickhouse as ch
 from smartport.kafka import commit_offsets, consume_records, consumer_config
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
-from streams.rows import SINK_TOPICS, Row, to_row
-from streams.store import Store
+from streams.analytics.rows import SINK_TOPICS, Row, to_row
+from streams.analytics.store import Store
 
 log = logging.getLogger(__name__)
 READY = "sink ready"  # logged once subscribed with the store open: ready to write

@@ -14,7 +14,6 @@ import json
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from eth_account import Account
 from web3 import Web3
@@ -22,16 +21,16 @@ from web3.exceptions import TransactionNotFound
 from web3.types import TxParams, Wei
 
 from anchoring.errors import LedgerError, VerificationFailed
-from anchoring.ledger import Anchored
+from anchoring.ledgers.base import Anchored
 from schemas import AnchorRecord, LedgerRef, encode
-from smartport.settings import Settings
+from schemas.anchoring import HashAlgorithm
 
 MAGIC = b"SPANCHR1"
 HASH_IDS = {"blake3": b"\x01", "sha256": b"\x02"}
 _RECEIPT_TIMEOUT_S = 120.0
 
 
-def calldata(root: str, hash_alg: str) -> bytes:
+def calldata(root: str, hash_alg: HashAlgorithm) -> bytes:
     return MAGIC + HASH_IDS[hash_alg] + bytes.fromhex(root)
 
 
@@ -51,26 +50,6 @@ class EvmLedger:
             raise LedgerError(f"cannot reach the EVM node at {rpc_url}: {exc}; is it up? "
                               "(`smartport stack status`)") from exc
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, writable: bool) -> EvmLedger:
-        parts = urlsplit(settings.resolved_ledger_url)
-        scheme = parts.scheme.removeprefix("evm+")
-        key = None
-        if writable:
-            key = settings.ledger_key.get_secret_value() if settings.ledger_key else None
-            if key is None and settings.ledger_key_file is not None:
-                try:
-                    key = settings.ledger_key_file.read_text().strip()
-                except OSError as exc:
-                    raise LedgerError(f"cannot read the EVM signing key file "
-                                      f"{settings.ledger_key_file}: {exc}") from None
-            if key is None:
-                raise LedgerError("the EVM ledger needs a signing key: set SMARTPORT_LEDGER_KEY "
-                                  "or SMARTPORT_LEDGER_KEY_FILE")
-        return cls(f"{scheme}://{parts.netloc}", private_key=key,
-                   confirmations=settings.ledger_confirmations,
-                   index_path=settings.state_dir / "anchoring" / f"evm-{parts.port}-index.jsonl")
-
     @property
     def ledger_id(self) -> str:
         return f"eip155:{self._chain_id}"
@@ -89,7 +68,7 @@ class EvmLedger:
                         for r in entry["records"]]
         return None
 
-    def anchor(self, root: str, hash_alg: str, batches: Anchored) -> LedgerRef:
+    def anchor(self, root: str, hash_alg: HashAlgorithm, batches: Anchored) -> LedgerRef:
         if self._account is None:
             raise LedgerError("this ledger was opened without a signing key")
         address = self._account.address
@@ -128,7 +107,7 @@ class EvmLedger:
                                   f"confirmations on {self.ledger_id} in time")
             time.sleep(1)
 
-    def check(self, ref: LedgerRef, root: str, hash_alg: str) -> None:
+    def check(self, ref: LedgerRef, root: str, hash_alg: HashAlgorithm) -> None:
         if ref.kind != "evm" or ref.ledger_id != self.ledger_id:
             raise VerificationFailed("ledger", f"the receipt points at {ref.kind} ledger "
                                      f"{ref.ledger_id}, the node at {self._rpc_url} is "

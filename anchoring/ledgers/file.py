@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from anchoring.errors import LedgerError, VerificationFailed
-from anchoring.ledger import Anchored
+from anchoring.ledgers.base import Anchored
 from schemas import AnchorRecord, LedgerRef, encode
+from schemas.anchoring import HashAlgorithm
 
 ENTRIES = "ledger.jsonl"
 PRIVATE_KEY = "ledger.key"
@@ -126,7 +127,7 @@ class FileLedger:
     def _ref(self, index: int) -> LedgerRef:
         return LedgerRef(kind="file", ledger_id=self.ledger_id, entry=str(index))
 
-    def anchor(self, root: str, hash_alg: str, batches: Anchored) -> LedgerRef:
+    def anchor(self, root: str, hash_alg: HashAlgorithm, batches: Anchored) -> LedgerRef:
         if self._private is None:
             raise LedgerError("this ledger was opened read-only")
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,7 @@ class FileLedger:
                 os.fsync(handle.fileno())
         return self._ref(entry["index"])
 
-    def check(self, ref: LedgerRef, root: str, hash_alg: str) -> None:
+    def check(self, ref: LedgerRef, root: str, hash_alg: HashAlgorithm) -> None:
         if ref.kind != "file" or ref.ledger_id != self.ledger_id:
             raise VerificationFailed("ledger", f"the receipt points at {ref.kind} ledger "
                                      f"{ref.ledger_id}, this is file ledger {self.ledger_id}")
