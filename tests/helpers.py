@@ -1,8 +1,9 @@
-"""Shared test helpers: known-answer vectors and sample messages."""
+"""Shared test helpers: known-answer vectors, sample messages, ledger tampering."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,15 @@ def declaration(**overrides: Any) -> dict[str, Any]:
     }
     value.update(overrides)
     return value
+
+
+def rewrite_ledger(directory: Path, change: Callable[[list[str]], list[str]]) -> None:
+    """Rewrite a file ledger's entries (one JSON line each) as ``change`` says: tampering."""
+    path = directory / "ledger.jsonl"
+    path.write_text("\n".join(change(path.read_text().splitlines())) + "\n")
+
+
+def edit_second_root(lines: list[str]) -> list[str]:
+    entry = json.loads(lines[1])
+    entry["root"] = "00" * 32
+    return [lines[0], json.dumps(entry), *lines[2:]]

@@ -25,7 +25,7 @@ from ingest.fleet import Fleet, FleetConfig, SimMessage
 from ingest.simulate import MqttPublisher
 from schemas import topics
 from smartport.settings import Settings
-from tests.pipeline import (
+from tests.stack.pipeline import (
     GatewayProcess,
     high_watermarks,
     read_topic,
@@ -33,8 +33,6 @@ from tests.pipeline import (
     unique,
     wait_for,
 )
-
-pytestmark = pytest.mark.stack
 
 StartGateway = Callable[..., GatewayProcess]
 

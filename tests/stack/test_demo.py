@@ -5,8 +5,6 @@ import pytest
 from deploy.cli import main
 from smartport.settings import Settings
 
-pytestmark = pytest.mark.stack
-
 
 def _assert_reconciled(output: str) -> None:
     assert "reconciled" in output

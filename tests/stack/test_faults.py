@@ -25,7 +25,7 @@ from deploy.reconcile import Reconciliation
 from deploy.services import Kafka, Mosquitto, kafka_nodes
 from smartport.settings import Settings
 
-pytestmark = [pytest.mark.stack, pytest.mark.fault]
+pytestmark = pytest.mark.fault  # and stack, as everything in this folder
 
 FAULT_AT_S = 5.0  # into the simulation: records are flowing through every stage
 DURATION_S = 15.0

@@ -18,9 +18,7 @@ from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
-from tests.pipeline import GatewayProcess, unique, wait_for
-
-pytestmark = pytest.mark.stack
+from tests.stack.pipeline import GatewayProcess, unique, wait_for
 
 
 @pytest.fixture

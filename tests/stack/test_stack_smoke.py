@@ -7,7 +7,6 @@ import threading
 import uuid
 
 import paho.mqtt.client as mqtt
-import pytest
 from clickhouse_driver import Client
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -18,8 +17,6 @@ from deploy.services import Mosquitto, chain_id
 from schemas import topics
 from smartport.kafka import consumer_config
 from smartport.settings import Settings
-
-pytestmark = pytest.mark.stack
 
 
 def test_every_service_is_healthy(stack: Settings) -> None:

@@ -8,8 +8,7 @@ import signal
 import subprocess
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
-from anchoring import batches, merkle, receipts, verify
+from anchoring import merkle, receipts, verify
 from anchoring.anchors import anchor_records
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.base import Ledger
@@ -30,96 +29,8 @@ from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
 from schemas import AnchorRecord, LedgerRef, Receipt
 from smartport.kafka import read_range
 from smartport.settings import Settings
-from tests.pipeline import unique, wait_for
-
-T0 = datetime(2026, 11, 24, tzinfo=UTC)
-
-
-def _records(offsets: range) -> list[batches.KafkaRecord]:
-    return [batches.KafkaRecord(o, f"record-{o}".encode(), T0) for o in offsets]
-
-
-def test_batch_ranges_are_fixed_by_offsets() -> None:
-    assert [batches.batch_end(o, 1000) for o in (0, 999, 1000, 1500, 2999)] == [
-        999, 999, 1999, 1999, 2999]
-
-
-def test_manifests_are_deterministic_and_chained() -> None:
-    first = batches.manifest("t", 0, _records(range(0, 10)), hash_alg="blake3",
-                             prev_manifest_hash=None)
-    again = batches.manifest("t", 0, _records(range(0, 10)), hash_alg="blake3",
-                             prev_manifest_hash=None)
-    assert first == again
-    assert first.root == merkle.root([f"record-{o}".encode() for o in range(10)]).hex()
-    second = batches.manifest("t", 0, _records(range(10, 15)), hash_alg="blake3",
-                              prev_manifest_hash=batches.manifest_hash(first))
-    assert second.prev_manifest_hash == batches.manifest_hash(first)
-    assert (second.batch_id, second.count) == ("t/0/10-14", 5)
-    proofs = batches.aggregate([first, second], "blake3")
-    for manifest, proof in zip([first, second], proofs, strict=True):
-        assert merkle.verify_inclusion(
-            batches.manifest_bytes(manifest), proof.index, proof.size,
-            [bytes.fromhex(n) for n in proof.proof], bytes.fromhex(proof.root))
-
-
-# -- the file ledger, on its own ------------------------------------------------------------
-
-
-@pytest.fixture
-def ledger_with_entries(tmp_path: Path) -> FileLedger:
-    ledger = FileLedger(tmp_path / "ledger")
-    for n in range(3):
-        manifest = batches.manifest("t", 0, _records(range(n * 10, n * 10 + 10)),
-                                    hash_alg="blake3", prev_manifest_hash=None)
-        proof = batches.aggregate([manifest], "blake3")[0]
-        ledger.anchor(proof.root, "blake3", [(manifest, proof)])
-    return ledger
-
-
-def _rewrite(ledger: FileLedger, change: Callable[[list[str]], list[str]]) -> None:
-    path = ledger.directory / "ledger.jsonl"
-    path.write_text("\n".join(change(path.read_text().splitlines())) + "\n")
-
-
-def _edit_root(lines: list[str]) -> list[str]:
-    entry = json.loads(lines[1])
-    entry["root"] = "00" * 32
-    return [lines[0], json.dumps(entry), *lines[2:]]
-
-
-def _forge_signature(lines: list[str]) -> list[str]:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    entry = json.loads(lines[2])
-    entry["signature"] = Ed25519PrivateKey.generate().sign(
-        bytes.fromhex(entry["entry_hash"])).hex()
-    return [*lines[:2], json.dumps(entry)]
-
-
-@pytest.mark.parametrize(("tamper", "check"), [
-    (_edit_root, "ledger entry: entry 1 was edited"),
-    (lambda lines: [lines[0], lines[2]], "ledger chain: entry at position 1 has index 2"),
-    (lambda lines: [lines[1], lines[0], lines[2]], "ledger chain: entry at position 0"),
-    (_forge_signature, "ledger signature: entry 2 is not signed by ledger key"),
-], ids=["edited", "removed", "reordered", "forged-signature"])
-def test_file_ledger_detects_tampering(ledger_with_entries: FileLedger,
-                                       tamper: Callable[[list[str]], list[str]],
-                                       check: str) -> None:
-    assert len(ledger_with_entries.entries()) == 3
-    _rewrite(ledger_with_entries, tamper)
-    with pytest.raises(VerificationFailed, match=check):
-        ledger_with_entries.entries()
-
-
-def test_ledger_verify_cli(ledger_with_entries: FileLedger, monkeypatch: pytest.MonkeyPatch,
-                           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("SMARTPORT_LEDGER_URL", f"file://{ledger_with_entries.directory}")
-    assert main(["ledger", "verify"]) == 0
-    assert "intact: 3 entries" in capsys.readouterr().out
-    _rewrite(ledger_with_entries, _edit_root)
-    assert main(["ledger", "verify"]) == 1
-    assert "entry 1 was edited" in capsys.readouterr().err
-
+from tests.helpers import edit_second_root, rewrite_ledger
+from tests.stack.pipeline import unique, wait_for
 
 # -- against the real stack -----------------------------------------------------------------
 
@@ -164,7 +75,6 @@ def _settings(stack: Settings, ledger_url: str, **batch: object) -> Settings:
     })
 
 
-@pytest.mark.stack
 def test_file_ledger_receipts_verify_and_tampering_is_named(
     stack: Settings, scratch_topic: str, tmp_path: Path
 ) -> None:
@@ -212,13 +122,13 @@ def test_file_ledger_receipts_verify_and_tampering_is_named(
     ledger_env.setenv("SMARTPORT_LEDGER_URL", f"file://{tmp_path / 'ledger'}")
     try:
         assert main(["verify", str(receipt_file), "--record", str(record_file)]) == 0
-        _rewrite(ledger, _edit_root if len(ledger.entries()) > 1 else lambda lines: lines)
+        rewrite_ledger(ledger.directory,
+                       edit_second_root if len(ledger.entries()) > 1 else lambda lines: lines)
         assert main(["verify", str(receipt_file), "--record", str(record_file)]) == 1
     finally:
         ledger_env.undo()
 
 
-@pytest.mark.stack
 def test_evm_ledger_on_anvil(stack: Settings, scratch_topic: str) -> None:
     rpc = f"evm+http://{HOST}:{ANVIL_PORT}"
     settings = _settings(stack, rpc).model_copy(update={"ledger_key": SecretStr(ANVIL_DEV_KEY)})
@@ -245,7 +155,6 @@ def test_evm_ledger_on_anvil(stack: Settings, scratch_topic: str) -> None:
         verifier.check(receipt.ledger, "00" * 32, "blake3")
 
 
-@pytest.mark.stack
 def test_sigkill_mid_stream_gives_identical_roots_and_no_duplicate_entries(
     stack: Settings, scratch_topic: str, tmp_path: Path
 ) -> None:

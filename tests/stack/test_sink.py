@@ -8,7 +8,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,53 +21,10 @@ from schemas import clickhouse as ch
 from schemas import topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
-from streams.analytics.rows import to_row
 from streams.analytics.sink import Sink
 from streams.analytics.store import Store, ensure_schema, open_store
-from tests.helpers import crane_reading, declaration
-from tests.pipeline import unique, wait_for
-
-NOW = datetime(2026, 11, 24, tzinfo=UTC)
-
-
-def test_rows_from_every_topic() -> None:
-    envelope = json.dumps({"received_at": "2026-11-24T02:00:01Z", "gateway_id": "gw",
-                           "mqtt_topic": "port/CNSHK/crane/qc-01/telemetry",
-                           "reading": crane_reading()}).encode()
-    table, row = to_row(topics.TELEMETRY, 3, 42, envelope, NOW)
-    assert table is ch.TELEMETRY
-    assert (row["device_id"], row["seq"], row["kafka_offset"]) == ("qc-01", 1, 42)
-    assert row["container_no"] == "CSQU3054383"
-    assert set(row) == set(ch.TELEMETRY.column_names)
-    table, row = to_row(topics.DECLARATIONS, 0, 1, json.dumps(declaration()).encode(), NOW)
-    assert table is ch.DECLARATIONS
-    assert set(row) == set(ch.DECLARATIONS.column_names)
-
-
-@pytest.mark.parametrize("value", [b"not json", b"", None, b'{"reading": {}}', b"\xff\xfe"])
-def test_bad_records_become_rejects(value: bytes | None) -> None:
-    table, row = to_row(topics.TELEMETRY, 1, 7, value, NOW)
-    assert table is ch.REJECTS
-    assert row["reason"]
-    assert (row["topic"], row["kafka_offset"]) == (topics.TELEMETRY, 7)
-
-
-def test_ddl_adapts_to_the_server_version() -> None:
-    legacy = "\n".join(ch.ddl(ch.Dialect.for_version("18.16.1"), ttl_days=30))
-    modern = "\n".join(ch.ddl(ch.Dialect.for_version("24.8.1"), ttl_days=30))
-    for feature in ("DateTime64(3, 'UTC')", "LowCardinality", "CODEC", "TTL"):
-        assert feature in modern
-        assert feature not in legacy
-    for name in [t.name for t in ch.TABLES] + list(ch.VIEWS):
-        assert name in legacy
-
-
-def test_readme_lists_every_analyst_query() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for name, sql in ch.ANALYST_QUERIES.items():
-        assert name in readme
-        assert sql in readme.replace("\n", " "), name
-
+from tests.helpers import crane_reading
+from tests.stack.pipeline import unique, wait_for
 
 # -- against both back-ends -----------------------------------------------------------------
 
@@ -221,4 +177,3 @@ def test_clickhouse_server_outage_is_survived(stack: Settings) -> None:
     from clickhouse_driver import Client
 
     Client(HOST, port=CLICKHOUSE_PORT).execute(f"DROP DATABASE IF EXISTS {database}")
-

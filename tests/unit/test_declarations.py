@@ -1,4 +1,4 @@
-"""Declarations intake: JSON Lines and CSV, line-numbered rejections, real Kafka."""
+"""Declarations files parsed: JSON Lines and CSV, line-numbered rejections."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import pytest
 
 from deploy.cli import main
 from ingest.declarations import parse_file
-from schemas import Declaration, parse_declaration, topics
-from smartport.settings import Settings
+from schemas import Declaration
 from tests.helpers import declaration
-from tests.pipeline import high_watermarks, read_topic, unique
 
 CSV_HEADER = ("declaration_id,container_no,status,gross_mass_kg,seal_numbers,hs_codes,"
               "reefer_min_c,reefer_max_c,imdg_class,un_number,vessel_imo,voyage,"
@@ -47,39 +45,6 @@ def test_csv_columns_become_a_declaration(tmp_path: Path) -> None:
     assert first.dangerous_goods.un_number == "UN1203"
     assert first.allowed_yard_blocks == ("B3", "B4")
     assert reason == "column gross_mass_kg: 'heavy' is not a number"
-
-
-@pytest.mark.stack
-def test_load_produces_keyed_by_container(stack: Settings, tmp_path: Path) -> None:
-    since = high_watermarks(stack, topics.DECLARATIONS)
-    ids = [unique("DEC") for _ in range(3)]
-    numbers = ["CSQU3054383", "BICU1234565", "CSQU0000070"]
-    path = tmp_path / "d.jsonl"
-    path.write_text("".join(json.dumps(declaration(declaration_id=i, container_no=n)) + "\n"
-                            for i, n in zip(ids, numbers, strict=True)))
-    assert main(["declarations", "load", str(path)]) == 0
-    records = [r for r in read_topic(stack, topics.DECLARATIONS, since)
-               if r.value["declaration_id"] in ids]
-    assert sorted(r.key.decode() for r in records) == sorted(numbers)
-    for record in records:
-        assert parse_declaration(json.dumps(record.value)).container_no == record.key.decode()
-
-
-@pytest.mark.stack
-def test_load_reports_rejected_lines_and_exits_non_zero(
-    stack: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    since = high_watermarks(stack, topics.DECLARATIONS)
-    good_id = unique("DEC")
-    path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps(declaration(declaration_id=good_id)) + "\n"
-                    + json.dumps(declaration(status="lost")) + "\n")
-    assert main(["declarations", "load", str(path)]) == 4
-    err = capsys.readouterr().err
-    assert "1 of 2 declarations" in err
-    assert "line 2: status: Input should be 'lodged'" in err
-    assert any(r.value["declaration_id"] == good_id
-               for r in read_topic(stack, topics.DECLARATIONS, since))
 
 
 def test_missing_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,55 @@
+"""Kafka records → ClickHouse rows, rejects, DDL per server version, the README's queries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas import clickhouse as ch
+from schemas import topics
+from smartport.settings import PROJECT_ROOT
+from streams.analytics.rows import to_row
+from tests.helpers import crane_reading, declaration
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def test_rows_from_every_topic() -> None:
+    envelope = json.dumps({"received_at": "2026-11-24T02:00:01Z", "gateway_id": "gw",
+                           "mqtt_topic": "port/CNSHK/crane/qc-01/telemetry",
+                           "reading": crane_reading()}).encode()
+    table, row = to_row(topics.TELEMETRY, 3, 42, envelope, NOW)
+    assert table is ch.TELEMETRY
+    assert (row["device_id"], row["seq"], row["kafka_offset"]) == ("qc-01", 1, 42)
+    assert row["container_no"] == "CSQU3054383"
+    assert set(row) == set(ch.TELEMETRY.column_names)
+    table, row = to_row(topics.DECLARATIONS, 0, 1, json.dumps(declaration()).encode(), NOW)
+    assert table is ch.DECLARATIONS
+    assert set(row) == set(ch.DECLARATIONS.column_names)
+
+
+@pytest.mark.parametrize("value", [b"not json", b"", None, b'{"reading": {}}', b"\xff\xfe"])
+def test_bad_records_become_rejects(value: bytes | None) -> None:
+    table, row = to_row(topics.TELEMETRY, 1, 7, value, NOW)
+    assert table is ch.REJECTS
+    assert row["reason"]
+    assert (row["topic"], row["kafka_offset"]) == (topics.TELEMETRY, 7)
+
+
+def test_ddl_adapts_to_the_server_version() -> None:
+    legacy = "\n".join(ch.ddl(ch.Dialect.for_version("18.16.1"), ttl_days=30))
+    modern = "\n".join(ch.ddl(ch.Dialect.for_version("24.8.1"), ttl_days=30))
+    for feature in ("DateTime64(3, 'UTC')", "LowCardinality", "CODEC", "TTL"):
+        assert feature in modern
+        assert feature not in legacy
+    for name in [t.name for t in ch.TABLES] + list(ch.VIEWS):
+        assert name in legacy
+
+
+def test_readme_lists_every_analyst_query() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for name, sql in ch.ANALYST_QUERIES.items():
+        assert name in readme
+        assert sql in readme.replace("\n", " "), name
