@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.fleet import Fleet, FleetConfig
-from ingest.validation import Accepted, classify
+from ingest.validation import Accepted, Limits, classify
 from schemas import Alert, Declaration, Evidence, encode
 from smartport.kafka import consumer_config, high_watermarks, read_range
 from smartport.settings import Settings
@@ -47,7 +47,7 @@ def worker_main(app_id: str, names: list[str]) -> None:
 def envelopes(fleet: Fleet, count: int) -> list[tuple[bytes, bytes]]:
     records = []
     for message in islice(fleet.messages(), count):
-        outcome = classify(message.topic, message.payload, 65_536)
+        outcome = classify(message.topic, message.payload, Limits())
         if isinstance(outcome, Accepted):
             value = json.dumps({"received_at": "2026-11-24T02:00:01Z", "gateway_id": "bench",
                                 "mqtt_topic": message.topic,

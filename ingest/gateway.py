@@ -4,6 +4,11 @@ An MQTT message is acknowledged (PUBACK) only after Kafka acknowledged its recor
 telemetry.v1 or, when rejected, in the DLQ. Messages not yet acknowledged stay in the broker's
 persistent session and are redelivered if the gateway dies. The broker's in-flight window
 (Receive Maximum) bounds what the gateway holds in memory while Kafka is slow or down.
+
+No exception escapes the MQTT or Kafka callbacks: anything unexpected while handling a message
+sends it to the DLQ with reason ``internal``. Should paho's network thread end anyway, ``run``
+raises ``GatewayDeaf`` at once (the process exits non-zero for its supervisor to restart it),
+and ``smartport_gateway_ready`` is 0 whenever the gateway cannot receive.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
 from ingest.records import dlq_value, envelope_value
-from ingest.validation import Accepted, classify
-from schemas import topics
+from ingest.validation import Accepted, Limits, Rejected, classify
+from schemas import RejectReason, topics
+from smartport.errors import StackError
 from smartport.kafka import produce, producer_config
 from smartport.mqtt import connect_properties, new_client
 from smartport.settings import Settings
@@ -34,6 +40,20 @@ log = logging.getLogger(__name__)
 READY = "subscribed"  # logged once the shared subscription is in place: ready to receive
 
 SHUTDOWN_FLUSH_SECONDS = 30.0
+
+
+class GatewayDeaf(StackError):
+    """The MQTT network loop ended while the gateway was meant to be receiving."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """What one MQTT message becomes in Kafka."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    dlq_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +80,7 @@ class Gateway:
             share_group or settings.mqtt.share_group, topics.MQTT_TELEMETRY_FILTER
         )
         self._receive_maximum = receive_maximum or settings.mqtt.receive_maximum
+        self._limits = Limits.from_settings(settings)
         self._producer = Producer(producer_config(
             settings.kafka, gateway_id, error_cb=self._on_kafka_error
         ))
@@ -74,6 +95,7 @@ class Gateway:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._stopping = threading.Event()
+        self._network_ended = threading.Event()
 
     # -- MQTT side (paho's network thread) --------------------------------------------------
 
@@ -94,11 +116,13 @@ class Gateway:
         if any(reason.is_failure for reason in reasons):
             log.error("MQTT subscription refused", extra={"reasons": [str(r) for r in reasons]})
         else:
+            metrics.READY.set(1)
             log.info(READY, extra={"subscription": self._subscription})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, properties: Properties | None) -> None:
         metrics.MQTT_CONNECTED.set(0)
+        metrics.READY.set(0)
         if not self._stopping.is_set():
             log.warning("MQTT disconnected; reconnecting", extra={"reason": str(reason)})
 
@@ -109,26 +133,65 @@ class Gateway:
         received_at = datetime.now(UTC)
         metrics.RECEIVED.inc()
         payload = bytes(message.payload)
-        outcome = classify(message.topic, payload, self._settings.max_payload_bytes)
-        if isinstance(outcome, Accepted):
-            topic, reason = topics.TELEMETRY, None
-            value = envelope_value(outcome, message.topic, self.gateway_id, received_at)
-        else:
-            topic, reason = topics.TELEMETRY_DLQ, outcome.reason.value
-            value = dlq_value(outcome, payload, gateway_id=self.gateway_id,
-                              received_at=received_at, mqtt_topic=message.topic)
-            log.info("rejected to DLQ", extra={"mqtt_topic": message.topic, "reason": reason,
-                                               "detail": outcome.detail})
+        try:
+            record = self._record(message.topic, payload, received_at)
+        except Exception as exc:  # a bug of ours must not cost the message or the thread
+            record = self._internal(message.topic, payload, received_at, exc)
         with self._lock:
-            pending = _Pending(message.mid, self._generation, received, reason)
+            pending = _Pending(message.mid, self._generation, received, record.dlq_reason)
             self._in_flight += 1
         metrics.IN_FLIGHT.inc()
-        produce(self._producer, topic, outcome.key, value,
+        try:
+            self._produce(record, pending)
+        except Exception as exc:
+            try:
+                self._produce(self._internal(message.topic, payload, received_at, exc), pending)
+            except Exception:
+                # Not even a bounded DLQ record went out: leave the message unacknowledged
+                # (the broker redelivers it on the next session) and say so.
+                log.critical("cannot write a message to Kafka; left unacknowledged",
+                             extra={"mqtt_topic": message.topic}, exc_info=True)
+                metrics.PRODUCE_ERRORS.labels(topics.TELEMETRY_DLQ, "produce_raised").inc()
+                self._settle()
+
+    def _record(self, mqtt_topic: str, payload: bytes, received_at: datetime) -> _Record:
+        outcome = classify(mqtt_topic, payload, self._limits, received_at)
+        if isinstance(outcome, Accepted):
+            return _Record(topics.TELEMETRY, outcome.key,
+                           envelope_value(outcome, mqtt_topic, self.gateway_id, received_at),
+                           None)
+        log.info("rejected to DLQ", extra={"mqtt_topic": mqtt_topic,
+                                           "reason": outcome.reason.value,
+                                           "detail": outcome.detail})
+        return self._dlq(outcome, mqtt_topic, payload, received_at)
+
+    def _dlq(self, rejected: Rejected, mqtt_topic: str, payload: bytes,
+             received_at: datetime) -> _Record:
+        value = dlq_value(rejected, payload, gateway_id=self.gateway_id,
+                          received_at=received_at, mqtt_topic=mqtt_topic)
+        return _Record(topics.TELEMETRY_DLQ, rejected.key, value, rejected.reason.value)
+
+    def _internal(self, mqtt_topic: str, payload: bytes, received_at: datetime,
+                  exc: Exception) -> _Record:
+        log.error("failed to handle a message; it goes to the DLQ as internal",
+                  extra={"mqtt_topic": mqtt_topic}, exc_info=True)
+        detail = f"{type(exc).__name__}: {exc}"[:1000]
+        return self._dlq(Rejected(RejectReason.INTERNAL, detail), mqtt_topic, payload,
+                         received_at)
+
+    def _produce(self, record: _Record, pending: _Pending) -> None:
+        produce(self._producer, record.topic, record.key, record.value,
                 on_delivery=lambda err, msg: self._on_delivery(pending, err, msg))
 
     # -- Kafka side (whichever thread polls the producer) -----------------------------------
 
     def _on_delivery(self, pending: _Pending, error: KafkaError | None, message: Message) -> None:
+        try:
+            self._delivered(pending, error, message)
+        except Exception:  # an exception here would surface in whoever polls the producer
+            log.exception("failed to handle a Kafka delivery report")
+
+    def _delivered(self, pending: _Pending, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             # Only permanent errors reach here (message.timeout.ms=0 retries the rest).
             metrics.PRODUCE_ERRORS.labels(message.topic(), error.name()).inc()
@@ -168,20 +231,34 @@ class Gateway:
                                         receive_maximum=self._receive_maximum)
         self._client.connect_async(self._settings.mqtt.host, self._settings.mqtt.port,
                                    keepalive=30, clean_start=False, properties=properties)
-        self._client.loop_start()
+        network = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
+        network.start()
         log.info("gateway started", extra={"gateway_id": self.gateway_id})
         try:
             while not stop.is_set():
                 self._producer.poll(0.1)
+                if self._network_ended.is_set():
+                    raise GatewayDeaf("the MQTT network loop ended: this gateway cannot receive "
+                                      "(see the log above); exiting so that it is restarted")
         finally:
             self.shutdown()
+            network.join(5)
+
+    def _network_loop(self) -> None:
+        """paho's loop (reconnecting), in a thread of ours so that its end is noticed."""
+        try:
+            self._client.loop_forever(retry_first_connection=True)
+        except BaseException:
+            log.critical("the MQTT network loop died", exc_info=True)
+        finally:
+            metrics.READY.set(0)
+            self._network_ended.set()
 
     def shutdown(self) -> None:
         """Stop taking messages, flush Kafka, send the last acks, disconnect (session kept)."""
         self._stopping.set()
         left = self._producer.flush(SHUTDOWN_FLUSH_SECONDS)
         time.sleep(0.2)  # let paho's thread write the last PUBACKs before DISCONNECT
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._client.disconnect()  # ends loop_forever
         log.info("gateway stopped", extra={"unflushed_records": left,
                                            "in_flight": self._in_flight})

@@ -19,3 +19,5 @@ PRODUCE_LATENCY = Histogram(
 )
 KAFKA_UP = Gauge("smartport_gateway_kafka_up", "1 when the Kafka brokers are reachable")
 MQTT_CONNECTED = Gauge("smartport_gateway_mqtt_connected", "1 when connected to the MQTT broker")
+READY = Gauge("smartport_gateway_ready",
+              "1 when subscribed with a live network loop: able to receive; 0 otherwise")

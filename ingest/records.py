@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 
 from ingest.validation import Accepted, Rejected
 from schemas import DlqRecord, GatewayEnvelope, encode
+from schemas.envelope import DLQ_PAYLOAD_MAX_BYTES
 
 
 def envelope_value(accepted: Accepted, topic: str, gateway_id: str, received_at: datetime) -> bytes:
@@ -31,6 +33,7 @@ def dlq_value(
         mqtt_topic=mqtt_topic,
         reason=rejected.reason,
         detail=rejected.detail,
-        payload_b64=base64.b64encode(payload).decode("ascii"),
+        payload_b64=base64.b64encode(payload[:DLQ_PAYLOAD_MAX_BYTES]).decode("ascii"),
         payload_size=len(payload),
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
     ))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -14,6 +16,24 @@ from schemas import RejectReason
 from schemas.base import describe_validation_error
 from schemas.telemetry import AnyReading, parse_telemetry
 from schemas.topics import parse_telemetry_topic
+from smartport.settings import Settings
+
+# Python's json parser recurses per nesting level; a reading nests two levels deep.
+_NESTING_TOO_DEEP = "payload is nested too deeply to be a reading"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a reading may be: its size, and the window its timestamp must fall in relative to
+    the gateway's clock (old readings are fine: trackers upload what they buffered at sea)."""
+
+    max_payload_bytes: int = 64 * 1024
+    not_before: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_ahead_s: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.max_payload_bytes, settings.ts_not_before, settings.ts_max_ahead_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +57,15 @@ class Rejected:
         return (self.device_id or "unknown").encode()
 
 
-def classify(topic: str, payload: bytes, max_payload_bytes: int) -> Accepted | Rejected:
-    """Validate one message: size, encoding, JSON, schema, and that its topic matches it."""
+def classify(topic: str, payload: bytes, limits: Limits, now: datetime | None = None
+             ) -> Accepted | Rejected:
+    """Validate one message: size, encoding, JSON (no duplicate keys), schema, a plausible
+    timestamp (``now`` is the gateway's clock), and that its topic matches it."""
     named = parse_telemetry_topic(topic)
     device_id = named.device_id if named else None
-    if len(payload) > max_payload_bytes:
-        return Rejected(RejectReason.OVERSIZED,
-                        f"payload is {len(payload)} bytes, the limit is {max_payload_bytes}",
-                        device_id)
+    if len(payload) > limits.max_payload_bytes:
+        return Rejected(RejectReason.OVERSIZED, f"payload is {len(payload)} bytes, the limit is "
+                        f"{limits.max_payload_bytes}", device_id)
     if named is None:
         return Rejected(RejectReason.BAD_TOPIC,
                         f"topic {topic!r} is not port/<locode>/<kind>/<device_id>/telemetry")
@@ -54,6 +75,14 @@ def classify(topic: str, payload: bytes, max_payload_bytes: int) -> Accepted | R
         if exc.errors()[0]["type"] != "json_invalid":
             return Rejected(RejectReason.SCHEMA, describe_validation_error(exc), device_id)
         return _unparseable(payload, device_id)
+    duplicate = _duplicate_key(payload)
+    if duplicate is not None:
+        # pydantic keeps the last of duplicate keys; a raw reader may keep the first.
+        return Rejected(RejectReason.SCHEMA, f"duplicate key {duplicate!r}: each field may "
+                        "appear once", device_id)
+    late = _implausible_ts(reading.ts, limits, now or datetime.now(UTC))
+    if late is not None:
+        return Rejected(RejectReason.SCHEMA, late, device_id)
     mismatches = [
         f"{field} {got!r} in payload but {want!r} in topic"
         for field, got, want in (
@@ -68,12 +97,45 @@ def classify(topic: str, payload: bytes, max_payload_bytes: int) -> Accepted | R
     return Accepted(reading)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def _duplicate_key(payload: bytes) -> str | None:
+    """The first key that appears twice in one object (only asked of valid, shallow readings)."""
+    try:
+        json.loads(payload, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        return str(exc)
+    return None
+
+
+def _implausible_ts(ts: datetime, limits: Limits, now: datetime) -> str | None:
+    if ts < limits.not_before:
+        return f"ts: {ts.isoformat()} is before {limits.not_before.isoformat()}"
+    if ts - now > timedelta(seconds=limits.max_ahead_s):
+        return (f"ts: {ts.isoformat()} is more than {limits.max_ahead_s:.0f} s ahead of the "
+                f"gateway's clock ({now.isoformat(timespec='seconds')})")
+    return None
+
+
 def _unparseable(payload: bytes, device_id: str | None) -> Rejected:
     """The precise reason bytes are not JSON (only computed on the reject path)."""
     try:
         json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
         return Rejected(RejectReason.NOT_UTF8, f"payload is not UTF-8: {exc}", device_id)
+    except RecursionError:
+        return Rejected(RejectReason.NOT_JSON, _NESTING_TOO_DEEP, device_id)
     except ValueError as exc:
         return Rejected(RejectReason.NOT_JSON, f"payload is not JSON: {exc}", device_id)
     # json accepts what pydantic's stricter parser refuses (NaN, lone surrogates...).

@@ -12,6 +12,10 @@ from schemas.base import Message
 from schemas.identifiers import UtcDatetime
 from schemas.telemetry import Telemetry
 
+# Kafka takes 1 MiB a record by default and base64 adds a third: 256 KiB of raw bytes keeps any
+# DLQ record far below it, and is at least any valid reading (max_payload_bytes caps those).
+DLQ_PAYLOAD_MAX_BYTES = 256 * 1024
+
 
 class GatewayEnvelope(Message):
     """A validated reading as received by one gateway (value of ``telemetry.v1``)."""
@@ -31,10 +35,13 @@ class RejectReason(StrEnum):
     SPOOFED_TOPIC = "spoofed_topic"
     OVERSIZED = "oversized"
     NOT_UTF8 = "not_utf8"
+    INTERNAL = "internal"  # our own failure while handling it: kept, counted, looked into
 
 
 class DlqRecord(Message):
-    """Rejected input, kept whole with its reason (value of ``telemetry.dlq.v1``)."""
+    """Rejected input with its reason (value of ``telemetry.dlq.v1``): the raw bytes whole up
+    to a bound that keeps the record within Kafka's size limit, and always the full payload's
+    size and SHA-256, so a truncated original can still be matched."""
 
     received_at: UtcDatetime
     gateway_id: str
@@ -42,9 +49,17 @@ class DlqRecord(Message):
     mqtt_topic: str | None = None
     reason: RejectReason
     detail: Annotated[str, Field(description="precise, human-readable explanation")]
-    payload_b64: Annotated[str, Field(description="the raw payload bytes, base64")]
-    payload_size: Annotated[int, Field(ge=0)]
+    payload_b64: Annotated[str, Field(
+        description="the raw payload bytes (at most the first 256 KiB), base64")]
+    payload_size: Annotated[int, Field(ge=0, description="size of the whole payload")]
+    payload_sha256: Annotated[str | None, Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the whole payload, hex")] = None
 
     @property
     def payload(self) -> bytes:
+        """The kept bytes: the whole payload unless ``truncated``."""
         return base64.b64decode(self.payload_b64)
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.payload) < self.payload_size

@@ -38,7 +38,10 @@ def _imo_number(value: str) -> str:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:30+01:00 is before year 1 in UTC
+        raise ValueError(f"{value.isoformat()} is outside the range of UTC timestamps") from None
 
 
 ContainerNumber = Annotated[str, AfterValidator(_container_number)]

@@ -9,11 +9,12 @@ local stack that ``smartport stack up`` starts.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -134,7 +135,15 @@ class Settings(BaseSettings):
     anchor_topics: tuple[str, ...] = Field(
         ("telemetry.v1",), description="topics the anchorer batches (alerts, declarations too)")
     batches: BatchSettings = BatchSettings()
-    max_payload_bytes: int = Field(64 * 1024, ge=256, description="larger MQTT payloads go to DLQ")
+    max_payload_bytes: int = Field(
+        64 * 1024, ge=256, le=256 * 1024,
+        description="larger MQTT payloads go to the DLQ (at most 256 KiB: a reading's Kafka "
+        "record must stay within Kafka's 1 MiB)")
+    ts_not_before: AwareDatetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC), description="readings stamped earlier go to the DLQ")
+    ts_max_ahead_s: float = Field(
+        600.0, ge=0, description="readings stamped further ahead of the gateway's clock go to "
+        "the DLQ; old readings are kept (trackers upload what they buffered at sea)")
 
     @property
     def resolved_clickhouse_url(self) -> str:

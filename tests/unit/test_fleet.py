@@ -11,7 +11,7 @@ from itertools import islice
 import pytest
 
 from ingest.fleet import ANOMALY_SPAN, Fleet, FleetConfig
-from ingest.validation import Accepted, Rejected, classify
+from ingest.validation import Accepted, Limits, Rejected, classify
 from schemas import DeclarationStatus, Rule
 from schemas.declaration import RELEASED_STATUSES
 
@@ -35,7 +35,7 @@ def test_valid_messages_are_accepted_and_invalid_ones_rejected() -> None:
     _, messages = _take(3000, seed=3, anomaly_rate=0.05, invalid_rate=0.05)
     kinds: Counter[str | None] = Counter()
     for message in messages:
-        outcome = classify(message.topic, message.payload, 65_536)
+        outcome = classify(message.topic, message.payload, Limits())
         if message.valid:
             assert isinstance(outcome, Accepted), (message, outcome)
         else:

@@ -222,7 +222,7 @@ def test_simulator_ground_truth_precision_and_recall() -> None:
     from itertools import islice
 
     from ingest.fleet import Fleet, FleetConfig
-    from ingest.validation import Accepted, classify
+    from ingest.validation import Accepted, Limits, classify
 
     fleet = Fleet(FleetConfig(devices=120, seed=21, anomaly_rate=0.01, invalid_rate=0.01,
                               start=T0))
@@ -232,7 +232,7 @@ def test_simulator_ground_truth_precision_and_recall() -> None:
     for offset, message in enumerate(islice(fleet.messages(), 30_000)):
         if message.truth:
             truth.add((message.truth[0], message.truth[1]))
-        outcome = classify(message.topic, message.payload, 65_536)
+        outcome = classify(message.topic, message.payload, Limits())
         if not isinstance(outcome, Accepted):
             continue
         reading = outcome.reading

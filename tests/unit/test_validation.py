@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.records import dlq_value, envelope_value
-from ingest.validation import Accepted, Rejected, classify
+from ingest.validation import Accepted, Limits, Rejected, classify
 from schemas import DlqRecord, GatewayEnvelope, RejectReason
 from tests.helpers import container_reading, crane_reading, rtg_reading
 
-LIMIT = 65_536
+LIMIT = Limits(max_payload_bytes=65_536)
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
 
@@ -44,7 +44,8 @@ def test_accepted_and_keyed(topic: str, payload: bytes, key: bytes) -> None:
 @pytest.mark.parametrize(
     ("topic", "payload", "reason", "detail"),
     [
-        ("port/CNSHK/crane/qc-01/telemetry", b"x" * (LIMIT + 1), RejectReason.OVERSIZED,
+        ("port/CNSHK/crane/qc-01/telemetry", b"x" * (LIMIT.max_payload_bytes + 1),
+         RejectReason.OVERSIZED,
          "payload is 65537 bytes, the limit is 65536"),
         ("port/CNSHK/crane/qc-01/status", _bytes(crane_reading()), RejectReason.BAD_TOPIC,
          "is not port/<locode>/<kind>/<device_id>/telemetry"),
@@ -118,10 +119,96 @@ payload_strategy = st.one_of(
 @settings(max_examples=400)
 @given(topics_strategy, payload_strategy)
 def test_classify_never_raises(topic: str, payload: bytes) -> None:
-    outcome = classify(topic, payload, 256)
+    outcome = classify(topic, payload, Limits(max_payload_bytes=256))
     assert isinstance(outcome, Accepted | Rejected)
     if isinstance(outcome, Rejected):
         assert outcome.detail
         # The DLQ record of anything can be built and keeps the bytes exactly.
         value = dlq_value(outcome, payload, gateway_id="gw", received_at=NOW)
         assert DlqRecord.model_validate_json(value).payload == payload
+
+
+# -- hostile input: each must be rejected with a reason, never raise ---------------------------
+
+CRANE_TOPIC = "port/CNSHK/crane/qc-01/telemetry"
+
+
+def _with_ts(ts: str) -> bytes:
+    return _bytes(crane_reading(ts=ts))
+
+
+def _with_raw(field: str, raw: bytes) -> bytes:
+    """A crane reading whose ``field`` is written as ``raw`` JSON text."""
+    rest = _bytes({k: v for k, v in crane_reading().items() if k != field})
+    return rest[:-1] + b', "' + field.encode() + b'": ' + raw + b"}"
+
+
+HOSTILE = {
+    "deep-arrays": (b"[" * 20_000, RejectReason.NOT_JSON, "nested"),
+    "deep-objects": (b'{"a":' * 12_000, RejectReason.NOT_JSON, "nested"),
+    "deep-but-balanced": (b"[" * 5_000 + b"]" * 5_000, RejectReason.NOT_JSON, "nested"),
+    "thousands-of-digits": (_with_raw("tier", b"9" * 5_000), RejectReason.NOT_JSON, "digits"),
+    "float-overflow": (_with_raw("load_kg", b"1e999"), RejectReason.SCHEMA, "load_kg"),
+    "negative-zero-seq": (_with_raw("seq", b"-0.0"), RejectReason.SCHEMA, "seq"),
+    "raw-nul-in-a-string": (b'{"kind": "cr\x00ane"}', RejectReason.NOT_JSON, "control character"),
+    "escaped-nul-in-an-id": (_bytes(crane_reading(device_id="qc-01\x00")), RejectReason.SCHEMA,
+                             "device_id"),
+    "invalid-utf8-in-a-string": (b'{"kind": "crane", "device_id": "qc-\xff"}',
+                                 RejectReason.NOT_UTF8, "UTF-8"),
+    "year-1-with-offset": (_with_ts("0001-01-01T00:30:00+01:00"), RejectReason.SCHEMA, "ts"),
+    "year-9999-with-negative-offset": (_with_ts("9999-12-31T23:30:00-01:00"),
+                                       RejectReason.SCHEMA, "ts"),
+    "before-2000": (_with_ts("1999-12-31T23:59:59Z"), RejectReason.SCHEMA,
+                    "ts: 1999-12-31T23:59:59+00:00 is before 2000-01-01T00:00:00+00:00"),
+    "far-future": (_with_ts("2026-11-24T02:11:00Z"), RejectReason.SCHEMA,
+                   "ts: 2026-11-24T02:11:00+00:00 is more than 600 s ahead"),
+    "duplicate-device-id": (_bytes(crane_reading())[:-1] + b', "device_id": "qc-01"}',
+                            RejectReason.SCHEMA, "duplicate key 'device_id'"),
+    "duplicate-key-last-wins-elsewhere": (_bytes(crane_reading())[:-1] + b', "seq": 2}',
+                                          RejectReason.SCHEMA, "duplicate key 'seq'"),
+}
+
+
+@pytest.mark.parametrize(("payload", "reason", "detail"), list(HOSTILE.values()),
+                         ids=list(HOSTILE))
+def test_hostile_payloads_are_rejected_not_raised(payload: bytes, reason: RejectReason,
+                                                  detail: str) -> None:
+    outcome = classify(CRANE_TOPIC, payload, LIMIT, now=NOW)
+    assert isinstance(outcome, Rejected), outcome
+    assert outcome.reason is reason, outcome.detail
+    assert detail in outcome.detail
+
+
+@pytest.mark.parametrize("ts", ["2000-01-01T00:00:00Z", "2026-11-01T00:00:00Z",
+                                "2026-11-24T02:09:59Z", "2026-11-24T10:09:00+08:00"],
+                         ids=["first-accepted-instant", "weeks-old-buffered-at-sea",
+                              "just-inside-the-future-window", "future-window-in-another-zone"])
+def test_plausible_timestamps_are_accepted(ts: str) -> None:
+    assert isinstance(classify(CRANE_TOPIC, _with_ts(ts), LIMIT, now=NOW), Accepted)
+
+
+def test_the_timestamp_window_is_configurable() -> None:
+    wide = Limits(max_payload_bytes=65_536, not_before=datetime(1990, 1, 1, tzinfo=UTC),
+                  max_ahead_s=3600)
+    assert isinstance(classify(CRANE_TOPIC, _with_ts("1999-12-31T23:59:59Z"), wide, now=NOW),
+                      Accepted)
+    assert isinstance(classify(CRANE_TOPIC, _with_ts("2026-11-24T02:11:00Z"), wide, now=NOW),
+                      Accepted)
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_535, 65_536, 65_537, 1_048_575, 1_048_576, 3_000_000])
+def test_the_dlq_record_of_any_payload_fits_kafka(size: int) -> None:
+    """Kafka's default limit is 1 MiB a record; a DLQ record keeps a bounded prefix of the raw
+    bytes with the full size and SHA-256, so the original can still be matched."""
+    import hashlib
+
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    rejected = classify(CRANE_TOPIC, payload, LIMIT, now=NOW)
+    assert isinstance(rejected, Rejected)
+    value = dlq_value(rejected, payload, gateway_id="gw-1", received_at=NOW)
+    assert len(value) < 1_000_000
+    record = DlqRecord.model_validate_json(value)
+    assert record.payload_size == size
+    assert record.payload_sha256 == hashlib.sha256(payload).hexdigest()
+    assert payload.startswith(record.payload)
+    assert record.truncated == (len(record.payload) < size)
