@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -45,7 +46,7 @@ RESULTS = Path(__file__).with_name("results")
 
 
 def messages(count: int, seed: int) -> list[tuple[str, bytes, str, int]]:
-    fleet = Fleet(FleetConfig(devices=500, seed=seed))
+    fleet = Fleet(FleetConfig(devices=500, seed=seed, step=timedelta(milliseconds=1)))
     return [(m.topic, m.payload, m.device_id, m.seq or 0)
             for m in islice(fleet.messages(), count)]
 

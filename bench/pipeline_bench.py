@@ -46,7 +46,7 @@ from deploy.process import read_pid
 from deploy.reconcile import stored_readings
 from deploy.services import Kafka, Mosquitto
 from ingest import declarations
-from ingest.fleet import Fleet, FleetConfig, SimMessage
+from ingest.fleet import Fleet, FleetConfig, SimMessage, step_for_rate
 from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
 from smartport.kafka import consumer_config, high_watermarks, read_range
@@ -146,8 +146,8 @@ class LoadResult:
 def run_load(settings: Settings, rate: float, duration: float, publishers: int,
              work: Path) -> LoadResult:
     result = LoadResult(offered_per_s=rate)
-    fleet = Fleet(FleetConfig(devices=2000, seed=int(rate), anomaly_rate=0.002,
-                              invalid_rate=0.002))
+    fleet = Fleet(FleetConfig(devices=2000, seed=int(rate), step=step_for_rate(rate),
+                              anomaly_rate=0.002, invalid_rate=0.002))
     messages = scenario_messages(fleet, int(rate * duration))
     write_declarations(fleet, work / "declarations.jsonl")
     run_id = f"bench-{uuid.uuid4().hex[:8]}"

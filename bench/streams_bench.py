@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -130,7 +131,8 @@ def main() -> None:
     admin = AdminClient(settings.kafka.client_config())
     for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
         future.result()
-    fleet = Fleet(FleetConfig(devices=500, seed=3, anomaly_rate=0.01))
+    fleet = Fleet(FleetConfig(devices=500, seed=3, anomaly_rate=0.01,
+                              step=timedelta(milliseconds=1)))  # behind the wall clock
     produce(settings, names[1], [(d.container_no.encode(), encode(d))
                                  for d in fleet.declarations])
     events = envelopes(fleet, args.events)

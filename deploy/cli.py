@@ -206,12 +206,13 @@ def simulate(
     import json
 
     from ingest import simulate as simulation
-    from ingest.fleet import Fleet, FleetConfig
+    from ingest.fleet import Fleet, FleetConfig, step_for_rate
 
     if duration is None and count is None:
         raise ConfigError("give --duration SECONDS or --count MESSAGES (or both)")
     settings = state.settings()
-    fleet = Fleet(FleetConfig(devices=devices, seed=seed, anomaly_rate=anomaly_rate,
+    fleet = Fleet(FleetConfig(devices=devices, seed=seed, step=step_for_rate(rate),
+                              anomaly_rate=anomaly_rate,
                               invalid_rate=invalid_rate,
                               max_payload_bytes=settings.max_payload_bytes))
     if declarations_out:

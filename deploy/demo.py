@@ -32,7 +32,7 @@ from deploy.pipeline import Pipeline
 from deploy.reconcile import Reconciliation
 from ingest import declarations
 from ingest import simulate as simulation
-from ingest.fleet import Fleet, FleetConfig
+from ingest.fleet import Fleet, FleetConfig, step_for_rate
 from schemas import topics
 from schemas.clickhouse import ANALYST_QUERIES
 from smartport import kafka
@@ -61,7 +61,8 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
     run_id = uuid.uuid4().hex[:8]
     work = settings.state_dir / "demo" / run_id
     work.mkdir(parents=True, exist_ok=True)
-    fleet = Fleet(FleetConfig(devices=devices, seed=seed, anomaly_rate=0.01, invalid_rate=0.005,
+    fleet = Fleet(FleetConfig(devices=devices, seed=seed, step=step_for_rate(rate),
+                              anomaly_rate=0.01, invalid_rate=0.005,
                               max_payload_bytes=settings.max_payload_bytes))
     report = Reconciliation(
         store="chDB" if settings.resolved_clickhouse_url.startswith("chdb://") else "server",

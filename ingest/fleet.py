@@ -25,6 +25,18 @@ TERMINAL_LAT, TERMINAL_LON = 22.4800, 113.9000  # Shekou container terminal, rou
 # Event-time span of injected reefer excursions and undeclared-container sightings: longer than
 # the streams' default grace periods, so each injected anomaly must raise exactly one alert.
 ANOMALY_SPAN = timedelta(minutes=15)
+# Event time starts this far behind the wall clock and must stay behind it: gateways reject
+# readings stamped more than a few minutes ahead. An anomaly burst reaches ANOMALY_SPAN ahead of
+# the fleet's clock, and a run publishing at a rate advances that clock no faster than the wall
+# clock when its step is ``step_for_rate(rate)``.
+EVENT_TIME_LAG = timedelta(hours=1)
+DEFAULT_STEP = timedelta(milliseconds=100)
+
+
+def step_for_rate(rate: float) -> timedelta:
+    """Event time between two messages published at ``rate`` per second (0 = as fast as
+    possible: the default step, fine for runs of up to ~25,000 messages)."""
+    return timedelta(seconds=1 / rate) if rate > 0 else DEFAULT_STEP
 ANOMALY_STEPS = 4
 WEIGHT_ERROR = 0.25  # injected weight mismatches are 25 % off (always > 5 % and > 500 kg)
 INVALID_KINDS = ("not_json", "schema", "bad_container", "spoofed_topic", "oversized")
@@ -43,8 +55,9 @@ class FleetConfig:
     anomaly_rate: float = 0.0
     invalid_rate: float = 0.0
     port: str = "CNSHK"
-    start: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
-    step: timedelta = timedelta(milliseconds=100)  # event time between two messages
+    start: datetime = field(default_factory=lambda: (
+        datetime.now(UTC) - EVENT_TIME_LAG).replace(microsecond=0))
+    step: timedelta = DEFAULT_STEP  # event time between two messages
     max_payload_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:

@@ -19,6 +19,12 @@ _COMMIT_RETRIABLE = frozenset({
     KafkaError.NETWORK_EXCEPTION, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
     KafkaError._WAIT_COORD, KafkaError._ALL_BROKERS_DOWN,
 })
+# A broker restarting or a leader being elected: the same request succeeds a little later.
+_LEADER_MOVING = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION, KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+})
 # The group moved on: whoever owns the partitions now re-reads from the last commit.
 _COMMIT_SUPERSEDED = frozenset({
     KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
@@ -79,13 +85,29 @@ def produce(producer: Producer, topic: str, key: bytes, value: bytes, **kwargs: 
             return
 
 
-def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    """The next offset of every partition of ``topic`` (where a reader starting now begins)."""
+def high_watermarks(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """The next offset of every partition of ``topic`` (where a reader starting now begins).
+
+    Right after a broker restart partitions have no leader for a moment: retriable errors are
+    retried for up to ``timeout`` seconds.
+    """
     consumer = Consumer(consumer_config(kafka, "smartport-watermarks"))
+    deadline = time.monotonic() + timeout
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions}
+        while True:
+            try:
+                partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                          timeout=10)[1]
+                        for p in partitions}
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                retriable = error.retriable() or error.code() in _LEADER_MOVING
+                if not retriable or time.monotonic() > deadline:
+                    raise
+                log.warning("watermarks not available yet; retrying",
+                            extra={"topic": topic, "error": error.str()})
+                time.sleep(0.5)
     finally:
         consumer.close()
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from schemas import RejectReason
 
 VECTORS = Path(__file__).with_name("vectors")
 
@@ -109,3 +112,53 @@ def edit_second_root(lines: list[str]) -> list[str]:
     entry = json.loads(lines[1])
     entry["root"] = "00" * 32
     return [lines[0], json.dumps(entry), *lines[2:]]
+
+
+def _crane(**overrides: Any) -> bytes:
+    return json.dumps(crane_reading(**overrides)).encode()
+
+
+def _crane_with_raw(field: str, raw: bytes) -> bytes:
+    """A crane reading whose ``field`` is written as ``raw`` JSON text."""
+    rest = json.dumps({k: v for k, v in crane_reading().items() if k != field}).encode()
+    return rest[:-1] + b', "' + field.encode() + b'": ' + raw + b"}"
+
+
+def hostile_payloads(now: datetime) -> dict[str, tuple[bytes, RejectReason, str]]:
+    """Adversarial payloads for device qc-01 (topic port/CNSHK/crane/qc-01/telemetry), each
+    with the reason and a piece of the detail the gateway must reject it with, given that its
+    clock reads ``now`` and it runs with the default limits."""
+    future = (now + timedelta(minutes=11)).replace(microsecond=0)
+    return {
+        "deep-arrays": (b"[" * 20_000, RejectReason.NOT_JSON, "nested"),
+        "deep-objects": (b'{"a":' * 12_000, RejectReason.NOT_JSON, "nested"),
+        "deep-but-balanced": (b"[" * 5_000 + b"]" * 5_000, RejectReason.NOT_JSON, "nested"),
+        "thousands-of-digits": (_crane_with_raw("tier", b"9" * 5_000), RejectReason.NOT_JSON,
+                                "digits"),
+        "float-overflow": (_crane_with_raw("load_kg", b"1e999"), RejectReason.SCHEMA,
+                           "load_kg"),
+        "float-seq": (_crane_with_raw("seq", b"-0.0"), RejectReason.SCHEMA, "seq"),
+        "raw-nul-in-a-string": (b'{"kind": "cr\x00ane"}', RejectReason.NOT_JSON,
+                                "control character"),
+        "escaped-nul-in-an-id": (_crane(device_id="qc-01\x00"), RejectReason.SCHEMA,
+                                 "device_id"),
+        "invalid-utf8-in-a-string": (b'{"kind": "crane", "device_id": "qc-\xff"}',
+                                     RejectReason.NOT_UTF8, "UTF-8"),
+        "year-1-with-offset": (_crane(ts="0001-01-01T00:30:00+01:00"), RejectReason.SCHEMA,
+                               "ts"),
+        "year-9999-with-negative-offset": (_crane(ts="9999-12-31T23:30:00-01:00"),
+                                           RejectReason.SCHEMA, "ts"),
+        "before-2000": (_crane(ts="1999-12-31T23:59:59Z"), RejectReason.SCHEMA,
+                        "ts: 1999-12-31T23:59:59+00:00 is before 2000-01-01T00:00:00+00:00"),
+        "far-future": (_crane(ts=future.isoformat()), RejectReason.SCHEMA,
+                       f"ts: {future.isoformat()} is more than 600 s ahead"),
+        "duplicate-device-id": (_crane()[:-1] + b', "device_id": "qc-01"}', RejectReason.SCHEMA,
+                                "duplicate key 'device_id'"),
+        "duplicate-seq": (_crane()[:-1] + b', "seq": 2}', RejectReason.SCHEMA,
+                          "duplicate key 'seq'"),
+        "one-byte-over-the-limit": (_crane()[:-1] + b', "pad": "'
+                                    + b"x" * (65_537 - len(_crane()) - 10) + b'"}',
+                                    RejectReason.OVERSIZED, "the limit is 65536"),
+        "just-under-the-broker-packet-limit": (b"x" * 1_048_000, RejectReason.OVERSIZED,
+                                               "payload is 1048000 bytes"),
+    }

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ingest.records import dlq_value, envelope_value
 from ingest.validation import Accepted, Limits, Rejected, classify
 from schemas import DlqRecord, GatewayEnvelope, RejectReason
-from tests.helpers import container_reading, crane_reading, rtg_reading
+from tests.helpers import container_reading, crane_reading, hostile_payloads, rtg_reading
 
 LIMIT = Limits(max_payload_bytes=65_536)
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -131,42 +131,11 @@ def test_classify_never_raises(topic: str, payload: bytes) -> None:
 # -- hostile input: each must be rejected with a reason, never raise ---------------------------
 
 CRANE_TOPIC = "port/CNSHK/crane/qc-01/telemetry"
+HOSTILE = hostile_payloads(NOW)
 
 
 def _with_ts(ts: str) -> bytes:
     return _bytes(crane_reading(ts=ts))
-
-
-def _with_raw(field: str, raw: bytes) -> bytes:
-    """A crane reading whose ``field`` is written as ``raw`` JSON text."""
-    rest = _bytes({k: v for k, v in crane_reading().items() if k != field})
-    return rest[:-1] + b', "' + field.encode() + b'": ' + raw + b"}"
-
-
-HOSTILE = {
-    "deep-arrays": (b"[" * 20_000, RejectReason.NOT_JSON, "nested"),
-    "deep-objects": (b'{"a":' * 12_000, RejectReason.NOT_JSON, "nested"),
-    "deep-but-balanced": (b"[" * 5_000 + b"]" * 5_000, RejectReason.NOT_JSON, "nested"),
-    "thousands-of-digits": (_with_raw("tier", b"9" * 5_000), RejectReason.NOT_JSON, "digits"),
-    "float-overflow": (_with_raw("load_kg", b"1e999"), RejectReason.SCHEMA, "load_kg"),
-    "negative-zero-seq": (_with_raw("seq", b"-0.0"), RejectReason.SCHEMA, "seq"),
-    "raw-nul-in-a-string": (b'{"kind": "cr\x00ane"}', RejectReason.NOT_JSON, "control character"),
-    "escaped-nul-in-an-id": (_bytes(crane_reading(device_id="qc-01\x00")), RejectReason.SCHEMA,
-                             "device_id"),
-    "invalid-utf8-in-a-string": (b'{"kind": "crane", "device_id": "qc-\xff"}',
-                                 RejectReason.NOT_UTF8, "UTF-8"),
-    "year-1-with-offset": (_with_ts("0001-01-01T00:30:00+01:00"), RejectReason.SCHEMA, "ts"),
-    "year-9999-with-negative-offset": (_with_ts("9999-12-31T23:30:00-01:00"),
-                                       RejectReason.SCHEMA, "ts"),
-    "before-2000": (_with_ts("1999-12-31T23:59:59Z"), RejectReason.SCHEMA,
-                    "ts: 1999-12-31T23:59:59+00:00 is before 2000-01-01T00:00:00+00:00"),
-    "far-future": (_with_ts("2026-11-24T02:11:00Z"), RejectReason.SCHEMA,
-                   "ts: 2026-11-24T02:11:00+00:00 is more than 600 s ahead"),
-    "duplicate-device-id": (_bytes(crane_reading())[:-1] + b', "device_id": "qc-01"}',
-                            RejectReason.SCHEMA, "duplicate key 'device_id'"),
-    "duplicate-key-last-wins-elsewhere": (_bytes(crane_reading())[:-1] + b', "seq": 2}',
-                                          RejectReason.SCHEMA, "duplicate key 'seq'"),
-}
 
 
 @pytest.mark.parametrize(("payload", "reason", "detail"), list(HOSTILE.values()),
