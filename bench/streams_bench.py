@@ -40,9 +40,10 @@ RESULTS = Path(__file__).with_name("results")
 def worker_main(app_id: str, names: list[str]) -> None:
     from streams.app import create_app, run_worker
 
-    app = create_app(Settings(), Thresholds(), app_id=app_id,
+    settings = Settings()
+    app = create_app(settings, Thresholds(), app_id=app_id,
                      topic_names=(names[0], names[1], names[2]))
-    run_worker(app, "warning")
+    run_worker(app, settings, "warning")
 
 
 def envelopes(fleet: Fleet, count: int) -> list[tuple[bytes, bytes]]:

@@ -369,7 +369,8 @@ def streams(
         raise ConfigError(f"--offset-reset {offset_reset!r}: use earliest or latest")
     settings = state.settings()
     run_worker(create_app(settings, load_thresholds(rules), app_id=app_id, store=store,
-                          offset_reset=offset_reset, web_port=web_port or None), log_level)
+                          offset_reset=offset_reset, web_port=web_port or None),
+               settings, log_level)
 
 
 @app.command("sink")

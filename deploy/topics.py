@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from schemas import topics
-from smartport.errors import StackError
+from smartport import kafka as kafka_topics
 from smartport.settings import KafkaSettings
 
 
@@ -16,40 +16,11 @@ def topic_configs(topic: str) -> dict[str, str]:
     return {}
 
 
-def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
-    """Create the missing project topics; returns those created.
-
-    An existing topic with another partition count is an error: telemetry and declarations
-    must stay co-partitioned, and faust refuses mismatched tables.
-    """
-    admin = AdminClient({**kafka.client_config(), "log_level": 0})
-    existing = admin.list_topics(timeout=timeout).topics
-    for name in topics.KAFKA_TOPICS:
-        if name in existing and len(existing[name].partitions) != kafka.partitions:
-            have = len(existing[name].partitions)
-            raise StackError(
-                f"topic {name} has {have} partitions, settings want {kafka.partitions}: set "
-                f"SMARTPORT_KAFKA__PARTITIONS={have}, or delete the topic and run again"
-            )
-    wanted = [
-        NewTopic(
-            name,
-            num_partitions=kafka.partitions,
-            replication_factor=kafka.replication_factor,
-            config=topic_configs(name),
-        )
-        for name in topics.KAFKA_TOPICS
-        if name not in existing
-    ]
-    if not wanted:
-        return []
-    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another process won the race
-                raise StackError(f"creating Kafka topic {name} failed: {exc}") from exc
-    return [topic.topic for topic in wanted]
+def ensure_topics(kafka: KafkaSettings, timeout: float = 60.0) -> list[str]:
+    """Create the missing project topics and wait until they have leaders; returns those
+    created. An existing topic with another partition count is an error."""
+    return kafka_topics.ensure_topics(
+        kafka, {name: topic_configs(name) for name in topics.KAFKA_TOPICS}, timeout)
 
 
 def delete_app_topics(kafka: KafkaSettings, app_id: str, timeout: float = 30.0) -> list[str]:

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
+from smartport.errors import StackError
 from smartport.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -180,3 +182,53 @@ def commit_offsets(consumer: Consumer, offsets: dict[tuple[str, int], int],
             log.warning("offset commit failed; retrying", extra={"error": error.str()})
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+
+def ensure_topics(kafka: KafkaSettings, configs: dict[str, dict[str, str]],
+                  timeout: float = 60.0) -> list[str]:
+    """Create the missing topics of ``configs`` (name → topic config) with the settings'
+    partition count and replication, and return once the cluster's metadata shows every one
+    of them with a leader for each partition. Returns the topics created.
+
+    An existing topic with another partition count is an error: co-partitioned topics and
+    faust's tables need the same count. A cluster still electing its controller, or another
+    process creating the same topic, is waited out.
+    """
+    admin = AdminClient({**kafka.client_config(), "log_level": 0})
+    deadline = time.monotonic() + timeout
+    created: list[str] = []
+    while True:
+        existing = admin.list_topics(timeout=timeout).topics
+        for name in configs:
+            if name in existing and existing[name].error is None and (
+                    len(existing[name].partitions) not in (0, kafka.partitions)):
+                have = len(existing[name].partitions)
+                raise StackError(
+                    f"topic {name} has {have} partitions, settings want {kafka.partitions}: set "
+                    f"SMARTPORT_KAFKA__PARTITIONS={have}, or delete the topic and run again")
+        missing = [name for name in configs if name not in existing]
+        ready = [name for name in configs if name in existing
+                 and len(existing[name].partitions) == kafka.partitions
+                 and all(p.leader >= 0 for p in existing[name].partitions.values())]
+        if len(ready) == len(configs):
+            return created
+        if time.monotonic() > deadline:
+            raise StackError(f"Kafka topics {sorted(set(configs) - set(ready))} are not ready "
+                             f"after {timeout:.0f} s: is the cluster up? (`smartport stack "
+                             "status`)")
+        wanted = [NewTopic(name, num_partitions=kafka.partitions,
+                           replication_factor=kafka.replication_factor, config=configs[name])
+                  for name in missing]
+        for name, future in (admin.create_topics(wanted, request_timeout=timeout).items()
+                             if wanted else ()):
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                # Another process won the race, or the controller is not elected yet.
+                if error.code() != KafkaError.TOPIC_ALREADY_EXISTS and not error.retriable():
+                    raise StackError(f"creating Kafka topic {name} failed: {exc}") from exc
+                log.info("topic not created yet; retrying", extra={"topic": name,
+                                                                    "error": error.str()})
+        time.sleep(0.5)

@@ -7,6 +7,11 @@ table. Alert events go to customs.alerts.v1 (keyed by container number) and to M
 ``port/<locode>/alerts/<severity>/<container>`` (QoS 1). Processing is at-least-once: after a
 crash the readings since the last commit are replayed, the state table's dedup set skips the
 ones already applied, and re-sent alert events carry the same (alert_id, version).
+
+The worker works or exits: its tables' changelog topics are created (with the app's partition
+count) before faust starts, so no agent meets a changelog missing from the metadata; and an agent
+that crashes ends the worker with a non-zero exit (faust's default supervisor restarts a failing
+agent forever while the process looks healthy), for a supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from faust.types import StreamT
 from pydantic import ValidationError
 
 from schemas import Declaration, Evidence, GatewayEnvelope, encode, topics
+from schemas.base import describe_validation_error
 from schemas.topics import mqtt_alert_topic
+from smartport.errors import StackError
+from smartport.kafka import ensure_topics
 from smartport.mqtt import new_client
 from smartport.settings import MqttSettings, Settings
 from streams.rules.engine import evaluate
@@ -31,6 +39,8 @@ from streams.rules.thresholds import Thresholds
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 APP_ID = "smartport-streams"
+DECLARATIONS_TABLE = "declarations"
+STATE_TABLE = "container-state"
 READY = "Worker]: Ready"  # what faust logs once the worker started its agents and tables
 
 
@@ -102,24 +112,36 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
         value_serializer="raw",
         datadir=str(datadir),
         consumer_auto_offset_reset=offset_reset,  # where a new app id starts reading
+        agent_supervisor=mode.CrashingSupervisor,  # a crashed agent ends the worker
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
     telemetry_name, declarations_name, alerts_name = topic_names
     telemetry = app.topic(telemetry_name, **raw)
     declarations = app.topic(declarations_name, **raw)
     alerts = app.topic(alerts_name, **raw)
-    declaration_table = app.Table("declarations", **raw)
-    state_table = app.Table("container-state", **raw)
+    declaration_table = app.Table(DECLARATIONS_TABLE, **raw)
+    state_table = app.Table(STATE_TABLE, **raw)
     officers = AlertPublisher(settings.mqtt, f"{app_id}-alerts")
     app.add_dependency(officers)  # started and stopped with the app (the worker)
 
-    @app.agent(declarations, concurrency=1)
-    async def keep_declarations(stream: StreamT[bytes]) -> None:
-        async for key, value in stream.items():
-            declaration_table[key] = value
-
     states = _Parsed(state_table, ContainerState.model_validate_json)
     current_declarations = _Parsed(declaration_table, Declaration.model_validate_json)
+
+    @app.agent(declarations, concurrency=1)
+    async def keep_declarations(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key, value = event.key, event.value
+            if value is None:  # a tombstone: the declaration was withdrawn
+                declaration_table.pop(key, None)
+                continue
+            try:  # anyone who may write the topic could otherwise poison every later reading
+                declaration = Declaration.model_validate_json(value)
+            except ValidationError as exc:
+                log.warning("skipping a declarations.v1 record that is not a declaration "
+                            "(partition %s, offset %s): %s", event.message.partition,
+                            event.message.offset, describe_validation_error(exc))
+                continue
+            current_declarations.put(key, declaration, value)
 
     @app.agent(telemetry, concurrency=1)
     async def cross_validate(stream: StreamT[bytes]) -> None:
@@ -150,7 +172,28 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     return app
 
 
-def run_worker(app: faust.App, log_level: str = "info") -> None:
-    """Run one worker until SIGTERM/SIGINT (faust handles the signals)."""
+def changelog_topics(app_id: str) -> dict[str, dict[str, str]]:
+    """The changelog topic of each table (faust names it ``<app id>-<table>-changelog``)."""
+    return {f"{app_id}-{table}-changelog": {"cleanup.policy": "compact"}
+            for table in (DECLARATIONS_TABLE, STATE_TABLE)}
+
+
+class WorkerCrashed(StackError):
+    """An agent of the worker crashed; the worker stopped so that it is restarted."""
+
+
+def run_worker(app: faust.App, settings: Settings, log_level: str = "info") -> None:
+    """Run one worker until SIGTERM/SIGINT (faust handles the signals). Raises WorkerCrashed
+    when an agent crashed (faust itself would exit 0)."""
+    ensure_topics(settings.kafka, changelog_topics(app.conf.id))
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if app.crash_reason is None:
+            raise
+        crashed: BaseException = app.crash_reason
+    except BaseException as exc:  # mode re-raises the crash (or what it cancelled) on the way out
+        crashed = app.crash_reason or exc
+    raise WorkerCrashed(f"the streams worker stopped: an agent crashed with {crashed!r} "
+                        "(its traceback is in the log above)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,14 +12,18 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.pipeline import PipelineProcess, streams_worker
+from deploy.topics import delete_app_topics
 from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig
 from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
+from tests.helpers import crane_reading
 from tests.stack.pipeline import GatewayProcess, unique, wait_for
 
 
@@ -120,6 +126,10 @@ def test_a_released_hold_stops_the_hold_alerts(stack: Settings, worker: Pipeline
                 if a.rule.value == "hold_violation"]
 
     try:
+        # A record that is not a declaration, first: the worker skips it and carries on.
+        producer = Producer(stack.kafka.client_config())
+        producer.produce(topics.DECLARATIONS, key=container.encode(), value=b"not a declaration")
+        assert producer.flush(30) == 0
         path.write_text(encode_json(declaration(container_no=container, status="held")).decode())
         declarations.load(stack, path)
         time.sleep(2)
@@ -134,6 +144,7 @@ def test_a_released_hold_stops_the_hold_alerts(stack: Settings, worker: Pipeline
         lift(4)
         wait_for(lambda: ("cleared", 3) in events(), 60, "the hold alert to clear")
         time.sleep(3)  # room for a wrong alert to show up
+        assert worker.running
     finally:
         publisher.close(4)
         gateway.stop()
@@ -147,3 +158,40 @@ def uuid_hex() -> str:
 
 def encode_json(value: object) -> bytes:
     return json.dumps(value).encode()
+
+
+def test_a_crashing_agent_ends_the_worker(stack: Settings) -> None:
+    """faust's own supervisor restarts a crashing agent forever while the process looks
+    healthy (203 restarts in one run); ours exits non-zero for its supervisor to restart it.
+    The crash here: the rule engine raising (a bug) on the first reading."""
+    scratch, app_id = unique("telemetry"), unique("streams-crash")
+    admin = AdminClient(stack.kafka.client_config())
+    admin.create_topics([NewTopic(scratch, num_partitions=stack.kafka.partitions,
+                                  replication_factor=stack.kafka.replication_factor)])[
+        scratch].result(30)
+    envelope = {"received_at": "2026-11-24T02:00:01Z", "gateway_id": "gw",
+                "mqtt_topic": "port/CNSHK/crane/qc-01/telemetry", "reading": crane_reading()}
+    producer = Producer(stack.kafka.client_config())
+    producer.produce(scratch, key=b"CSQU3054383", value=json.dumps(envelope).encode())
+    assert producer.flush(30) == 0
+    worker = (
+        "from smartport.settings import Settings\n"
+        "from streams import app as streams_app\n"
+        "from streams.rules.thresholds import Thresholds\n"
+        "def bug(*args, **kwargs):\n"
+        "    raise RuntimeError('a bug in a rule')\n"
+        "streams_app.evaluate = bug\n"
+        "settings = Settings()\n"
+        f"app = streams_app.create_app(settings, Thresholds(), app_id={app_id!r}, "
+        f"topic_names=({scratch!r}, {topics.DECLARATIONS!r}, {topics.ALERTS!r}))\n"
+        "streams_app.run_worker(app, settings)\n")
+    try:
+        finished = subprocess.run([sys.executable, "-c", worker], capture_output=True,
+                                  text=True, timeout=180, check=False)
+        assert finished.returncode != 0, finished.stderr[-2000:]
+        assert "the streams worker stopped: an agent crashed" in finished.stderr, (
+            finished.stderr[-2000:])
+        assert finished.stderr.count("a bug in a rule") < 10  # not restarted over and over
+    finally:
+        admin.delete_topics([scratch])
+        delete_app_topics(stack.kafka, app_id)
