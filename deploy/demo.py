@@ -93,6 +93,7 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
                 if injected is not None:
                     injected.result()
             report.published, report.valid = sim.published, sim.valid
+            report.unmatched = sim.unmatched
             report.invalid = sum(sim.invalid.values())
             report.truth = {(row["container_no"], row["rule"]) for row in map(
                 json.loads, (work / "truth.jsonl").read_text().splitlines())}
@@ -138,6 +139,8 @@ def render(report: Reconciliation, console: Console) -> None:
         table.add_row(stage, f"{count:,}", "" if expected is None else f"{expected:,}", ok)
 
     row("published over MQTT (QoS 1, acknowledged)", report.published, None)
+    if report.unmatched:
+        row("  re-sent after PUBACK 'no matching subscribers'", report.unmatched, None)
     row("valid readings → telemetry.v1 (distinct device_id, seq)", report.in_kafka, report.valid)
     row("  records incl. at-least-once duplicates", report.kafka_records, None)
     row("invalid payloads → telemetry.dlq.v1", report.in_dlq, report.invalid)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Reconciliation:
     published: int = 0
+    unmatched: int = 0  # PUBACKs "no matching subscribers": discarded by the broker, re-sent
     valid: int = 0
     invalid: int = 0
     in_kafka: int = 0  # distinct (device_id, seq) of this run in telemetry.v1

@@ -24,6 +24,9 @@ from smartport.mqtt import new_client
 from smartport.settings import MqttSettings
 
 _CONNECT_TIMEOUT_S = 10.0
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody will get it
+UNMATCHED_RETRY_S = 30.0  # long enough for a gateway to reconnect and subscribe again
+_RETRY_DELAY_S = 0.25
 
 
 @dataclass
@@ -31,6 +34,8 @@ class SimulationReport:
     published: int = 0
     acknowledged: int = 0
     refused: int = 0  # PUBACK with a failure reason code (e.g. not authorised)
+    unmatched: int = 0  # PUBACKs "no matching subscribers" (each message published again)
+    undelivered: int = 0  # messages that found no subscriber within UNMATCHED_RETRY_S
     valid: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     anomalies: Counter[str] = field(default_factory=Counter)
@@ -38,12 +43,20 @@ class SimulationReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"published": self.published, "acknowledged": self.acknowledged,
-                "refused": self.refused, "valid": self.valid, "invalid": dict(self.invalid),
+                "refused": self.refused, "unmatched": self.unmatched,
+                "undelivered": self.undelivered, "valid": self.valid, "invalid": dict(self.invalid),
                 "anomalies": dict(self.anomalies), "elapsed_s": round(self.elapsed_s, 3)}
 
 
 class MqttPublisher:
-    """QoS 1 publisher that counts PUBACKs, so callers know what the broker really took."""
+    """QoS 1 publisher that counts PUBACKs, so callers know what the broker really took.
+
+    A PUBACK with reason 0x10 "no matching subscribers" is not a delivery: the broker discarded
+    the message (Mosquitto does so while a gateway's shared subscription is gone after a broker
+    restart, and paho calls 0x10 a success). Such a message is published again until a
+    subscriber takes it, for up to ``UNMATCHED_RETRY_S``; each 0x10 is counted in ``unmatched``,
+    a message given up on in ``undelivered``.
+    """
 
     def __init__(self, settings: MqttSettings, client_id: str | None = None,
                  max_inflight: int = 1000) -> None:
@@ -54,6 +67,11 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self.acknowledged = 0
         self.refused = 0
+        self.unmatched = 0
+        self.undelivered = 0
+        self._pending: dict[int, tuple[str, bytes, float]] = {}  # mid → topic, payload, first
+        self._early: dict[int, ReasonCode] = {}  # PUBACKs that beat the bookkeeping
+        self._retries: list[tuple[float, str, bytes, float]] = []  # due, topic, payload, first
         self._connected = threading.Event()
         self._client.on_connect = lambda *args: self._connected.set()
         try:
@@ -68,20 +86,54 @@ class MqttPublisher:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties) -> None:
         with self._lock:
-            if reason.is_failure:
-                self.refused += 1
+            entry = self._pending.pop(mid, None)
+            if entry is None:
+                self._early[mid] = reason
             else:
-                self.acknowledged += 1
+                self._settle(reason, *entry)
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def _settle(self, reason: ReasonCode, topic: str, payload: bytes, first: float) -> None:
+        """Count one PUBACK (the caller holds the lock)."""
+        if reason.value == NO_MATCHING_SUBSCRIBERS:
+            self.unmatched += 1
+            now = time.monotonic()
+            if now - first < UNMATCHED_RETRY_S:
+                self._retries.append((now + _RETRY_DELAY_S, topic, payload, first))
+            else:
+                self.undelivered += 1
+        elif reason.is_failure:
+            self.refused += 1
+        else:
+            self.acknowledged += 1
+
+    def publish(self, topic: str, payload: bytes, first: float | None = None) -> None:
+        self._publish_due_retries()
         info = self._client.publish(topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise StackError(f"publishing to {topic} failed: {mqtt.error_string(info.rc)}")
+        entry = (topic, payload, time.monotonic() if first is None else first)
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._pending[info.mid] = entry
+            else:
+                self._settle(early, *entry)
+
+    def _publish_due_retries(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [r for r in self._retries if r[0] <= now]
+            self._retries = [r for r in self._retries if r[0] > now]
+        for _, topic, payload, first in due:
+            self.publish(topic, payload, first)
 
     def close(self, expected: int, timeout: float = 60.0) -> None:
-        """Wait until ``expected`` messages were acknowledged or refused, then disconnect."""
+        """Wait until ``expected`` messages were acknowledged, refused or given up on, then
+        disconnect."""
         deadline = time.monotonic() + timeout
-        while self.acknowledged + self.refused < expected and time.monotonic() < deadline:
+        while (self.acknowledged + self.refused + self.undelivered < expected
+               and time.monotonic() < deadline):
+            self._publish_due_retries()
             time.sleep(0.05)
         self._client.disconnect()
         self._client.loop_stop()
@@ -162,6 +214,7 @@ def run(
         if publisher is not None:
             publisher.close(report.published)
             report.acknowledged, report.refused = publisher.acknowledged, publisher.refused
+            report.unmatched, report.undelivered = publisher.unmatched, publisher.undelivered
         for handle in (sink, truth):
             if handle is not None:
                 handle.close()
@@ -169,6 +222,7 @@ def run(
     if publisher is not None and report.acknowledged + report.refused < report.published:
         raise StackError(
             f"the MQTT broker acknowledged only {report.acknowledged} of {report.published} "
-            "messages within 60 s; check the broker's log (`smartport stack status`)"
-        )
+            f"messages within 60 s ({report.undelivered} found no subscriber for "
+            f"{UNMATCHED_RETRY_S:.0f} s: is a gateway running?); check the broker's log "
+            "(`smartport stack status`)")
     return report
