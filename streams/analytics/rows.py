@@ -99,8 +99,12 @@ def to_row(topic: str, partition: int, offset: int, value: bytes | None,
         except (ValidationError, UnicodeDecodeError) as exc:
             reason = str(exc).splitlines()[0] if isinstance(exc, UnicodeDecodeError) else (
                 f"not a valid {table.name} message: {describe_validation_error(exc)}")
-    return ch.REJECTS, {
-        "rejected_at": now, "topic": topic, "kafka_partition": partition,
-        "kafka_offset": offset, "reason": reason,
-        "raw": (value or b"").decode("utf-8", errors="replace"),
-    }
+    return ch.REJECTS, reject_row(topic, partition, offset, value, reason=reason, now=now)
+
+
+def reject_row(topic: str, partition: int, offset: int, value: bytes | None, *, reason: str,
+               now: datetime) -> Row:
+    """A ``sink_rejects`` row: the record whole (as text), where it came from, and why."""
+    return {"rejected_at": now, "topic": topic, "kafka_partition": partition,
+            "kafka_offset": offset, "reason": reason,
+            "raw": (value or b"").decode("utf-8", errors="replace")}

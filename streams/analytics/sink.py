@@ -4,7 +4,10 @@ A consumer group over telemetry, alerts, declarations, anchors and the DLQ. Rows
 per table and inserted every ``batches.sink_rows`` rows or ``batches.sink_seconds``; only when
 every table accepted its rows are the offsets committed, so a crash never loses a row and a
 redelivery only adds duplicates that ReplacingMergeTree collapses. While ClickHouse is
-unreachable the sink retries with backoff and keeps its offsets.
+unreachable the sink retries with backoff and keeps its offsets. Rows ClickHouse refuses (a
+value it cannot store, a batch spanning too many partitions) are split off until each refused
+row is alone, and that row goes to ``sink_rejects`` with ClickHouse's reason: one row never
+stops the others.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -22,7 +26,7 @@ from schemas import clickhouse as ch
 from smartport.kafka import commit_offsets, consume_records, consumer_config
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
-from streams.analytics.rows import SINK_TOPICS, Row, to_row
+from streams.analytics.rows import SINK_TOPICS, Row, reject_row, to_row
 from streams.analytics.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,17 @@ INSERT_SECONDS = Histogram("smartport_sink_insert_seconds", "one batch insert, a
 MAX_BACKOFF_S = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Buffered:
+    """A row and the record it came from (kept whole in sink_rejects if ClickHouse refuses)."""
+
+    row: Row
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
 class Sink:
     def __init__(self, settings: Settings, store: Store, group: str = "smartport-sink",
                  source_topics: tuple[str, ...] = SINK_TOPICS) -> None:
@@ -45,7 +60,7 @@ class Sink:
         self._consumer = Consumer(consumer_config(
             settings.kafka, group,
             **{"max.poll.interval.ms": 3_600_000}))  # a ClickHouse outage keeps the assignment
-        self._buffer: dict[ch.Table, list[Row]] = defaultdict(list)
+        self._buffer: dict[ch.Table, list[_Buffered]] = defaultdict(list)
         self._offsets: dict[tuple[str, int], int] = {}
         self._buffered = 0
         self._first_buffered = 0.0
@@ -64,7 +79,7 @@ class Sink:
                 "reason": row["reason"]})
         if not self._buffered:
             self._first_buffered = time.monotonic()
-        self._buffer[table].append(row)
+        self._buffer[table].append(_Buffered(row, topic, partition, offset, message.value()))
         self._buffered += 1
         self._offsets[topic, partition] = offset + 1
 
@@ -76,9 +91,9 @@ class Sink:
         while True:
             started = time.monotonic()
             try:
-                for table, rows in self._buffer.items():
-                    if rows:
-                        self._store.insert(table, rows)
+                for table, items in self._buffer.items():
+                    if items:
+                        self._insert(table, items)
                 break
             except Exception as exc:  # unreachable, restarting, out of disk: keep offsets, retry
                 CLICKHOUSE_UP.set(0)
@@ -89,14 +104,39 @@ class Sink:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         INSERT_SECONDS.observe(time.monotonic() - started)
         CLICKHOUSE_UP.set(1)
-        for table, rows in self._buffer.items():
-            ROWS.labels(table.name).inc(len(rows))
         commit_offsets(self._consumer, self._offsets)
         self.inserted += self._buffered
         log.info("inserted", extra={"rows": self._buffered, "total": self.inserted})
         self._buffer.clear()
         self._offsets.clear()
         self._buffered = 0
+
+    def _insert(self, table: ch.Table, items: list[_Buffered]) -> None:
+        """Insert ``items``; when ClickHouse refuses them, halve until each refused row is
+        alone and keep it in sink_rejects. Raises only when the store is unreachable (or
+        refuses sink_rejects itself): the caller retries the whole batch, and what was
+        inserted again is folded by ReplacingMergeTree."""
+        try:
+            self._store.insert(table, [item.row for item in items])
+        except Exception as exc:
+            if table is ch.REJECTS or self._store.transient(exc):
+                raise
+            if len(items) > 1:
+                half = len(items) // 2
+                self._insert(table, items[:half])
+                self._insert(table, items[half:])
+                return
+            item = items[0]
+            reason = f"ClickHouse refused the {table.name} row: {str(exc).splitlines()[0]}"
+            self._store.insert(ch.REJECTS, [reject_row(
+                item.topic, item.partition, item.offset, item.value, reason=reason[:2000],
+                now=datetime.now(UTC))])
+            REJECTED.labels(item.topic).inc()
+            log.warning("record kept in sink_rejects", extra={
+                "topic": item.topic, "partition": item.partition, "offset": item.offset,
+                "reason": reason})
+            return
+        ROWS.labels(table.name).inc(len(items))
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._flush()  # commit what we hold before another member takes the partitions

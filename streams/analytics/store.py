@@ -34,6 +34,10 @@ class Store(Protocol):
 
     def query(self, sql: str) -> Result: ...
 
+    def transient(self, error: Exception) -> bool:
+        """Whether ``error`` is the store being unreachable (retry the same rows later), not
+        the store refusing these rows."""
+
     def close(self) -> None: ...
 
 
@@ -68,6 +72,12 @@ class ServerStore:
     def query(self, sql: str) -> Result:
         data, columns = self._client.execute(sql, with_column_types=True)
         return [name for name, _ in columns], [tuple(row) for row in data]
+
+    def transient(self, error: Exception) -> bool:
+        from clickhouse_driver import errors
+
+        return isinstance(error, OSError | EOFError | errors.NetworkError
+                          | errors.SocketTimeoutError | errors.UnexpectedPacketFromServerError)
 
     def close(self) -> None:
         self._client.disconnect()
@@ -108,6 +118,9 @@ class ChdbStore:
         document = json.loads(text)
         return ([column["name"] for column in document["meta"]],
                 [tuple(row) for row in document["data"]])
+
+    def transient(self, error: Exception) -> bool:
+        return isinstance(error, OSError)  # in-process: anything else is a refusal
 
     def close(self) -> None:
         self._connection.close()

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,44 @@ def test_clickhouse_server_outage_is_survived(stack: Settings) -> None:
     from clickhouse_driver import Client
 
     Client(HOST, port=CLICKHOUSE_PORT).execute(f"DROP DATABASE IF EXISTS {database}")
+
+
+def test_a_refused_row_never_stops_the_others(stack: Settings, store_url: str) -> None:
+    """Readings buffered at sea span many days: a batch over more than 100 daily partitions is
+    refused whole by modern ClickHouse (chDB); a year-2200 timestamp does not fit the server's
+    DateTime. Before, the sink retried such a batch forever and stored nothing after it."""
+    device = unique("at-sea")
+    producer = Producer(stack.kafka.client_config())
+
+    def produce(seq: int, ts: str) -> None:
+        value = json.dumps({"received_at": "2026-11-24T02:00:01Z", "gateway_id": "test",
+                            "mqtt_topic": f"port/CNSHK/crane/{device}/telemetry",
+                            "reading": crane_reading(device_id=device, seq=seq, ts=ts)})
+        producer.produce(topics.TELEMETRY, key=b"CSQU3054383", value=value.encode())
+
+    first_day = datetime(2026, 1, 1, tzinfo=UTC)
+    for day in range(101):
+        produce(day, (first_day + timedelta(days=day)).isoformat())
+    produce(1000, "2200-01-01T00:00:00+00:00")
+    assert producer.flush(30) == 0
+    store = open_store(store_url)
+    ensure_schema(store, ttl_days=None)
+    sink = Sink(stack, store, group=unique("sink"))
+    stop = threading.Event()
+    runner = threading.Thread(target=sink.run, kwargs={"stop": stop, "idle_exit_s": 5.0})
+    runner.start()
+    runner.join(180)
+    stop.set()
+    runner.join(60)
+    try:
+        assert not runner.is_alive()
+        _, rows = store.query(f"SELECT seq FROM telemetry FINAL WHERE device_id = '{device}'")
+        stored = {int(seq) for (seq,) in rows}
+        assert set(range(101)) <= stored, f"{101 - len(stored & set(range(101)))} days missing"
+        _, rejects = store.query("SELECT reason FROM sink_rejects FINAL "
+                                 f"WHERE position(raw, '{device}') > 0")
+        refused = [reason for (reason,) in rejects]
+        assert 1000 in stored or any(r.startswith("ClickHouse refused the telemetry row")
+                                     for r in refused), refused
+    finally:
+        store.close()
