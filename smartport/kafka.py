@@ -14,19 +14,20 @@ from smartport.errors import StackError
 from smartport.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-# A coordinator moving or a broker restarting: the same commit succeeds a little later.
-_COMMIT_RETRIABLE = frozenset({
-    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NETWORK_EXCEPTION, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
-    KafkaError._WAIT_COORD, KafkaError._ALL_BROKERS_DOWN,
-})
-# A broker restarting or a leader being elected: the same request succeeds a little later.
-_LEADER_MOVING = frozenset({
-    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+# A broker restarting: the same request succeeds a little later.
+_BROKER_AWAY = frozenset({
     KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION, KafkaError._TRANSPORT,
     KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
 })
+# ... or the group coordinator moving (offset commits) ...
+_COMMIT_RETRIABLE = _BROKER_AWAY | {
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._WAIT_COORD,
+}
+# ... or a partition leader being elected (metadata, watermarks).
+_LEADER_MOVING = _BROKER_AWAY | {
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+}
 # The group moved on: whoever owns the partitions now re-reads from the last commit.
 _COMMIT_SUPERSEDED = frozenset({
     KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,

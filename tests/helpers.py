@@ -156,6 +156,10 @@ def hostile_payloads(now: datetime) -> dict[str, tuple[bytes, RejectReason, str]
                                 "duplicate key 'device_id'"),
         "duplicate-seq": (_crane()[:-1] + b', "seq": 2}', RejectReason.SCHEMA,
                           "duplicate key 'seq'"),
+        "duplicate-seq-blank-before-colon": (_crane()[:-1] + b', "seq"\n : 2}',
+                                             RejectReason.SCHEMA, "duplicate key 'seq'"),
+        "duplicate-seq-escaped-name": (_crane()[:-1] + b', "s\\u0065q": 2}', RejectReason.SCHEMA,
+                                       "duplicate key 'seq'"),
         "one-byte-over-the-limit": (_crane()[:-1] + b', "pad": "'
                                     + b"x" * (65_537 - len(_crane()) - 10) + b'"}',
                                     RejectReason.OVERSIZED, "the limit is 65536"),
