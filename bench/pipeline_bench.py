@@ -8,7 +8,7 @@ message; then the run drains. Figures per load:
 - sustained end-to-end throughput: valid readings stored in ClickHouse *and* anchored, divided
   by the time from the first publish to the moment both were complete; "sustained" means the
   pipeline finished within 10 % of the window (at least 5 s) after the last publish;
-- nothing lost: distinct (device_id, seq) stored == valid readings published;
+- nothing lost: distinct readings (reading_id) stored == valid readings published;
 - publish → alert latency p50/p99: the alert's Kafka timestamp minus the scheduled publish time
   of the reading that raised it (publisher lag counts against us);
 - CPU (% of one core) and peak RSS of every process, ours and the brokers';

@@ -25,8 +25,9 @@ from ingest.fleet import Fleet, FleetConfig
 from schemas import topics
 from smartport.settings import Settings
 from streams.analytics import rows
+from streams.analytics.migrations import ensure_schema
 from streams.analytics.sink import Sink
-from streams.analytics.store import ensure_schema, open_store
+from streams.analytics.store import open_store
 
 RESULTS = Path(__file__).with_name("results")
 

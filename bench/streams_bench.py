@@ -104,11 +104,11 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
             seen += 1
             from schemas import GatewayEnvelope
 
-            reading = GatewayEnvelope.model_validate_json(message.value() or b"").reading
+            envelope = GatewayEnvelope.model_validate_json(message.value() or b"")
+            reading = envelope.reading
             key = message.key() or b""
-            evidence = Evidence(topic=names[0], partition=message.partition() or 0,
-                                offset=message.offset() or 0, device_id=reading.device_id,
-                                seq=reading.seq)
+            evidence = Evidence.of(envelope, names[0], message.partition() or 0,
+                                   message.offset() or 0)
             state = states.setdefault(key, ContainerState())
             for alert in evaluate(reading, declarations.get(key), state, thresholds, evidence):
                 producer.produce(names[3], encode(alert), key)

@@ -197,6 +197,9 @@ def simulate(
     seed: Annotated[int, typer.Option(help="same seed, same fleet and anomalies")] = 1,
     anomaly_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
     invalid_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
+    reboot_rate: Annotated[float, typer.Option(
+        min=0, max=1, help="chance a device restarts (its seq starts again) before a reading")
+    ] = 0.0,
     declarations_out: Annotated[Path | None, typer.Option(help="write declarations here")] = None,
     truth: Annotated[Path | None, typer.Option(help="write injected anomalies here")] = None,
     emit_jsonl: Annotated[Path | None, typer.Option(help="write messages here, not MQTT")] = None,
@@ -213,7 +216,7 @@ def simulate(
     settings = state.settings()
     fleet = Fleet(FleetConfig(devices=devices, seed=seed, step=step_for_rate(rate),
                               anomaly_rate=anomaly_rate,
-                              invalid_rate=invalid_rate,
+                              invalid_rate=invalid_rate, reboot_rate=reboot_rate,
                               max_payload_bytes=settings.max_payload_bytes))
     if declarations_out:
         written = simulation.write_declarations(fleet, declarations_out)
@@ -382,8 +385,9 @@ def sink(
     """Write telemetry, alerts, declarations, anchors and the DLQ into ClickHouse, until SIGTERM."""
     from smartport import logs
     from streams.analytics import query_server
+    from streams.analytics.migrations import ensure_schema
     from streams.analytics.sink import Sink
-    from streams.analytics.store import ChdbStore, ensure_schema, open_store
+    from streams.analytics.store import ChdbStore, open_store
 
     logs.configure(log_level)
     settings = state.settings()

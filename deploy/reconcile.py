@@ -34,10 +34,11 @@ class Reconciliation:
     unmatched: int = 0  # PUBACKs "no matching subscribers": discarded by the broker, re-sent
     valid: int = 0
     invalid: int = 0
-    in_kafka: int = 0  # distinct (device_id, seq) of this run in telemetry.v1
+    restarts: int = 0  # readings sent right after their device restarted its seq
+    in_kafka: int = 0  # distinct readings (reading_id) of this run in telemetry.v1
     kafka_records: int = 0  # records, duplicates included
     in_dlq: int = 0
-    stored: int = 0  # distinct (device_id, seq) of this run in ClickHouse (FINAL)
+    stored: int = 0  # distinct readings (reading_id) of this run in ClickHouse (FINAL)
     stored_dlq: int = 0
     answers: dict[str, Result] = field(default_factory=dict)
     dlq_reasons: Counter[str] = field(default_factory=Counter)
@@ -84,13 +85,13 @@ def _json(value: bytes | None) -> dict[str, Any]:
 def count_run(settings: Settings, report: Reconciliation, gateway_id: str,
                since: dict[str, dict[int, int]]) -> bool:
     """Count this run's records in telemetry.v1 and the DLQ; True once they match."""
-    seen: set[tuple[str, int]] = set()
+    seen: set[str] = set()
     records = 0
     for message in kafka.read_range(settings.kafka, topics.TELEMETRY, since[topics.TELEMETRY]):
         value = _json(message.value())
         if value.get("gateway_id") == gateway_id:
             records += 1
-            seen.add((value["reading"]["device_id"], value["reading"]["seq"]))
+            seen.add(value["reading_id"])
     reasons: Counter[str] = Counter()
     for message in kafka.read_range(settings.kafka, topics.TELEMETRY_DLQ,
                                     since[topics.TELEMETRY_DLQ]):
@@ -160,7 +161,7 @@ def stored_counts(settings: Settings, gateway_id: str) -> tuple[int, int] | None
     answer (busy or restarting)."""
     try:
         _, rows = ask(settings,
-                      "SELECT (SELECT uniqExact(device_id, seq) FROM telemetry FINAL "
+                      "SELECT (SELECT uniqExact(reading_id) FROM telemetry FINAL "
                       f"WHERE gateway_id = '{gateway_id}'), (SELECT count() FROM dlq FINAL "
                       f"WHERE gateway_id = '{gateway_id}')")
     except SmartportError:

@@ -54,6 +54,10 @@ class FleetConfig:
     seed: int = 1
     anomaly_rate: float = 0.0
     invalid_rate: float = 0.0
+    # Chance that a device restarts (reboot, battery swap) before a reading: its seq starts
+    # again at 1; cranes and RTGs also step their boot counter (Sparkplug's bdSeq), trackers
+    # send none, so both kinds of identity are exercised.
+    reboot_rate: float = 0.0
     port: str = "CNSHK"
     start: datetime = field(default_factory=lambda: (
         datetime.now(UTC) - EVENT_TIME_LAG).replace(microsecond=0))
@@ -64,7 +68,7 @@ class FleetConfig:
         if self.devices < 3:
             raise ValueError(f"a fleet needs at least 3 devices (a crane, an RTG, a tracker), "
                              f"got {self.devices}")
-        for name in ("anomaly_rate", "invalid_rate"):
+        for name in ("anomaly_rate", "invalid_rate", "reboot_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
@@ -80,6 +84,7 @@ class SimMessage:
     # False inside a multi-message anomaly: a run bounded by time stops only where this is True,
     # so every anomaly in the ground truth was published whole.
     ends_scenario: bool = True
+    restarted: bool = False  # the device restarted just before: its seq started again at 1
 
     @property
     def valid(self) -> bool:
@@ -91,6 +96,7 @@ class _Device:
     device_id: str
     kind: str
     seq: int = 0
+    boot: int | None = None  # None: a device that sends no boot counter
     last_ts: datetime | None = None
 
 
@@ -110,8 +116,8 @@ class Fleet:
         rtgs = max(1, config.devices // 12)
         trackers = config.devices - cranes - rtgs
         self._vessels = [self._imo() for _ in range(3)]
-        self._cranes = [_Device(f"qc-{i:02d}", "crane") for i in range(1, cranes + 1)]
-        self._rtgs = [_Device(f"rtg-{i:02d}", "rtg") for i in range(1, rtgs + 1)]
+        self._cranes = [_Device(f"qc-{i:02d}", "crane", boot=0) for i in range(1, cranes + 1)]
+        self._rtgs = [_Device(f"rtg-{i:02d}", "rtg", boot=0) for i in range(1, rtgs + 1)]
         self._numbers: set[str] = set()
         self._boxes = [self._box(i) for i in range(trackers)]
         self._undeclared = 0
@@ -184,15 +190,26 @@ class Fleet:
         if device.last_ts is not None and ts <= device.last_ts:
             ts = device.last_ts + timedelta(milliseconds=1)
         device.last_ts = ts
+        restarted = bool(self.config.reboot_rate) and self._rng.random() < self.config.reboot_rate
+        if restarted:
+            self._reboot(device)
         device.seq += 1
         reading = {"kind": device.kind, "device_id": device.device_id, "seq": device.seq,
                    "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                    "port": self.config.port, **body}
+        if device.boot is not None:
+            reading["boot"] = device.boot
         return SimMessage(
             mqtt_telemetry_topic(self.config.port, device.kind, device.device_id),
             encode(reading), device.device_id, device.seq, truth=truth,
-            ends_scenario=ends_scenario,
+            ends_scenario=ends_scenario, restarted=restarted,
         )
+
+    @staticmethod
+    def _reboot(device: _Device) -> None:
+        device.seq = 0
+        if device.boot is not None:
+            device.boot += 1
 
     def _normal(self) -> SimMessage:
         rng = self._rng

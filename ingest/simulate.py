@@ -39,13 +39,15 @@ class SimulationReport:
     valid: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     anomalies: Counter[str] = field(default_factory=Counter)
+    restarts: int = 0  # readings sent right after their device restarted its seq
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"published": self.published, "acknowledged": self.acknowledged,
                 "refused": self.refused, "unmatched": self.unmatched,
                 "undelivered": self.undelivered, "valid": self.valid, "invalid": dict(self.invalid),
-                "anomalies": dict(self.anomalies), "elapsed_s": round(self.elapsed_s, 3)}
+                "anomalies": dict(self.anomalies), "restarts": self.restarts,
+                "elapsed_s": round(self.elapsed_s, 3)}
 
 
 class MqttPublisher:
@@ -151,6 +153,7 @@ def _pace(started: float, sent: int, rate: float, deadline: float | None) -> boo
 
 def _record(report: SimulationReport, message: SimMessage, truth: TextIO | None) -> None:
     report.published += 1
+    report.restarts += message.restarted
     if message.valid:
         report.valid += 1
     else:

@@ -8,7 +8,9 @@ from typing import Annotated
 from pydantic import Field
 
 from schemas.base import Message
+from schemas.envelope import GatewayEnvelope
 from schemas.identifiers import ContainerNumber, DeviceId, UnLocode, UtcDatetime
+from schemas.telemetry import READING_ID_PATTERN
 
 
 class Rule(StrEnum):
@@ -44,6 +46,16 @@ class Evidence(Message):
     offset: Annotated[int, Field(ge=0)]
     device_id: DeviceId
     seq: Annotated[int, Field(ge=0)]
+    boot: Annotated[int, Field(ge=0)] | None = None
+    reading_id: Annotated[str, Field(pattern=READING_ID_PATTERN)] | None = Field(
+        default=None, description="the reading's identity; absent in alerts raised before it")
+
+    @classmethod
+    def of(cls, envelope: GatewayEnvelope, topic: str, partition: int, offset: int) -> Evidence:
+        """The reference to one telemetry record."""
+        reading = envelope.reading
+        return cls(topic=topic, partition=partition, offset=offset, device_id=reading.device_id,
+                   seq=reading.seq, boot=reading.boot, reading_id=envelope.reading_id)
 
 
 Scalar = str | float | int | bool | None

@@ -4,14 +4,19 @@ Table and view names are a public interface (saved queries depend on them). The 
 the server: modern servers (and embedded chDB) get DateTime64(3, 'UTC'), LowCardinality, codecs
 and TTL; ClickHouse before 19.x (Debian bookworm ships 18.16) gets DateTime and String.
 Deduplication of at-least-once redeliveries is ReplacingMergeTree on each table's identity;
-query with FINAL (the views do) for exact counts.
+query with FINAL (the views do) for exact counts. A reading's identity is its ``reading_id``
+(a hash of the whole reading), so a device that restarts its seq never has readings folded.
+Tables are partitioned by month of a time the pipeline controls or bounds, so one batch of
+readings from many days never exceeds ClickHouse's partitions-per-insert limit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Tables whose layout changed in a version: migrated (renamed, recreated, copied) on upgrade.
+CHANGED_IN: dict[int, tuple[str, ...]] = {2: ("telemetry", "alerts", "declarations")}
 VERSION_TABLE = "smartport_schema_version"
 
 TIME, TIME_MS = "time", "time_ms"  # column kinds that differ between server generations
@@ -29,8 +34,8 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     order_by: str
-    time_column: str
-    version_column: str | None = None
+    time_column: str  # partitions (by month) and TTL
+    monthly: bool = True  # daily partitions only where the time is our own clock
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -42,11 +47,12 @@ def _cols(spec: str) -> tuple[Column, ...]:
 
 
 TELEMETRY = Table("telemetry", _cols(
-    f"ts:{TIME_MS} received_at:{TIME_MS} device_id:{LOW} seq:UInt64 kind:{LOW} port:{LOW} "
+    f"ts:{TIME_MS} received_at:{TIME_MS} device_id:{LOW} boot:UInt32 seq:UInt64 "
+    f"reading_id:FixedString(32) kind:{LOW} port:{LOW} "
     f"container_no:{TEXT} event:{LOW} load_kg:Nullable(Float64) lat:Nullable(Float64) "
     f"lon:Nullable(Float64) reefer_temp_c:Nullable(Float64) door:{LOW} seal_state:{LOW} "
     f"yard_block:{LOW} vessel_imo:{TEXT} gateway_id:{LOW} kafka_partition:UInt16 "
-    f"kafka_offset:UInt64 raw:{TEXT}"), "(device_id, seq)", "ts")
+    f"kafka_offset:UInt64 raw:{TEXT}"), "(device_id, boot, seq, reading_id)", "received_at")
 ALERTS = Table("alerts", _cols(
     f"last_seen:{TIME_MS} first_seen:{TIME_MS} alert_id:{TEXT} version:UInt32 rule:{LOW} "
     f"severity:{LOW} state:{LOW} container_no:{TEXT} declaration_id:{TEXT} port:{LOW} "
@@ -60,19 +66,21 @@ DECLARATIONS = Table("declarations", _cols(
 ANCHORS = Table("anchors", _cols(
     f"created_at:{TIME_MS} batch_id:{TEXT} topic:{LOW} partition:UInt16 first_offset:UInt64 "
     f"last_offset:UInt64 count:UInt32 root:{TEXT} hash_alg:{LOW} aggregate_root:{TEXT} "
-    f"ledger_kind:{LOW} ledger_id:{TEXT} ledger_entry:{TEXT}"), "batch_id", "created_at")
+    f"ledger_kind:{LOW} ledger_id:{TEXT} ledger_entry:{TEXT}"), "batch_id", "created_at",
+    monthly=False)
 DLQ = Table("dlq", _cols(
     f"received_at:{TIME_MS} gateway_id:{LOW} reason:{LOW} detail:{TEXT} mqtt_topic:{TEXT} "
     f"payload_size:UInt32 payload_b64:{TEXT} kafka_partition:UInt16 kafka_offset:UInt64"),
-    "(kafka_partition, kafka_offset)", "received_at")
+    "(kafka_partition, kafka_offset)", "received_at", monthly=False)
 # Records the sink could not turn into rows: kept whole with the reason, never dropped.
 REJECTS = Table("sink_rejects", _cols(
     f"rejected_at:{TIME} topic:{LOW} kafka_partition:UInt16 kafka_offset:UInt64 "
-    f"reason:{TEXT} raw:{TEXT}"), "(topic, kafka_partition, kafka_offset)", "rejected_at")
+    f"reason:{TEXT} raw:{TEXT}"), "(topic, kafka_partition, kafka_offset)", "rejected_at",
+    monthly=False)
 
 TABLES: tuple[Table, ...] = (TELEMETRY, ALERTS, DECLARATIONS, ANCHORS, DLQ, REJECTS)
 VERSIONS = Table(VERSION_TABLE, _cols("version:UInt32 applied_at:DateTime"), "version",
-                 "applied_at")
+                 "applied_at", monthly=False)
 
 # Views answer what a terminal asks; each is used by a README query and tested on both back-ends.
 VIEWS: dict[str, str] = {
@@ -159,12 +167,13 @@ class Dialect:
 
 
 def create_table(table: Table, dialect: Dialect, ttl_days: int | None) -> str:
+    partition = "toYYYYMM" if table.monthly else "toYYYYMMDD"
     columns = ",\n    ".join(f"`{c.name}` {dialect.type_of(c.kind)}" for c in table.columns)
     ttl = ""
     if ttl_days and dialect.modern:
         ttl = f"\nTTL toDateTime(`{table.time_column}`) + INTERVAL {ttl_days} DAY"
     return (f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {columns}\n)\n"
-            f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMMDD(`{table.time_column}`)\n"
+            f"ENGINE = ReplacingMergeTree\nPARTITION BY {partition}(`{table.time_column}`)\n"
             f"ORDER BY {table.order_by}{ttl}")
 
 

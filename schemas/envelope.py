@@ -6,11 +6,11 @@ import base64
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.base import Message
 from schemas.identifiers import UtcDatetime
-from schemas.telemetry import Telemetry
+from schemas.telemetry import READING_ID_PATTERN, Telemetry, reading_id
 
 # Kafka takes 1 MiB a record by default and base64 adds a third: 256 KiB of raw bytes keeps any
 # DLQ record far below it, and is at least any valid reading (max_payload_bytes caps those).
@@ -24,6 +24,15 @@ class GatewayEnvelope(Message):
     gateway_id: Annotated[str, Field(min_length=1, max_length=128)]
     mqtt_topic: str
     reading: Telemetry
+    reading_id: Annotated[str, Field(pattern=rf"{READING_ID_PATTERN}|^$", description=(
+        "identity of the reading (schemas.telemetry.reading_id), set by the gateway; "
+        "computed on reading when absent (records written before it existed)"))] = ""
+
+    @model_validator(mode="after")
+    def _identified(self) -> GatewayEnvelope:
+        if not self.reading_id:
+            object.__setattr__(self, "reading_id", reading_id(self.reading))  # frozen model
+        return self
 
 
 class RejectReason(StrEnum):

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from blake3 import blake3
 from pydantic import Field, TypeAdapter, model_validator
 
 from schemas.base import Message
+from schemas.canonical import encode
 from schemas.identifiers import (
     ContainerNumber,
     DeviceId,
@@ -38,6 +40,9 @@ class Reading(Message):
 
     device_id: DeviceId
     seq: Annotated[int, Field(ge=0, le=2**63 - 1, description="per-device monotonic counter")]
+    boot: Annotated[int, Field(ge=0, le=2**32 - 1, description=(
+        "boot counter, as MQTT Sparkplug's bdSeq: the device increments it whenever seq "
+        "restarts (reboot, battery swap, firmware update); optional"))] | None = None
     ts: UtcDatetime
     port: UnLocode
 
@@ -108,6 +113,18 @@ Telemetry = Annotated[AnyReading, Field(discriminator="kind")]
 DEVICE_KINDS: tuple[str, ...] = ("container", "crane", "rtg")
 
 TELEMETRY_ADAPTER: TypeAdapter[AnyReading] = TypeAdapter(Telemetry)
+
+
+READING_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+def reading_id(reading: AnyReading) -> str:
+    """The identity of a reading: BLAKE3-128 of its canonical encoding, hex.
+
+    A redelivery (the same reading again) has the same id; two readings that differ in anything
+    (a seq restarted by a reboot, another ts, a forged value under a genuine seq) never do.
+    ``(device_id, boot, seq)`` orders a device's readings; it does not identify them."""
+    return blake3(encode(reading)).hexdigest(length=16)
 
 
 def parse_telemetry(raw: bytes | str) -> AnyReading:

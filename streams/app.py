@@ -158,9 +158,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             key = container.encode()
             state = states.get(key) or ContainerState()
             declaration = current_declarations.get(key)
-            evidence = Evidence(topic=event.message.topic, partition=event.message.partition,
-                                offset=event.message.offset, device_id=reading.device_id,
-                                seq=reading.seq)
+            evidence = Evidence.of(envelope, event.message.topic, event.message.partition,
+                                   event.message.offset)
             raised = evaluate(reading, declaration, state, thresholds, evidence)
             states.put(key, state, state.model_dump_json().encode())
             for alert in raised:

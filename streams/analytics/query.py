@@ -9,7 +9,8 @@ from __future__ import annotations
 from smartport.errors import ConfigError, InputRejected, StackError
 from smartport.settings import Settings
 from streams.analytics import query_server
-from streams.analytics.store import Result, StoreLocked, ensure_schema, open_store
+from streams.analytics.migrations import ensure_schema
+from streams.analytics.store import Result, StoreLocked, open_store
 
 
 def query(settings: Settings, sql: str, *, open_embedded: bool = True) -> Result:

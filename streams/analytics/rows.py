@@ -21,7 +21,8 @@ def _telemetry(value: bytes, partition: int, offset: int) -> Row:
     fields = reading.model_dump()
     return {
         "ts": reading.ts, "received_at": envelope.received_at, "device_id": reading.device_id,
-        "seq": reading.seq, "kind": reading.kind, "port": reading.port,
+        "boot": reading.boot or 0, "seq": reading.seq, "reading_id": envelope.reading_id,
+        "kind": reading.kind, "port": reading.port,
         "container_no": fields.get("container_no") or "", "event": fields.get("event") or "",
         "load_kg": fields.get("load_kg"), "lat": fields.get("lat"), "lon": fields.get("lon"),
         "reefer_temp_c": fields.get("reefer_temp_c"), "door": fields.get("door") or "",

@@ -148,15 +148,3 @@ def open_store(url: str) -> Store:
     if parts.scheme == "chdb":
         return ChdbStore(Path(parts.path), url)
     raise ConfigError(f"ClickHouse URL {url!r} must be clickhouse://host:9000/db or chdb:///path")
-
-
-def ensure_schema(store: Store, ttl_days: int | None) -> None:
-    """Create (or migrate to) the current schema version; idempotent."""
-    dialect = ch.Dialect(modern=True) if isinstance(store, ChdbStore) else ch.Dialect.for_version(
-        store.version())
-    for statement in ch.ddl(dialect, ttl_days):
-        store.execute(statement)
-    _, rows = store.query(f"SELECT max(version) FROM {ch.VERSION_TABLE}")
-    if not rows or int(rows[0][0] or 0) < ch.SCHEMA_VERSION:
-        store.insert(ch.VERSIONS, [{"version": ch.SCHEMA_VERSION,
-                                    "applied_at": datetime.now(UTC)}])

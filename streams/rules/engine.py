@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas import Alert, AlertState, Declaration, Evidence, Rule
-from schemas.telemetry import AnyReading
+from schemas.telemetry import AnyReading, reading_id
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
@@ -88,7 +88,8 @@ def evaluate(reading: AnyReading, declaration: Declaration | None, state: Contai
              thresholds: Thresholds, evidence: Evidence) -> list[Alert]:
     """Every alert event one reading causes (``state`` is updated in place)."""
     container_no = getattr(reading, "container_no", None)
-    if container_no is None or not state.first_time(reading.device_id, reading.seq):
+    if container_no is None or not state.first_time(
+            reading.device_id, evidence.reading_id or reading_id(reading)):
         return []
     context = Context(container_no, reading.port, declaration, reading.ts)
     events: list[Alert] = []

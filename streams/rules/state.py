@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from schemas import Evidence, Rule
 
-SEEN_PER_DEVICE = 512  # recent seqs kept per device: duplicates arrive close to the original
+RECENT_PER_DEVICE = 512  # reading ids kept per device: redeliveries arrive close to the original
 EVIDENCE_KEPT = 10
 
 
@@ -24,7 +24,8 @@ class OpenAlert(BaseModel):
 
 
 class ContainerState(BaseModel):
-    seen: dict[str, list[int]] = Field(default_factory=dict)
+    # Named apart from the seqs kept before reading ids existed, so an old state loads (empty).
+    recent_ids: dict[str, list[str]] = Field(default_factory=dict)
     declaration_version: int | None = None
     reefer_out_since: datetime | None = None
     reefer_last_out: datetime | None = None
@@ -34,15 +35,15 @@ class ContainerState(BaseModel):
     alerts: dict[Rule, OpenAlert] = Field(default_factory=dict)
     incidents: dict[Rule, int] = Field(default_factory=dict)
 
-    def first_time(self, device_id: str, seq: int) -> bool:
-        """Record (device_id, seq); False when it was already processed (a redelivery)."""
-        seqs = self.seen.setdefault(device_id, [])
-        if seq in seqs:
+    def first_time(self, device_id: str, reading_id: str) -> bool:
+        """Record a reading's id; False when it was already processed (a redelivery). A seq
+        that restarts after a reboot is a new reading: its id differs."""
+        ids = self.recent_ids.setdefault(device_id, [])
+        if reading_id in ids:
             return False
-        seqs.append(seq)
-        if len(seqs) > SEEN_PER_DEVICE:
-            seqs.sort()
-            del seqs[0]
+        ids.append(reading_id)
+        if len(ids) > RECENT_PER_DEVICE:
+            del ids[0]  # the oldest: arrival order, not seq order, which restarts
         return True
 
     def note_reefer(self, ts: datetime, out_of_range: bool) -> float:

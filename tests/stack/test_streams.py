@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from deploy.pipeline import PipelineProcess, streams_worker
 from deploy.topics import delete_app_topics
 from ingest import declarations
-from ingest.fleet import Fleet, FleetConfig
+from ingest.fleet import Fleet, FleetConfig, SimMessage
 from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
@@ -195,3 +196,54 @@ def test_a_crashing_agent_ends_the_worker(stack: Settings) -> None:
     finally:
         admin.delete_topics([scratch])
         delete_app_topics(stack.kafka, app_id)
+
+
+def test_the_same_fleet_twice_every_reading_stored_every_anomaly_alerted(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """Devices that restart their counters: the second run reuses every device id and seq of
+    the first (same seed, later event time), this time with anomalies. Nothing may be folded
+    into the first run's readings: all of both runs are stored, all anomalies alerted."""
+    from deploy import reconcile
+    from deploy.pipeline import Pipeline
+
+    def run(anomaly_rate: float, start_hours_ago: float) -> list[SimMessage]:
+        fleet = Fleet(FleetConfig(
+            devices=40, seed=131, anomaly_rate=anomaly_rate,
+            start=datetime.now(UTC).replace(microsecond=0) - timedelta(hours=start_hours_ago)))
+        return list(islice(fleet.messages(), 1500))
+
+    first, second = run(0.0, 3), run(0.04, 1)
+    shared = ({(m.device_id, m.seq) for m in first}
+              & {(m.device_id, m.seq) for m in second if m.truth})
+    truth = {(m.truth[0], m.truth[1].value) for m in second if m.truth}
+    assert len(truth) > 10
+    assert len(shared) > 10  # the anomalies reuse the first run's device ids and seqs
+    fleet = Fleet(FleetConfig(devices=40, seed=131))
+    write_declarations(fleet, tmp_path / "declarations.jsonl")
+    containers = {d.container_no for d in fleet.declarations} | {c for c, _ in truth}
+    pipeline = Pipeline(stack, unique("twice"), tmp_path)
+    since = high_watermarks(stack.kafka, topics.ALERTS)
+    try:
+        with pipeline:  # its streams worker reads from the end: declarations after it starts
+            declarations.load(stack, tmp_path / "declarations.jsonl")
+            for messages in (first, second):
+                publisher = MqttPublisher(stack.mqtt)
+                for message in messages:
+                    publisher.publish(message.topic, message.payload)
+                publisher.close(len(messages))
+            valid = sum(m.valid for m in first + second)
+            wait_for(lambda: reconcile.stored_readings(stack, pipeline.gateway_id) >= valid,
+                     180, f"{valid} readings stored")
+            wait_for(lambda: truth <= _raised(stack, since, containers), 180,
+                     "an alert for every anomaly of the second run")
+            assert reconcile.stored_readings(stack, pipeline.gateway_id) == valid
+            assert _raised(stack, since, containers) == truth
+    finally:
+        pipeline.clean_up()
+
+
+def _raised(settings: Settings, since: dict[int, int], containers: set[str]
+            ) -> set[tuple[str, str]]:
+    return {(a.container_no, a.rule.value) for a in _alerts(settings, since, containers)
+            if a.state.value == "raised"}

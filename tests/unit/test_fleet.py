@@ -134,3 +134,18 @@ def test_config_errors_are_named() -> None:
         FleetConfig(devices=2)
     with pytest.raises(ValueError, match=r"anomaly_rate must be between 0 and 1, got 1\.5"):
         FleetConfig(anomaly_rate=1.5)
+
+
+def test_devices_restart_their_seq_and_cranes_step_their_boot_counter() -> None:
+    messages = list(islice(Fleet(FleetConfig(devices=40, seed=5, reboot_rate=0.05)).messages(),
+                           2000))
+    restarts = [m for m in messages if m.restarted]
+    assert len(restarts) > 40
+    assert all(m.seq == 1 for m in restarts)
+    boots = {json.loads(m.payload).get("boot") for m in messages if m.device_id.startswith("qc-")}
+    assert len(boots) > 2  # sent by cranes, and stepped on each restart
+    assert all("boot" not in json.loads(m.payload) for m in messages
+               if m.device_id.startswith("trk-"))  # trackers send none: (seq, ts) tells apart
+    readings = [json.loads(m.payload) for m in messages]
+    assert len({(r["device_id"], r["seq"]) for r in readings}) < len(readings)
+

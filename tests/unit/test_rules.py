@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from schemas import AlertState, Declaration, Evidence, Rule, parse_declaration, parse_telemetry
+from schemas.telemetry import AnyReading, reading_id
 from streams.rules.checks import CHECKS
 from streams.rules.engine import evaluate
 from streams.rules.state import ContainerState
@@ -108,16 +109,18 @@ def test_zone_rule_needs_allowed_blocks() -> None:
 # -- the engine: durations, lifecycle, duplicates, order ------------------------------------
 
 
-def _evidence(seq: int) -> Evidence:
-    return Evidence(topic="telemetry.v1", partition=0, offset=seq, device_id="d", seq=seq)
+def _evidence(reading: AnyReading, offset: int) -> Evidence:
+    return Evidence(topic="telemetry.v1", partition=0, offset=offset, device_id=reading.device_id,
+                    seq=reading.seq, reading_id=reading_id(reading))
 
 
 def _run(readings: list[dict[str, Any]], decl: Declaration | None,
          state: ContainerState | None = None) -> tuple[list[Any], ContainerState]:
     state = state or ContainerState()
     events = []
-    for sample in readings:
-        events += evaluate(_reading(sample), decl, state, TH, _evidence(sample["seq"]))
+    for offset, sample in enumerate(readings):
+        reading = _reading(sample)
+        events += evaluate(reading, decl, state, TH, _evidence(reading, offset))
     return events, state
 
 
@@ -160,6 +163,27 @@ def test_duplicates_are_ignored() -> None:
     events, _ = _run([opened, opened, opened], _declaration(status="lodged"))
     assert [(e.rule, e.state, e.count) for e in events] == [
         (Rule.DOOR_OPENED, AlertState.RAISED, 1)]
+
+
+def test_a_restarted_seq_is_a_new_reading_not_a_duplicate() -> None:
+    # The device rebooted: seq 1 again, later. Both door openings count; neither is folded.
+    before, after = _tracker(1, 0, door="open"), _tracker(1, 5, door="open")
+    events, _ = _run([before, after, after], _declaration(status="lodged"))
+    assert [(e.state, e.count) for e in events] == [
+        (AlertState.RAISED, 1), (AlertState.UPDATED, 2)]
+    # With a boot counter, even the same ts is another reading.
+    rebooted = {**before, "boot": 1}
+    events, _ = _run([before, rebooted], _declaration(status="lodged"))
+    assert [e.count for e in events] == [1, 2]
+
+
+def test_a_forged_reading_under_a_genuine_seq_is_still_judged() -> None:
+    # Someone posts "door closed" under the seq and ts of a genuine "door open" first: the
+    # genuine reading still raises its alert.
+    genuine = _tracker(1, 0, door="open")
+    forged = {**genuine, "door": "closed"}
+    events, _ = _run([forged, genuine], _declaration(status="lodged"))
+    assert [(e.rule, e.state) for e in events] == [(Rule.DOOR_OPENED, AlertState.RAISED)]
 
 
 def test_lifecycle_ids_are_deterministic_and_incidents_counted() -> None:
@@ -239,8 +263,7 @@ def test_simulator_ground_truth_precision_and_recall() -> None:
         container = getattr(reading, "container_no", None)
         if container is None:
             continue
-        evidence = Evidence(topic="telemetry.v1", partition=0, offset=offset,
-                            device_id=reading.device_id, seq=reading.seq)
+        evidence = _evidence(reading, offset)
         state = states.setdefault(container, ContainerState())
         for event in evaluate(reading, declarations.get(container), state, TH, evidence):
             if event.state is AlertState.RAISED:

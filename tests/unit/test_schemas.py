@@ -18,6 +18,7 @@ from schemas import (
     parse_telemetry,
 )
 from schemas.registry import MESSAGES
+from schemas.telemetry import reading_id
 from tests.helpers import container_reading, crane_reading, declaration, rtg_reading
 
 
@@ -147,3 +148,41 @@ def test_every_message_carries_schema_version() -> None:
 def test_unknown_schema_version_is_rejected() -> None:
     with pytest.raises(ValidationError, match="schema_version"):
         Declaration.model_validate_json(_raw(declaration(schema_version=2)))
+
+
+# -- a reading's identity --------------------------------------------------------------------
+
+
+def test_a_redelivery_has_the_same_reading_id_however_it_is_spelled() -> None:
+    sample = crane_reading(seq=7)
+    spelled_otherwise = json.dumps(dict(reversed(sample.items())), indent=2)
+    assert reading_id(parse_telemetry(json.dumps(sample))) == reading_id(
+        parse_telemetry(spelled_otherwise))
+
+
+@pytest.mark.parametrize("change", [
+    {"ts": "2026-05-04T10:00:00.001Z"},  # the seq restarted after a reboot, later
+    {"boot": 1},  # the boot counter stepped, same seq and ts
+    {"load_kg": 21_000.5},  # a different value under the same seq and ts (a forgery)
+])
+def test_two_different_readings_never_share_an_id(change: dict[str, Any]) -> None:
+    sample = crane_reading(seq=7, ts="2026-05-04T10:00:00Z", load_kg=21_000.0)
+    assert reading_id(parse_telemetry(json.dumps(sample))) != reading_id(
+        parse_telemetry(json.dumps({**sample, **change})))
+
+
+def test_the_envelope_carries_the_reading_id_and_computes_it_for_old_records() -> None:
+    reading = parse_telemetry(json.dumps(crane_reading()))
+    old = {"received_at": "2026-05-04T10:00:00Z", "gateway_id": "gw", "mqtt_topic": "t",
+           "reading": json.loads(encode(reading))}
+    envelope = GatewayEnvelope.model_validate_json(json.dumps(old))
+    assert envelope.reading_id == reading_id(reading)
+    assert json.loads(encode(envelope))["reading_id"] == reading_id(reading)
+    with pytest.raises(ValidationError, match="reading_id"):
+        GatewayEnvelope.model_validate_json(json.dumps({**old, "reading_id": "not-a-hash"}))
+
+
+def test_boot_is_optional_and_bounded() -> None:
+    assert parse_telemetry(json.dumps(crane_reading(boot=3))).boot == 3
+    with pytest.raises(ValidationError, match="boot"):
+        parse_telemetry(json.dumps(crane_reading(boot=-1)))

@@ -48,6 +48,15 @@ def test_ddl_adapts_to_the_server_version() -> None:
         assert name in legacy
 
 
+def test_readings_are_identified_by_their_id_and_partitioned_by_our_clock() -> None:
+    telemetry = ch.create_table(ch.TELEMETRY, ch.Dialect(modern=True), ttl_days=30)
+    assert "ORDER BY (device_id, boot, seq, reading_id)" in telemetry
+    assert "PARTITION BY toYYYYMM(`received_at`)" in telemetry  # not the device's ts
+    assert "TTL toDateTime(`received_at`)" in telemetry
+    for table in (ch.ALERTS, ch.DECLARATIONS):  # event time, so by month: few partitions
+        assert "PARTITION BY toYYYYMM(" in ch.create_table(table, ch.Dialect(modern=True), None)
+
+
 def test_readme_lists_every_analyst_query() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     for name, sql in ch.ANALYST_QUERIES.items():
