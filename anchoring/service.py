@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from prometheus_client import Gauge
 
 from anchoring import batches
 from anchoring.anchors import TopicPartitionKey, last_anchored, latest_manifests
@@ -30,12 +31,14 @@ from smartport.kafka import (
     produce,
     producer_config,
 )
+from smartport.readiness import GROUP, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
-READY = "assigned"  # logged when partitions are assigned: ready to anchor
 MAX_BATCHES_PER_ENTRY = 256
+READY_GAUGE = Gauge("smartport_anchorer_ready",
+                    "1 while the anchorer holds its partitions and the ledger takes its roots")
 _RETRY_S = 2.0
 
 @dataclass
@@ -68,6 +71,9 @@ class Anchorer:
         self._partitions: dict[TopicPartitionKey, _Partition] = {}
         self._closed: list[_Closed] = []
         self._last_flush = time.monotonic()
+        self.readiness = Readiness(READY_GAUGE, "anchorer", settings.kafka.join_timeout_s,
+                                   conditions=("ledger",))
+        self.readiness.set("ledger", True)  # opened; a failed anchoring says otherwise
         self.anchored_batches = 0
 
     # -- assignment ----------------------------------------------------------------------
@@ -82,10 +88,12 @@ class Anchorer:
                 start, batches.manifest_hash(manifest) if manifest else None)
             tp.offset = start
         consumer.assign(assigned)
-        log.info(READY, extra={"partitions": [f"{t.topic}/{t.partition}@{t.offset}"
+        self.readiness.set(GROUP, True)
+        log.info("assigned", extra={"partitions": [f"{t.topic}/{t.partition}@{t.offset}"
                                                    for t in assigned]})
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self.readiness.set(GROUP, False)
         gone = {(tp.topic, tp.partition) for tp in revoked}
         for key in gone:
             self._partitions.pop(key, None)  # its unanchored records go to the next owner
@@ -198,6 +206,7 @@ class Anchorer:
                     self._add(message)
                 self._close_expired()
                 self._maybe_flush()
+                self.readiness.check()
                 if idle_exit_s is not None and not self._closed and not any(
                         s.pending for s in self._partitions.values()) and (
                         time.monotonic() - last_message > idle_exit_s):
@@ -214,6 +223,8 @@ class Anchorer:
             self._flush()
         except Exception as exc:  # the ledger or Kafka is unreachable: keep offsets, retry
             log.error("anchoring failed; retrying", extra={"error": str(exc)}, exc_info=True)
+            self.readiness.set("ledger", False)
             time.sleep(_RETRY_S)
             return
+        self.readiness.set("ledger", True)
         self._last_flush = time.monotonic()

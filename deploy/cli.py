@@ -279,6 +279,7 @@ def anchor(
     topic: Annotated[list[str] | None, typer.Option(
         help="topic to anchor (repeatable; default from settings: anchor_topics)")] = None,
     group: Annotated[str, typer.Option(help="Kafka consumer group")] = "smartport-anchor",
+    metrics_port: MetricsPort = 0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Batch records into Merkle trees and anchor their roots to the ledger, until SIGTERM."""
@@ -288,6 +289,7 @@ def anchor(
 
     logs.configure(log_level)
     settings = state.settings()
+    _serve_metrics(metrics_port)
     Anchorer(settings, open_ledger(settings), group=group,
              source_topics=tuple(topic) if topic else None).run()
 
@@ -362,6 +364,7 @@ def streams(
         help="where a new app id starts: earliest or latest")] = "earliest",
     web_port: Annotated[int, typer.Option(
         min=0, max=65535, help="serve faust's web views on 127.0.0.1:PORT (0 = off)")] = 0,
+    metrics_port: MetricsPort = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run a customs cross-validation worker (faust) until SIGTERM; start more to scale out."""
@@ -371,6 +374,7 @@ def streams(
     if offset_reset not in ("earliest", "latest"):
         raise ConfigError(f"--offset-reset {offset_reset!r}: use earliest or latest")
     settings = state.settings()
+    _serve_metrics(metrics_port)
     run_worker(create_app(settings, load_thresholds(rules), app_id=app_id, store=store,
                           offset_reset=offset_reset, web_port=web_port or None),
                settings, log_level)

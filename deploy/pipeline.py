@@ -1,8 +1,9 @@
 """Our four long-running processes as one pipeline: started, killed, restarted and stopped.
 
 The demo, the fault suite and the full-pipeline benchmark run the same processes the same
-way: ``python -m deploy.cli <command>``, each logging to its own file, each ready once its log
-shows a marker line.
+way: ``python -m deploy.cli <command>``, each logging to its own file and serving its metrics on
+a port of its own, each ready once its ``smartport_<name>_ready`` gauge says 1 — the gauge an
+operator's readiness probe reads, not a log line.
 """
 
 from __future__ import annotations
@@ -10,50 +11,66 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-from anchoring import service as anchoring_service
 from deploy.process import tail
 from deploy.topics import delete_app_topics
-from ingest import gateway
-from smartport import logs
 from smartport.errors import StackError
 from smartport.mqtt import connect_properties, new_client
 from smartport.settings import Settings
-from streams import app as streams_app
-from streams.analytics import sink
 
 SMARTPORT = [sys.executable, "-m", "deploy.cli"]  # the CLI, in this interpreter
 START_TIMEOUT_S = 120.0  # a faust worker creates its changelog topics first
 
 
-class PipelineProcess:
-    """One of our processes, ready once its log shows ``ready`` after it was (re)started."""
+def free_port() -> int:
+    """A port nothing listens on now, on loopback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
-    def __init__(self, name: str, args: list[str], ready: str, log_path: Path,
+
+class PipelineProcess:
+    """One of our processes (``name``: gateway, streams, anchorer or sink), ready once its
+    ``smartport_<name>_ready`` gauge is 1 after it was (re)started."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path,
                  env: dict[str, str]) -> None:
         self.name = name
         self.log_path = log_path
         self._args = args
-        self._ready = ready
         self._env = env
+        self.metrics_port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def ready(self) -> bool:
+        """What the process's readiness gauge says now (False while it does not answer)."""
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return False
+        return f"smartport_{self.name}_ready 1.0" in text.splitlines()
+
     def start(self) -> PipelineProcess:
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.metrics_port = free_port()
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([*SMARTPORT, *self._args],
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **self._env})
+            self.process = subprocess.Popen(
+                [*SMARTPORT, *self._args, "--metrics-port", str(self.metrics_port)],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self._env})
         deadline = time.monotonic() + START_TIMEOUT_S
-        while self._ready not in self.log_path.read_text(errors="replace")[offset:]:
+        while not self.ready:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise StackError(f"{self.name} did not start; see {self.log_path}:\n"
@@ -80,7 +97,7 @@ def streams_worker(app_id: str, log_path: Path, env: dict[str, str] | None = Non
                    ) -> PipelineProcess:
     """A streams worker with a faust app id of its own, reading from the end of the topics."""
     return PipelineProcess("streams", ["streams", "--app-id", app_id, "--offset-reset", "latest"],
-                           streams_app.READY, log_path, env or {})
+                           log_path, env or {})
 
 
 class Pipeline:
@@ -98,15 +115,14 @@ class Pipeline:
         self.run_id = run_id
         self.gateway_id = self.streams_id = run_id
 
-        def process(name: str, args: list[str], ready: str) -> PipelineProcess:
-            return PipelineProcess(name, args, ready, work / f"{name}.log", env or {})
+        def process(name: str, args: list[str]) -> PipelineProcess:
+            return PipelineProcess(name, args, work / f"{name}.log", env or {})
 
         self.streams = streams_worker(self.streams_id, work / "streams.log", env)
         self.gateway = process("gateway", ["gateway", "--gateway-id", self.gateway_id,
-                                           "--share-group", self.gateway_id],
-                               logs.marker(gateway.READY))
-        self.anchorer = process("anchorer", ["anchor"], logs.marker(anchoring_service.READY))
-        self.sink = process("sink", ["sink"], logs.marker(sink.READY))
+                                           "--share-group", self.gateway_id])
+        self.anchorer = process("anchorer", ["anchor"])
+        self.sink = process("sink", ["sink"])
 
     @property
     def processes(self) -> tuple[PipelineProcess, ...]:

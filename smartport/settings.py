@@ -38,6 +38,9 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(6, ge=1, description="partition count of every project topic")
     replication_factor: int = Field(1, ge=1, description="default: 3 with a cluster, else 1")
     brokers: int = Field(1, ge=1, le=9, description="Kafka nodes the local stack runs on loopback")
+    join_timeout_s: float = Field(120.0, gt=0, description=(
+        "a consumer (streams, anchorer, sink) not assigned its partitions for this long exits "
+        "non-zero, for a supervisor to restart it"))
 
     @model_validator(mode="after")
     def _local_cluster_defaults(self) -> KafkaSettings:

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import faust
 import mode
 from faust.types import StreamT
+from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from schemas import Declaration, Evidence, GatewayEnvelope, encode, topics
@@ -31,6 +32,7 @@ from schemas.topics import mqtt_alert_topic
 from smartport.errors import StackError
 from smartport.kafka import ensure_topics
 from smartport.mqtt import new_client
+from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import MqttSettings, Settings
 from streams.rules.engine import evaluate
 from streams.rules.state import ContainerState
@@ -41,7 +43,9 @@ T = TypeVar("T")
 APP_ID = "smartport-streams"
 DECLARATIONS_TABLE = "declarations"
 STATE_TABLE = "container-state"
-READY = "Worker]: Ready"  # what faust logs once the worker started its agents and tables
+READY_GAUGE = Gauge("smartport_streams_ready",
+                    "1 while the worker holds its partitions with its tables recovered")
+WATCHDOG_S = 5.0
 
 
 class _Parsed(Generic[T]):
@@ -124,6 +128,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     officers = AlertPublisher(settings.mqtt, f"{app_id}-alerts")
     app.add_dependency(officers)  # started and stopped with the app (the worker)
 
+    _watch_readiness(app, Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s))
     states = _Parsed(state_table, ContainerState.model_validate_json)
     current_declarations = _Parsed(declaration_table, Declaration.model_validate_json)
 
@@ -171,6 +176,28 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     return app
 
 
+def _watch_readiness(app: faust.App, readiness: Readiness) -> None:
+    """Ready once a rebalance completed (tables recovered); a worker left without partitions
+    longer than the bound crashes the app, so the worker exits non-zero."""
+
+    @app.on_rebalance_complete.connect
+    async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        readiness.set(GROUP, True)
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        readiness.set(GROUP, False)
+
+    async def _watchdog() -> None:
+        try:
+            readiness.check()
+        except NotWorking as exc:
+            log.error(str(exc))
+            await app.crash(exc)
+
+    app.timer(WATCHDOG_S)(_watchdog)
+
+
 def changelog_topics(app_id: str) -> dict[str, dict[str, str]]:
     """The changelog topic of each table (faust names it ``<app id>-<table>-changelog``)."""
     return {f"{app_id}-{table}-changelog": {"cleanup.policy": "compact"}
@@ -194,5 +221,7 @@ def run_worker(app: faust.App, settings: Settings, log_level: str = "info") -> N
         crashed: BaseException = app.crash_reason
     except BaseException as exc:  # mode re-raises the crash (or what it cancelled) on the way out
         crashed = app.crash_reason or exc
+    if isinstance(crashed, NotWorking):
+        raise crashed
     raise WorkerCrashed(f"the streams worker stopped: an agent crashed with {crashed!r} "
                         "(its traceback is in the log above)")

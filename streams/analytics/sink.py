@@ -24,17 +24,19 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import clickhouse as ch
 from smartport.kafka import commit_offsets, consume_records, consumer_config
+from smartport.readiness import GROUP, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 from streams.analytics.rows import SINK_TOPICS, Row, reject_row, to_row
 from streams.analytics.store import Store
 
 log = logging.getLogger(__name__)
-READY = "sink ready"  # logged once subscribed with the store open: ready to write
 
 ROWS = Counter("smartport_sink_rows", "rows inserted into ClickHouse", ["table"])
 REJECTED = Counter("smartport_sink_rejected", "records kept in sink_rejects", ["topic"])
 CLICKHOUSE_UP = Gauge("smartport_sink_clickhouse_up", "1 when the last insert succeeded")
+READY_GAUGE = Gauge("smartport_sink_ready",
+                    "1 while the sink holds its partitions and ClickHouse takes its rows")
 INSERT_SECONDS = Histogram("smartport_sink_insert_seconds", "one batch insert, all tables")
 MAX_BACKOFF_S = 30.0
 
@@ -65,6 +67,9 @@ class Sink:
         self._buffered = 0
         self._first_buffered = 0.0
         self._stop = threading.Event()
+        self.readiness = Readiness(READY_GAUGE, "sink", settings.kafka.join_timeout_s,
+                                   conditions=("store",))
+        self.readiness.set("store", True)  # opened; an insert that fails says otherwise
         self.inserted = 0
 
     def _add(self, message: Message) -> None:
@@ -97,6 +102,7 @@ class Sink:
                 break
             except Exception as exc:  # unreachable, restarting, out of disk: keep offsets, retry
                 CLICKHOUSE_UP.set(0)
+                self.readiness.set("store", False)
                 log.error("ClickHouse insert failed; retrying", extra={
                     "error": str(exc).splitlines()[0], "retry_in_s": backoff})
                 if self._stop.wait(backoff):
@@ -104,6 +110,7 @@ class Sink:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         INSERT_SECONDS.observe(time.monotonic() - started)
         CLICKHOUSE_UP.set(1)
+        self.readiness.set("store", True)
         commit_offsets(self._consumer, self._offsets)
         self.inserted += self._buffered
         log.info("inserted", extra={"rows": self._buffered, "total": self.inserted})
@@ -138,7 +145,11 @@ class Sink:
             return
         ROWS.labels(table.name).inc(len(items))
 
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        self.readiness.set(GROUP, True)  # in the group, even with no partition to own
+
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self.readiness.set(GROUP, False)
         self._flush()  # commit what we hold before another member takes the partitions
 
     def run(self, stop: threading.Event | None = None, idle_exit_s: float | None = None) -> None:
@@ -146,8 +157,9 @@ class Sink:
         if stop is not None:
             self._stop = stop
         stop_on_signals(self._stop)
-        self._consumer.subscribe(list(self._topics), on_revoke=self._on_revoke)
-        log.info(READY, extra={"topics": list(self._topics)})
+        self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke)
+        log.info("subscribed", extra={"topics": list(self._topics)})
         last_message = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -157,6 +169,7 @@ class Sink:
                 if self._buffered and (self._buffered >= self._max_rows or time.monotonic()
                                        - self._first_buffered >= self._max_seconds):
                     self._flush()
+                self.readiness.check()
                 if idle_exit_s is not None and not self._buffered and (
                         time.monotonic() - last_message > idle_exit_s):
                     break

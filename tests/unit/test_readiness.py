@@ -1,0 +1,67 @@
+"""Readiness gauges that mean it, and the bound on waiting for a consumer group (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge
+
+from smartport.readiness import GROUP, NotWorking, Readiness
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _readiness(clock: Clock, *conditions: str) -> tuple[Readiness, Gauge]:
+    gauge = Gauge("smartport_test_ready", "test", registry=CollectorRegistry())
+    return Readiness(gauge, "test", 60.0, conditions, clock=clock), gauge
+
+
+def _value(gauge: Gauge) -> float:
+    return float(next(iter(gauge.collect())).samples[0].value)
+
+
+def test_ready_only_while_every_condition_holds() -> None:
+    readiness, gauge = _readiness(Clock(), "store")
+    assert _value(gauge) == 0
+    readiness.set(GROUP, True)
+    assert _value(gauge) == 0  # the store is not known to work yet
+    readiness.set("store", True)
+    assert _value(gauge) == 1
+    readiness.set("store", False)  # an outage of what it writes to: not ready, not exiting
+    assert _value(gauge) == 0
+    readiness.check()
+
+
+def test_a_consumer_never_assigned_exits_after_the_bound() -> None:
+    clock = Clock()
+    readiness, _ = _readiness(clock)
+    clock.now = 59.0
+    readiness.check()
+    clock.now = 61.0
+    with pytest.raises(NotWorking, match="not been assigned its Kafka partitions for 61 s"):
+        readiness.check()
+
+
+def test_the_bound_counts_from_losing_the_partitions() -> None:
+    clock = Clock()
+    readiness, gauge = _readiness(clock)
+    clock.now = 50.0
+    readiness.set(GROUP, True)
+    clock.now = 500.0
+    readiness.check()  # assigned all along
+    readiness.set(GROUP, False)  # a rebalance took them
+    assert _value(gauge) == 0
+    clock.now = 550.0
+    readiness.check()
+    readiness.set(GROUP, True)  # and gave them back
+    clock.now = 1000.0
+    readiness.check()
+    readiness.set(GROUP, False)
+    clock.now = 1061.0
+    with pytest.raises(NotWorking):
+        readiness.check()
