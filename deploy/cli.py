@@ -149,7 +149,11 @@ def gateway(
     gateway_id: Annotated[str, typer.Option(
         help="stable id: the MQTT client id of this gateway's persistent session")] = "",
     share_group: Annotated[str, typer.Option(
-        help="MQTT shared-subscription group (default from settings)")] = "",
+        help="MQTT shared-subscription group (default from settings: none, a plain "
+        "subscription the broker keeps across its restarts)")] = "",
+    subscribe: Annotated[list[str] | None, typer.Option(
+        help="telemetry filter to subscribe to (repeatable), e.g. port/+/crane/+/telemetry: "
+        "split the topic space among gateways (default from settings: all telemetry)")] = None,
     receive_maximum: Annotated[int | None, typer.Option(
         min=1, max=65535, help="MQTT messages in flight at once (bounds memory; default from "
         "settings: mqtt.receive_maximum)")] = None,
@@ -170,7 +174,18 @@ def gateway(
         gateway_id or f"gw-{socket.gethostname()}",
         share_group=share_group or None,
         receive_maximum=receive_maximum,
+        subscriptions=_telemetry_filters(subscribe),
     ).run()
+
+
+def _telemetry_filters(filters: list[str] | None) -> tuple[str, ...] | None:
+    from schemas.topics import telemetry_filter_problem
+
+    for topic_filter in filters or ():
+        problem = telemetry_filter_problem(topic_filter)
+        if problem:
+            raise ConfigError(f"--subscribe {problem}")
+    return tuple(filters) if filters else None
 
 
 declarations_app = typer.Typer(no_args_is_help=True, help="Customs declarations intake.")

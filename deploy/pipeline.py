@@ -104,7 +104,8 @@ class Pipeline:
     """Streams worker, gateway, anchorer and sink of one run.
 
     The gateway and the streams worker get ids of their own (``run_id``): the gateway's MQTT
-    session and shared-subscription group, and the faust app (reading from the end of the
+    session (with a plain subscription, which the broker keeps across its restarts), and the
+    faust app (reading from the end of the
     topics), so that a run's alerts are its own. The anchorer and the sink use their usual
     consumer groups: they carry on where the last ones stopped.
     """
@@ -119,8 +120,7 @@ class Pipeline:
             return PipelineProcess(name, args, work / f"{name}.log", env or {})
 
         self.streams = streams_worker(self.streams_id, work / "streams.log", env)
-        self.gateway = process("gateway", ["gateway", "--gateway-id", self.gateway_id,
-                                           "--share-group", self.gateway_id])
+        self.gateway = process("gateway", ["gateway", "--gateway-id", self.gateway_id])
         self.anchorer = process("anchorer", ["anchor"])
         self.sink = process("sink", ["sink"])
 

@@ -1,4 +1,10 @@
-"""The MQTT → Kafka gateway: at-least-once, validated, scale-out by MQTT shared subscription.
+"""The MQTT → Kafka gateway: at-least-once, validated, scaled out by splitting the topics.
+
+By default a gateway holds a plain persistent subscription to its telemetry filters: Mosquitto
+keeps those across its own restarts, so messages published while the broker comes back and the
+gateway reconnects are queued, not discarded (Mosquitto 2.0 does not keep shared subscriptions).
+Gateways scale out by subscribing to disjoint filters (by port or kind), or, trading that
+guarantee for balancing, by sharing a group (``$share/<group>/...``).
 
 An MQTT message is acknowledged (PUBACK) only after Kafka acknowledged its record, in
 telemetry.v1 or, when rejected, in the DLQ. Messages not yet acknowledged stay in the broker's
@@ -37,7 +43,7 @@ from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
-READY = "subscribed"  # logged once the shared subscription is in place: ready to receive
+READY = "subscribed"  # logged once the subscriptions are in place: ready to receive
 
 SHUTDOWN_FLUSH_SECONDS = 30.0
 
@@ -73,12 +79,13 @@ class Gateway:
         gateway_id: str,
         share_group: str | None = None,
         receive_maximum: int | None = None,
+        subscriptions: tuple[str, ...] | None = None,
     ) -> None:
         self.gateway_id = gateway_id
         self._settings = settings
-        self._subscription = topics.shared_subscription(
-            share_group or settings.mqtt.share_group, topics.MQTT_TELEMETRY_FILTER
-        )
+        group = share_group or settings.mqtt.share_group
+        self._subscriptions = [topics.shared_subscription(group, f) if group else f
+                               for f in subscriptions or settings.mqtt.subscriptions]
         self._receive_maximum = receive_maximum or settings.mqtt.receive_maximum
         self._limits = Limits.from_settings(settings)
         self._producer = Producer(producer_config(
@@ -108,8 +115,8 @@ class Gateway:
             self._generation += 1
         metrics.MQTT_CONNECTED.set(1)
         log.info("MQTT connected", extra={"session_present": flags.session_present,
-                                          "subscription": self._subscription})
-        client.subscribe(self._subscription, options=SubscribeOptions(qos=1))
+                                          "subscriptions": self._subscriptions})
+        client.subscribe([(f, SubscribeOptions(qos=1)) for f in self._subscriptions])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reasons: list[ReasonCode], properties: Properties | None) -> None:
@@ -117,7 +124,7 @@ class Gateway:
             log.error("MQTT subscription refused", extra={"reasons": [str(r) for r in reasons]})
         else:
             metrics.READY.set(1)
-            log.info(READY, extra={"subscription": self._subscription})
+            log.info(READY, extra={"subscriptions": self._subscriptions})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, properties: Properties | None) -> None:

@@ -31,6 +31,19 @@ def mqtt_alert_topic(port: str, severity: str, container_no: str) -> str:
     return f"port/{port}/alerts/{severity}/{container_no}"
 
 
+def telemetry_filter_problem(topic_filter: str) -> str | None:
+    """Why ``topic_filter`` is not a filter within port/<locode>/<kind>/<device_id>/telemetry,
+    or None. Each of the three middle levels is ``+`` or a literal."""
+    levels = topic_filter.split("/")
+    if len(levels) != 5 or levels[0] != "port" or levels[4] != "telemetry":
+        return (f"{topic_filter!r} is not a telemetry filter: use port/<locode>/<kind>/"
+                "<device_id>/telemetry with + for any level, e.g. port/+/crane/+/telemetry")
+    for level in levels[1:4]:
+        if not level or (level != "+" and ("+" in level or "#" in level)):
+            return f"{topic_filter!r}: each level is + or a name, not {level!r}"
+    return None
+
+
 def shared_subscription(group: str, topic_filter: str) -> str:
     """MQTT v5 shared subscription: the broker splits messages among the group's sessions."""
     return f"$share/{group}/{topic_filter}"

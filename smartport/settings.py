@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from schemas.anchoring import HashAlgorithm
+from schemas.topics import MQTT_TELEMETRY_FILTER, telemetry_filter_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "SMARTPORT_CONFIG"
@@ -76,13 +77,27 @@ class MqttSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     tls_ca: Path | None = None
-    share_group: str = "smartport"
+    share_group: str = Field("", description=(
+        "MQTT shared-subscription group; empty (the default): a plain persistent subscription "
+        "per gateway, which Mosquitto keeps across its restarts (it does not keep shared ones)"))
+    subscriptions: tuple[str, ...] = Field((MQTT_TELEMETRY_FILTER,), min_length=1, description=(
+        "telemetry filters this gateway subscribes to: split the topic space among gateways "
+        "(e.g. by port or kind) to scale out without shared subscriptions"))
     session_expiry_s: int = Field(
         3600, ge=0, description="how long the broker keeps a gateway's queue while it is down"
     )
     receive_maximum: int = Field(
         5000, ge=1, le=65535, description="MQTT messages in flight to a gateway (bounds memory)"
     )
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _telemetry_filters(cls, filters: tuple[str, ...]) -> tuple[str, ...]:
+        for topic_filter in filters:
+            problem = telemetry_filter_problem(topic_filter)
+            if problem:
+                raise ValueError(problem)
+        return filters
 
     @field_validator("url")
     @classmethod

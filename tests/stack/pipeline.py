@@ -58,9 +58,10 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class GatewayProcess:
-    """A real `smartport gateway` process with its own id and shared-subscription group."""
+    """A real `smartport gateway` process with its own id and shared-subscription group (or
+    none: plain subscriptions)."""
 
-    def __init__(self, gateway_id: str, share_group: str, log_dir: Path,
+    def __init__(self, gateway_id: str, share_group: str | None, log_dir: Path,
                  extra: tuple[str, ...] = ()) -> None:
         self.gateway_id = gateway_id
         self.share_group = share_group
@@ -73,7 +74,8 @@ class GatewayProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*SMARTPORT, "gateway", "--gateway-id", self.gateway_id,
-                 "--share-group", self.share_group, *self._extra],
+                 *(["--share-group", self.share_group] if self.share_group else []),
+                 *self._extra],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         wait_for(lambda: logs.marker(gateway.READY) in self.log_path.read_text()[offset:], 30,

@@ -9,13 +9,16 @@ the run verifies against Kafka's records and the ledger. Run alone with ``-m fau
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
 from deploy import demo, process
@@ -23,7 +26,18 @@ from deploy import stack as local_stack
 from deploy.pipeline import Pipeline
 from deploy.reconcile import Reconciliation
 from deploy.services import Kafka, Mosquitto, kafka_nodes
+from schemas import topics
+from smartport.polling import wait_until
 from smartport.settings import Settings
+from tests.helpers import crane_reading
+from tests.stack.pipeline import (
+    GatewayProcess,
+    Record,
+    high_watermarks,
+    read_topic,
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.fault  # and stack, as everything in this folder
 
@@ -66,9 +80,8 @@ def test_sigkill_and_restart_of_each_process(stack: Settings, name: str) -> None
 @pytest.mark.parametrize("gateway_down", [True, False], ids=["queue-held", "gateway-connected"])
 def test_mosquitto_restart(stack: Settings, gateway_down: bool) -> None:
     """With the gateway down, the broker holds a queue for its persistent session across the
-    restart; with it connected, the gateway reconnects by itself. Mosquitto 2.0 does not
-    persist shared subscriptions: until the gateway subscribes again, publishes get PUBACK
-    0x10 "no matching subscribers" and are discarded; the simulator publishes them again."""
+    restart; with it connected, the gateway reconnects by itself. Its plain subscription is in
+    the broker's persistence file, so publishes made before it reconnects are queued for it."""
     broker = Mosquitto(stack.state_dir)
 
     def restart_broker(pipeline: Pipeline) -> None:
@@ -146,3 +159,53 @@ def test_three_broker_cluster_loses_a_broker_under_load(cluster: Settings) -> No
         os.kill(pid, signal.SIGKILL)  # stays down: two in-sync replicas remain
 
     _run_with(cluster, kill_a_broker, seed=304)
+
+
+def test_mosquitto_restart_loses_nothing_a_mqtt_3_device_published(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """An MQTT 3.1.1 device cannot see PUBACK 0x10: for it, any message the broker discards
+    for want of a subscriber is lost. The device publishes, the broker restarts, and the device
+    publishes again the moment the broker is back — before the gateway has reconnected. The
+    gateway's plain persistent subscription survives the restart (a shared one does not), so
+    those messages are queued for it: every acknowledged message arrives."""
+    gateway = GatewayProcess(unique("gw-v3"), None, tmp_path).start()
+    device = unique("v3")
+    since = high_watermarks(stack, topics.TELEMETRY)
+    broker = Mosquitto(stack.state_dir)
+    published = _publish_v3(stack, device, range(1, 501))
+    try:
+        assert process.stop(broker.pid_path), "the test needs the stack's own Mosquitto"
+        local_stack.up(stack)
+        published += _publish_v3(stack, device, range(501, 1501))
+        wait_until(lambda: len(_seqs_of(read_topic(stack, topics.TELEMETRY, since), device))
+                   >= published, 90)
+    finally:
+        gateway.stop()
+        gateway.forget_session(stack)
+    assert published == 1500
+    missing = set(range(1, 1501)) - _seqs_of(read_topic(stack, topics.TELEMETRY, since), device)
+    assert not missing, f"{len(missing)} acknowledged messages lost, seqs {min(missing)} to " \
+                        f"{max(missing)}"
+
+
+def _publish_v3(settings: Settings, device: str, seqs: range) -> int:
+    """Publish one reading per seq over MQTT 3.1.1 at QoS 1; how many the broker acknowledged."""
+    acked: set[int] = set()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique("dev"),
+                         protocol=mqtt.MQTTv311)
+    client.on_publish = lambda _c, _u, mid, _r, _p: acked.add(mid)
+    client.connect(settings.mqtt.host, settings.mqtt.port)
+    client.loop_start()
+    mids = [client.publish(f"port/CNSHK/crane/{device}/telemetry",
+                           json.dumps(crane_reading(device_id=device, seq=seq)), qos=1).mid
+            for seq in seqs]
+    wait_for(lambda: set(mids) <= acked, 60, "the broker to acknowledge every message")
+    client.disconnect()
+    client.loop_stop()
+    return len(acked)
+
+
+def _seqs_of(records: list[Record], device: str) -> set[int]:
+    return {r.value["reading"]["seq"] for r in records
+            if r.value["reading"]["device_id"] == device}

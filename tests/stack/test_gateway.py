@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from deploy import process
+from deploy.pipeline import SMARTPORT
 from deploy.services import Kafka
 from deploy.stack import up
 from ingest import gateway as gateway_module
@@ -365,3 +366,38 @@ def test_a_dead_network_loop_ends_the_gateway_and_loses_nothing(
     finally:
         successor.stop()
         successor.forget_session(stack)
+
+
+def test_gateways_split_the_topics_without_sharing_a_subscription(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """Scale-out with plain subscriptions: disjoint filters, each reading in Kafka once."""
+    cranes = GatewayProcess(unique("gw-cranes"), None, tmp_path,
+                            ("--subscribe", "port/+/crane/+/telemetry")).start()
+    others = GatewayProcess(unique("gw-others"), None, tmp_path,
+                            ("--subscribe", "port/+/container/+/telemetry",
+                             "--subscribe", "port/+/rtg/+/telemetry")).start()
+    try:
+        since = high_watermarks(stack, topics.TELEMETRY)
+        prefix = unique("split")
+        messages = fleet_messages(1500, seed=15, prefix=prefix)
+        publish(stack, messages)
+        records = wait_until_in_kafka(stack, since, expected_ids(messages))
+        mine = [r for r in records if r.value["reading"]["device_id"].startswith(prefix)]
+        assert {r.value["reading"]["kind"] for r in mine} == {"crane", "container", "rtg"}
+        assert len(telemetry_ids(mine)) == len(mine)  # no reading written twice
+        for record in mine:
+            kind = record.value["reading"]["kind"]
+            assert record.value["gateway_id"] == (
+                cranes.gateway_id if kind == "crane" else others.gateway_id)
+    finally:
+        for gateway in (cranes, others):
+            gateway.stop()
+            gateway.forget_session(stack)
+
+
+def test_a_bad_subscription_is_refused_with_the_reason() -> None:
+    done = subprocess.run([*SMARTPORT, "gateway", "--subscribe", "port/#"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "not a telemetry filter" in done.stderr

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from schemas.topics import telemetry_filter_problem
 from smartport.settings import Settings, load_settings
 
 
@@ -55,3 +56,25 @@ def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.toml does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(("topic_filter", "problem"), [
+    ("port/+/+/+/telemetry", None),
+    ("port/CNSHK/crane/+/telemetry", None),
+    ("port/#", "not a telemetry filter"),
+    ("port/+/crane/+/alerts", "not a telemetry filter"),
+    ("port/+/cr+ne/+/telemetry", "each level is + or a name"),
+    ("port//crane/+/telemetry", "each level is + or a name"),
+    ("$share/g/port/+/+/+/telemetry", "not a telemetry filter"),
+])
+def test_gateway_subscriptions_stay_within_the_telemetry_topics(
+    topic_filter: str, problem: str | None
+) -> None:
+    found = telemetry_filter_problem(topic_filter)
+    assert found is None if problem is None else problem in (found or "")
+
+
+def test_a_bad_subscription_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMARTPORT_MQTT__SUBSCRIPTIONS", '["port/#"]')
+    with pytest.raises(ValidationError, match="not a telemetry filter"):
+        Settings()
