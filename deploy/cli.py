@@ -413,9 +413,15 @@ def sink(
     store = open_store(settings.resolved_clickhouse_url)
     ensure_schema(store, settings.clickhouse_ttl_days)
     _serve_metrics(metrics_port)
+    server = None
     if isinstance(store, ChdbStore):  # chDB is locked by this process: analysts ask through it
-        query_server.serve(store.query, settings.query_port)
-    Sink(settings, store, group=group).run()
+        server = query_server.serve(store.query, settings.query_port)
+    try:
+        Sink(settings, store, group=group).run()
+    finally:  # chDB torn down at interpreter exit, under a live server thread, can segfault
+        if server is not None:
+            server.shutdown()
+        store.close()
 
 
 @app.command("sql")

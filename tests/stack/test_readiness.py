@@ -12,7 +12,7 @@ import pytest
 from deploy.pipeline import SMARTPORT, PipelineProcess, free_port
 
 
-@pytest.mark.parametrize("command", [["sink"], ["anchor"]])
+@pytest.mark.parametrize("command", [["sink"], ["anchor"]], ids=["sink", "anchor"])
 def test_a_consumer_never_assigned_its_partitions_exits_non_zero(
     command: list[str], tmp_path: Path
 ) -> None:
