@@ -14,10 +14,11 @@ from smartport.errors import StackError
 from smartport.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-# A broker restarting: the same request succeeds a little later.
+# A broker restarting, or gone from the cluster (librdkafka then destroys its handle under the
+# requests in flight to it): the same request succeeds a little later, elsewhere.
 _BROKER_AWAY = frozenset({
     KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION, KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN, KafkaError._DESTROY_BROKER,
 })
 # ... or the group coordinator moving (offset commits) ...
 _COMMIT_RETRIABLE = _BROKER_AWAY | {
