@@ -179,13 +179,12 @@ def gateway(
 
 
 def _telemetry_filters(filters: list[str] | None) -> tuple[str, ...] | None:
-    from schemas.topics import telemetry_filter_problem
+    from schemas.topics import check_telemetry_filters
 
-    for topic_filter in filters or ():
-        problem = telemetry_filter_problem(topic_filter)
-        if problem:
-            raise ConfigError(f"--subscribe {problem}")
-    return tuple(filters) if filters else None
+    try:
+        return check_telemetry_filters(tuple(filters)) if filters else None
+    except ValueError as exc:
+        raise ConfigError(f"--subscribe {exc}") from None
 
 
 declarations_app = typer.Typer(no_args_is_help=True, help="Customs declarations intake.")

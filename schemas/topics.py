@@ -44,6 +44,15 @@ def telemetry_filter_problem(topic_filter: str) -> str | None:
     return None
 
 
+def check_telemetry_filters(filters: tuple[str, ...]) -> tuple[str, ...]:
+    """``filters``, or ValueError naming the first that is not a telemetry filter."""
+    for topic_filter in filters:
+        problem = telemetry_filter_problem(topic_filter)
+        if problem:
+            raise ValueError(problem)
+    return filters
+
+
 def shared_subscription(group: str, topic_filter: str) -> str:
     """MQTT v5 shared subscription: the broker splits messages among the group's sessions."""
     return f"$share/{group}/{topic_filter}"

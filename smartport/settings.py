@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 
 from schemas.anchoring import HashAlgorithm
-from schemas.topics import MQTT_TELEMETRY_FILTER, telemetry_filter_problem
+from schemas.topics import MQTT_TELEMETRY_FILTER, check_telemetry_filters
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "SMARTPORT_CONFIG"
@@ -93,11 +93,7 @@ class MqttSettings(BaseModel):
     @field_validator("subscriptions")
     @classmethod
     def _telemetry_filters(cls, filters: tuple[str, ...]) -> tuple[str, ...]:
-        for topic_filter in filters:
-            problem = telemetry_filter_problem(topic_filter)
-            if problem:
-                raise ValueError(problem)
-        return filters
+        return check_telemetry_filters(filters)
 
     @field_validator("url")
     @classmethod
