@@ -14,7 +14,7 @@ from datetime import datetime
 
 from anchoring import merkle
 from schemas import AggregateProof, AnchorManifest, encode
-from schemas.anchoring import HashAlgorithm
+from schemas.anchoring import HashAlgorithm, LeafFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,12 @@ class KafkaRecord:
     offset: int
     value: bytes
     timestamp: datetime
+
+
+def leaf(offset: int, value: bytes, leaves: LeafFormat | None = "offset+value") -> bytes:
+    """The Merkle leaf of one record: its value, bound to its offset (``leaves`` is the
+    manifest's format; None for batches anchored before offsets were bound)."""
+    return value if leaves is None else offset.to_bytes(8, "big") + value
 
 
 def batch_end(first_offset: int, batch_records: int) -> int:
@@ -57,10 +63,12 @@ def manifest(
         first_offset=first,
         last_offset=last,
         count=len(records),
-        root=merkle.root([r.value for r in records], merkle.hasher_for(hash_alg)).hex(),
+        root=merkle.root([leaf(r.offset, r.value) for r in records],
+                         merkle.hasher_for(hash_alg)).hex(),
         hash_alg=hash_alg,
         prev_manifest_hash=prev_manifest_hash,
         created_at=records[-1].timestamp,
+        leaves="offset+value",
     )
 
 

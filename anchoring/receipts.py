@@ -6,9 +6,11 @@ and hand them to ``anchoring.verify`` (which has no Kafka in it).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from confluent_kafka import Consumer, TopicPartition
 
-from anchoring import merkle, verify
+from anchoring import batches, merkle, verify
 from anchoring.anchors import anchor_records
 from anchoring.ledgers.base import Ledger
 from schemas import AnchorRecord, Receipt, RecordRef
@@ -55,27 +57,29 @@ def batch_values(settings: Settings, record: AnchorRecord) -> list[tuple[int, by
     return values
 
 
-def verify_batch(settings: Settings, anchor: AnchorRecord, ledger: Ledger) -> None:
+def verify_batch(settings: Settings, anchor: AnchorRecord, ledger: Ledger,
+                 trusted: Collection[str]) -> None:
     """Kafka's records of an anchored batch hash to its root, the root is in the anchored
-    aggregate, and the ledger holds the aggregate. Raises VerificationFailed."""
-    verify.verify_batch(anchor, [v for _, v in batch_values(settings, anchor)], ledger)
+    aggregate, and a trusted ledger holds the aggregate. Raises VerificationFailed."""
+    verify.verify_batch(anchor, batch_values(settings, anchor), ledger, trusted)
 
 
 def build(settings: Settings, topic: str, partition: int, offset: int) -> tuple[Receipt, bytes]:
     """The receipt of one record, and the record's exact bytes."""
     anchor = _anchor_record(settings, topic, partition, offset)
     manifest = anchor.manifest
-    values = batch_values(settings, anchor)
-    offsets, leaves = [o for o, _ in values], [v for _, v in values]
-    proofs = verify.check_batch_root(manifest, leaves)
+    records = batch_values(settings, anchor)
+    proofs = verify.check_batch_root(manifest, records)
+    offsets = [o for o, _ in records]
     if offset not in offsets:
         raise InputRejected(f"offset {offset} of {topic}/{partition} holds no record "
                             "(a transaction marker or a compacted record)")
     index = offsets.index(offset)
-    value = leaves[index]
+    value = records[index][1]
+    leaf = batches.leaf(offset, value, manifest.leaves)
     receipt = Receipt(
         record=RecordRef(topic=topic, partition=partition, offset=offset,
-                         leaf_hash=merkle.hasher_for(manifest.hash_alg).hash_leaf(value).hex()),
+                         leaf_hash=merkle.hasher_for(manifest.hash_alg).hash_leaf(leaf).hex()),
         leaf_index=index,
         inclusion_proof=tuple(node.hex() for node in proofs[index]),
         manifest=manifest,

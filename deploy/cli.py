@@ -333,8 +333,14 @@ def receipt(
 def verify(
     receipt_file: Annotated[Path, typer.Argument(help="receipt JSON")],
     record: Annotated[Path, typer.Option(help="file holding the record's exact bytes")],
+    trust_ledger: Annotated[list[str] | None, typer.Option(
+        help="a ledger id you trust (repeatable; setting: trusted_ledgers): a file ledger's "
+        "key fingerprint or an EVM account eip155:<chain>:<address>, as the operator "
+        "published it (`smartport ledger id` on the operator's side)")] = None,
 ) -> None:
-    """Check a receipt's proofs offline, then its anchor on the ledger (exit 1 if invalid)."""
+    """Check a receipt's proofs offline, then its anchor on a ledger you trust (exit 1 if
+    invalid). Proves: these exact bytes are the record at the receipt's topic/partition/offset,
+    in a batch the named ledger anchored."""
     from pydantic import ValidationError
 
     from anchoring import verify as verification
@@ -344,14 +350,29 @@ def verify(
     for path in (receipt_file, record):
         if not path.is_file():
             raise InputRejected(f"{path} does not exist")
+    settings = state.settings()
+    trusted = set(trust_ledger or settings.trusted_ledgers)
+    if not trusted:
+        raise ConfigError("name the ledger you trust: --trust-ledger ID (or the setting "
+                          "trusted_ledgers); the operator publishes it, and `smartport ledger id` "
+                          "prints it on the operator's machine")
     try:
         parsed = Receipt.model_validate_json(receipt_file.read_bytes())
     except ValidationError as exc:
         raise InputRejected(f"{receipt_file} is not a smartport receipt: {exc}") from None
-    verification.verify(parsed, record.read_bytes(), open_ledger(state.settings(), writable=False))
+    verification.verify(parsed, record.read_bytes(), open_ledger(settings, writable=False),
+                        trusted)
     out.print(f"[green]valid[/]: {parsed.record.topic}/{parsed.record.partition}@"
               f"{parsed.record.offset} is in batch {parsed.manifest.batch_id}, anchored as "
               f"{parsed.ledger.kind} ledger {parsed.ledger.ledger_id} entry {parsed.ledger.entry}")
+
+
+@ledger_app.command("id")
+def ledger_id() -> None:
+    """Print the id of the ledger this installation anchors to: publish it for verifiers."""
+    from anchoring.ledgers.factory import own_ledger_id
+
+    out.print(own_ledger_id(state.settings()), highlight=False)
 
 
 @ledger_app.command("verify")

@@ -17,7 +17,7 @@ from typing import Any
 from anchoring import receipts, verify
 from anchoring.anchors import anchor_records
 from anchoring.errors import VerificationFailed
-from anchoring.ledgers.factory import open_ledger
+from anchoring.ledgers.factory import open_ledger, own_ledger_id
 from schemas import Alert, encode, topics
 from smartport import kafka
 from smartport.errors import SmartportError, StackError
@@ -133,7 +133,8 @@ def verify_one_receipt(settings: Settings, gateway_id: str, since: dict[int, int
     receipt, record = receipts.build(settings, topics.TELEMETRY, partition, offset)
     (work / "receipt.json").write_bytes(encode(receipt) + b"\n")
     (work / "record.bin").write_bytes(record)
-    verify.verify(receipt, record, open_ledger(settings, writable=False))
+    verify.verify(receipt, record, open_ledger(settings, writable=False),
+                  {own_ledger_id(settings)})
     return f"{topics.TELEMETRY}/{partition}@{offset}"
 
 
@@ -187,14 +188,14 @@ def stored(settings: Settings, report: Reconciliation, gateway_id: str) -> bool:
 def verify_batches(settings: Settings, since: dict[int, int]) -> tuple[int, int]:
     """The anchored batches of telemetry.v1 holding records of this run, and how many of them
     verify (Kafka's records hash to the root, the ledger holds it)."""
-    ledger = open_ledger(settings, writable=False)
+    ledger, trusted = open_ledger(settings, writable=False), {own_ledger_id(settings)}
     run_batches = [record for record in anchor_records(settings)
                    if record.manifest.topic == topics.TELEMETRY
                    and record.manifest.last_offset >= since.get(record.manifest.partition, 0)]
     verified = 0
     for record in run_batches:
         try:
-            receipts.verify_batch(settings, record, ledger)
+            receipts.verify_batch(settings, record, ledger, trusted)
             verified += 1
         except VerificationFailed as exc:
             log.error("anchored batch does not verify", extra={

@@ -11,6 +11,10 @@ from schemas.identifiers import UtcDatetime
 
 HashHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 HashAlgorithm = Literal["blake3", "sha256"]
+# What a batch's Merkle leaves are. "offset+value": the record's offset as 8 bytes big-endian,
+# then its value, so a proof binds the position too; absent: the value alone (batches anchored
+# before positions were bound, whose offsets are provable only when they have no gaps).
+LeafFormat = Literal["offset+value"]
 Offset = Annotated[int, Field(ge=0)]
 
 
@@ -28,6 +32,7 @@ class AnchorManifest(Message):
     prev_manifest_hash: HashHex | None = Field(
         None, description="hash of this partition's previous manifest: a hash chain")
     created_at: UtcDatetime = Field(description="timestamp of the batch's last Kafka record")
+    leaves: LeafFormat | None = Field(None, description="what each leaf commits to")
 
 
 class AggregateProof(Message):
@@ -59,7 +64,9 @@ class RecordRef(Message):
     topic: str
     partition: Offset
     offset: Offset
-    leaf_hash: HashHex = Field(description="H(0x00 || record value bytes)")
+    leaf_hash: HashHex = Field(
+        description="H(0x00 || offset as u64 big-endian || record value bytes); without the "
+        "offset for manifests that have no `leaves`")
 
 
 class Receipt(Message):

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     ledger_key: SecretStr | None = Field(None, description="EVM signing key (hex); never logged")
     ledger_key_file: Path | None = Field(None, description="file holding the EVM signing key")
     ledger_confirmations: int = Field(1, ge=1, description="EVM blocks to wait for")
+    ledger_finality: Literal["confirmations", "finalized"] = Field(
+        "confirmations", description="EVM: wait for ledger_confirmations blocks, or for the "
+        "chain's `finalized` block (proof-of-stake chains; anvil mines no blocks on its own)")
+    trusted_ledgers: tuple[str, ...] = Field(
+        (), description="ledger ids `smartport verify` accepts: file key fingerprints, "
+        "eip155:<chain>:<address> accounts")
     anchor_hash: HashAlgorithm = "blake3"
     anchor_topics: tuple[str, ...] = Field(
         ("telemetry.v1",), description="topics the anchorer batches (alerts, declarations too)")

@@ -25,9 +25,16 @@ def open_ledger(settings: Settings, *, writable: bool = True) -> Ledger:
         return EvmLedger(f"{parts.scheme.removeprefix('evm+')}://{parts.netloc}",
                          private_key=_evm_key(settings) if writable else None,
                          confirmations=settings.ledger_confirmations,
+                         finality=settings.ledger_finality,
                          index_path=settings.state_dir / "anchoring"
                          / f"evm-{parts.port}-index.jsonl")
     raise ConfigError(f"ledger URL {url!r} must start with file:// or evm+http(s)://")
+
+
+def own_ledger_id(settings: Settings) -> str:
+    """The id of the ledger this installation anchors to: what its operator publishes for
+    verifiers to trust, and what its own checks (the demo's reconciliation) trust."""
+    return open_ledger(settings, writable=True).ledger_id
 
 
 def _evm_key(settings: Settings) -> str:

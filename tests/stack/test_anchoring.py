@@ -9,14 +9,17 @@ import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from eth_account import Account
 from pydantic import SecretStr
+from web3 import Web3
 
-from anchoring import merkle, receipts, verify
+from anchoring import batches, merkle, receipts, verify
 from anchoring.anchors import anchor_records
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.base import Ledger
@@ -31,6 +34,9 @@ from smartport.kafka import read_range
 from smartport.settings import Settings
 from tests.helpers import edit_second_root, rewrite_ledger
 from tests.stack.pipeline import unique, wait_for
+
+# anvil's second dev account (from its public test mnemonic): the forger.
+ANVIL_SECOND_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 
 # -- against the real stack -----------------------------------------------------------------
 
@@ -89,7 +95,8 @@ def test_file_ledger_receipts_verify_and_tampering_is_named(
 
     receipt, record = receipts.build(settings, scratch_topic, 0, 1500)
     assert json.loads(record) == {"p": 0, "n": 1500}
-    verify.verify(receipt, record, ledger)
+    trusted = {ledger.ledger_id}
+    verify.verify(receipt, record, ledger, trusted)
 
     def tampered(**changes: object) -> Receipt:
         return receipt.model_copy(update=changes)
@@ -98,8 +105,18 @@ def test_file_ledger_receipts_verify_and_tampering_is_named(
     proof[0] = ("0" if proof[0][0] != "0" else "1") + proof[0][1:]
     other_root = next(r.aggregate.root for r in _anchor_records(settings, scratch_topic)
                       if r.aggregate.root != receipt.aggregate.root)
+    def moved(**changes: object) -> Receipt:
+        return tampered(record=receipt.record.model_copy(update=changes))
+
     cases: list[tuple[Receipt, bytes, str]] = [
         (receipt, record.replace(b"1500", b"1501"), "record hash"),
+        # The statement is "these bytes are at topic/partition/offset": any other place fails.
+        (moved(offset=1503), record, "record hash"),
+        (moved(offset=1503, leaf_hash=merkle.BLAKE3.hash_leaf(
+            (1503).to_bytes(8, "big") + record).hex()), record, "inclusion"),
+        (moved(offset=2100), record, "position"),
+        (moved(partition=1), record, "position"),
+        (moved(topic="telemetry.v1"), record, "position"),
         (tampered(inclusion_proof=tuple(proof)), record, "inclusion"),
         (tampered(leaf_index=receipt.leaf_index + 1), record, "inclusion"),
         (tampered(manifest=receipt.manifest.model_copy(update={"count": 2000})), record,
@@ -113,46 +130,114 @@ def test_file_ledger_receipts_verify_and_tampering_is_named(
     ]
     for bad, value, check in cases:
         with pytest.raises(VerificationFailed, match=f"^{check}:"):
-            verify.verify(bad, value, ledger)
+            verify.verify(bad, value, ledger, trusted)
+    with pytest.raises(VerificationFailed, match=r"^ledger: .* not one you trust"):
+        verify.verify(receipt, record, ledger, {"0" * 64})
 
     receipt_file, record_file = tmp_path / "receipt.json", tmp_path / "record.bin"
     assert main(["receipt", "--topic", scratch_topic, "--partition", "0", "--offset", "1500",
                  "-o", str(receipt_file), "--record-out", str(record_file)]) == 0
     ledger_env = pytest.MonkeyPatch()
     ledger_env.setenv("SMARTPORT_LEDGER_URL", f"file://{tmp_path / 'ledger'}")
+    verify_cli = ["verify", str(receipt_file), "--record", str(record_file)]
     try:
-        assert main(["verify", str(receipt_file), "--record", str(record_file)]) == 0
+        assert main(verify_cli) == 2, "a verifier must name the ledger it trusts"
+        assert main(["ledger", "id"]) == 0
+        assert main([*verify_cli, "--trust-ledger", ledger.ledger_id]) == 0
         rewrite_ledger(ledger.directory,
                        edit_second_root if len(ledger.entries()) > 1 else lambda lines: lines)
-        assert main(["verify", str(receipt_file), "--record", str(record_file)]) == 1
+        assert main([*verify_cli, "--trust-ledger", ledger.ledger_id]) == 1
     finally:
         ledger_env.undo()
 
 
+def _evm_settings(stack: Settings, key: str = ANVIL_DEV_KEY) -> Settings:
+    return _settings(stack, f"evm+http://{HOST}:{ANVIL_PORT}").model_copy(
+        update={"ledger_key": SecretStr(key)})
+
+
 def test_evm_ledger_on_anvil(stack: Settings, scratch_topic: str) -> None:
-    rpc = f"evm+http://{HOST}:{ANVIL_PORT}"
-    settings = _settings(stack, rpc).model_copy(update={"ledger_key": SecretStr(ANVIL_DEV_KEY)})
+    settings = _evm_settings(stack)
     _produce(settings, scratch_topic, {0: 1200})
     ledger = open_ledger(settings, writable=True)
-    assert ledger.ledger_id == "eip155:31337"
+    owner = Account.from_key(ANVIL_DEV_KEY).address
+    assert ledger.ledger_id == f"eip155:31337:{owner}"
     _anchor(settings, ledger, scratch_topic)
     receipt, record = receipts.build(settings, scratch_topic, 0, 1100)
     assert receipt.ledger.kind == "evm"
-    verifier = open_ledger(settings, writable=False)
-    verify.verify(receipt, record, verifier)
+    verifier, trusted = open_ledger(settings, writable=False), {ledger.ledger_id}
+    verify.verify(receipt, record, verifier, trusted)
 
     missing = receipt.model_copy(update={"ledger": receipt.ledger.model_copy(
         update={"entry": "0x" + "ab" * 32})})
     with pytest.raises(VerificationFailed, match=r"^ledger entry missing:"):
-        verify.verify(missing, record, verifier)
+        verify.verify(missing, record, verifier, trusted)
     other_chain = receipt.model_copy(update={"ledger": LedgerRef(
-        kind="evm", ledger_id="eip155:1", entry=receipt.ledger.entry)})
+        kind="evm", ledger_id=f"eip155:1:{owner}", entry=receipt.ledger.entry)})
     with pytest.raises(VerificationFailed, match=re.escape(
-            "ledger: the receipt points at evm ledger eip155:1, the node at "
-            "http://127.0.0.1:8545 is eip155:31337")):
-        verify.verify(other_chain, record, verifier)
+            f"ledger: the receipt points at ledger eip155:1:{owner}, the node at "
+            "http://127.0.0.1:8545 is chain 31337")):
+        verify.verify(other_chain, record, verifier, {other_chain.ledger.ledger_id})
     with pytest.raises(VerificationFailed, match=r"^ledger entry different:"):
         verifier.check(receipt.ledger, "00" * 32, "blake3")
+
+
+def test_a_root_reposted_by_another_account_does_not_verify(
+    stack: Settings, scratch_topic: str
+) -> None:
+    """Anyone can post the magic bytes: a forger re-posts a genuine root from anvil's second
+    dev account and points a receipt at that transaction, naming the genuine ledger or its own."""
+    settings = _evm_settings(stack)
+    _produce(settings, scratch_topic, {0: 50})
+    genuine = open_ledger(settings, writable=True)
+    _anchor(settings, genuine, scratch_topic)
+    receipt, record = receipts.build(settings, scratch_topic, 0, 7)
+    verifier, trusted = open_ledger(settings, writable=False), {genuine.ledger_id}
+    verify.verify(receipt, record, verifier, trusted)
+
+    forger = open_ledger(_evm_settings(stack, ANVIL_SECOND_KEY), writable=True)
+    forged_ref = forger.anchor(receipt.aggregate.root, receipt.manifest.hash_alg,
+                               [(receipt.manifest, receipt.aggregate)])
+    as_genuine = receipt.model_copy(update={"ledger": forged_ref.model_copy(
+        update={"ledger_id": genuine.ledger_id})})
+    with pytest.raises(VerificationFailed, match=r"^ledger: transaction .* sent by "
+                       + Account.from_key(ANVIL_SECOND_KEY).address):
+        verify.verify(as_genuine, record, verifier, trusted)
+    as_itself = receipt.model_copy(update={"ledger": forged_ref})
+    with pytest.raises(VerificationFailed, match=r"^ledger: .* not one you trust"):
+        verify.verify(as_itself, record, verifier, trusted)
+
+
+@pytest.mark.parametrize("crash", ["before sending", "after sending"])
+def test_a_crash_around_sending_never_anchors_a_batch_twice(
+    stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash: str
+) -> None:
+    settings = _evm_settings(stack).model_copy(update={"state_dir": tmp_path})
+    ledger = open_ledger(settings, writable=True)
+    web3 = Web3(Web3.HTTPProvider(f"http://{HOST}:{ANVIL_PORT}"))
+    owner = Account.from_key(ANVIL_DEV_KEY).address
+    nonce = web3.eth.get_transaction_count(owner)
+    records = [batches.KafkaRecord(o, f"r{o}".encode(), datetime.now(UTC)) for o in range(5)]
+    manifest = batches.manifest(unique("t"), 0, records, hash_alg="blake3",
+                                prev_manifest_hash=None)
+    aggregate = batches.aggregate([manifest], "blake3")[0]
+
+    def crashed(*_: object, **__: object) -> None:
+        raise RuntimeError("the anchorer died here")
+
+    point = "send_raw_transaction" if crash == "before sending" else "wait_for_transaction_receipt"
+    with monkeypatch.context() as patch:
+        patch.setattr(ledger._web3.eth, point, crashed)  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError):
+            ledger.anchor(aggregate.root, "blake3", [(manifest, aggregate)])
+
+    restarted = open_ledger(settings, writable=True)
+    found = restarted.find(batches.batch_prefix(manifest.topic, 0, 0))
+    assert found is not None
+    assert [r.manifest for r in found] == [manifest]
+    assert web3.eth.get_transaction_count(owner) == nonce + 1, "one transaction, not two"
+    restarted.check(found[0].ledger, aggregate.root, "blake3")
+    assert restarted.find(batches.batch_prefix(manifest.topic, 0, 0)) == found
 
 
 def test_sigkill_mid_stream_gives_identical_roots_and_no_duplicate_entries(
@@ -192,7 +277,9 @@ def test_sigkill_mid_stream_gives_identical_roots_and_no_duplicate_entries(
         values[message.partition() or 0].append(message.value() or b"")
     for manifest in (r.manifest for r in by_batch.values()):
         leaves = values[manifest.partition][manifest.first_offset:manifest.last_offset + 1]
-        assert manifest.root == merkle.root(leaves).hex(), manifest.batch_id
+        assert manifest.root == merkle.root([
+            batches.leaf(manifest.first_offset + i, value) for i, value in enumerate(leaves)
+        ]).hex(), manifest.batch_id
     entries = FileLedger(tmp_path / "ledger", writable=False).entries()
     on_ledger = Counter(r["manifest"]["batch_id"] for e in entries for r in e["records"])
     assert set(on_ledger) == set(by_batch)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from anchoring import batches, merkle
+from anchoring import batches, merkle, verify
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.file import FileLedger
 from deploy.cli import main
+from schemas import LedgerRef, Receipt, RecordRef
 from tests.helpers import edit_second_root, rewrite_ledger
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
@@ -33,7 +34,8 @@ def test_manifests_are_deterministic_and_chained() -> None:
     again = batches.manifest("t", 0, _records(range(0, 10)), hash_alg="blake3",
                              prev_manifest_hash=None)
     assert first == again
-    assert first.root == merkle.root([f"record-{o}".encode() for o in range(10)]).hex()
+    assert first.root == merkle.root(
+        [o.to_bytes(8, "big") + f"record-{o}".encode() for o in range(10)]).hex()
     second = batches.manifest("t", 0, _records(range(10, 15)), hash_alg="blake3",
                               prev_manifest_hash=batches.manifest_hash(first))
     assert second.prev_manifest_hash == batches.manifest_hash(first)
@@ -43,6 +45,65 @@ def test_manifests_are_deterministic_and_chained() -> None:
         assert merkle.verify_inclusion(
             batches.manifest_bytes(manifest), proof.index, proof.size,
             [bytes.fromhex(n) for n in proof.proof], bytes.fromhex(proof.root))
+
+
+# -- a receipt states where the record is ----------------------------------------------------
+
+
+def _receipt(records: list[batches.KafkaRecord], offset: int, *, legacy: bool = False
+             ) -> tuple[Receipt, bytes]:
+    """A true receipt of the record at ``offset``, without ledger; ``legacy``: a batch anchored
+    before leaves carried offsets (the value alone is the leaf)."""
+    manifest = batches.manifest("telemetry.v1", 3, records, hash_alg="blake3",
+                                prev_manifest_hash=None)
+    leaves = [batches.leaf(r.offset, r.value) for r in records]
+    if legacy:
+        leaves = [r.value for r in records]
+        manifest = manifest.model_copy(update={"leaves": None,
+                                               "root": merkle.root(leaves).hex()})
+    _, proofs = merkle.tree(leaves)
+    index = [r.offset for r in records].index(offset)
+    aggregate = batches.aggregate([manifest], "blake3")[0]
+    receipt = Receipt(
+        record=RecordRef(topic="telemetry.v1", partition=3, offset=offset,
+                         leaf_hash=merkle.BLAKE3.hash_leaf(leaves[index]).hex()),
+        leaf_index=index, inclusion_proof=tuple(p.hex() for p in proofs[index]),
+        manifest=manifest, aggregate=aggregate,
+        ledger=LedgerRef(kind="file", ledger_id="0" * 64, entry="0"))
+    return receipt, records[index].value
+
+
+# Offsets with gaps, as a compacted topic or transaction markers leave them.
+GAPPY = [batches.KafkaRecord(o, f"record-{o}".encode(), T0) for o in (100, 101, 104, 107, 108)]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["offset-bound", "legacy-contiguous"])
+def test_a_receipt_moved_to_another_place_fails(legacy: bool) -> None:
+    receipt, value = _receipt(_records(range(100, 110)), 104, legacy=legacy)
+    verify.verify_offline(receipt, value)
+    for place in ({"offset": 107}, {"offset": 110}, {"partition": 2}, {"topic": "alerts.v1"}):
+        moved = receipt.model_copy(update={"record": receipt.record.model_copy(update=place)})
+        with pytest.raises(VerificationFailed, match=r"^(position|record hash|inclusion):"):
+            verify.verify_offline(moved, value)
+
+
+def test_offsets_with_gaps_are_bound_by_the_leaf() -> None:
+    receipt, value = _receipt(GAPPY, 107)
+    assert receipt.leaf_index == 3
+    verify.verify_offline(receipt, value)
+    # The leaf at index 3 is offset 107's and no other's, whatever the receipt claims.
+    for offset in (103, 104, 106, 108):
+        moved = receipt.model_copy(update={"record": receipt.record.model_copy(update={
+            "offset": offset, "leaf_hash": merkle.BLAKE3.hash_leaf(
+                batches.leaf(offset, value)).hex()})})
+        with pytest.raises(VerificationFailed, match=r"^inclusion:"):
+            verify.verify_offline(moved, value)
+
+
+def test_a_legacy_batch_with_gaps_cannot_prove_a_position() -> None:
+    receipt, value = _receipt(GAPPY, 107, legacy=True)
+    with pytest.raises(VerificationFailed, match=r"^position: .* predates leaves bound"):
+        verify.verify_offline(receipt, value)
 
 
 # -- the file ledger, on its own ------------------------------------------------------------

@@ -112,9 +112,10 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
                                 prev_manifest_hash=None)
     aggregate = batches.aggregate([manifest], "blake3")[0]
     ref = FileLedger(home / "ledger").anchor(aggregate.root, "blake3", [(manifest, aggregate)])
-    _, proofs = merkle.tree(values)
+    _, proofs = merkle.tree([batches.leaf(n, v) for n, v in enumerate(values)])
     receipt = Receipt(record=RecordRef(topic="telemetry.v1", partition=2, offset=3,
-                                       leaf_hash=merkle.BLAKE3.hash_leaf(values[3]).hex()),
+                                       leaf_hash=merkle.BLAKE3.hash_leaf(
+                                           batches.leaf(3, values[3])).hex()),
                       leaf_index=3, inclusion_proof=tuple(p.hex() for p in proofs[3]),
                       manifest=manifest, aggregate=aggregate, ledger=ref)
     return home, json.loads(encode(receipt)), values[3]
@@ -157,7 +158,8 @@ def test_a_tampered_receipt_or_record_never_verifies_and_never_crashes(
     edited = record if record_edit is None else record_edit
     (work / "receipt.json").write_text(json.dumps(tampered))
     (work / "record.bin").write_bytes(edited)
-    code = main(["verify", str(work / "receipt.json"), "--record", str(work / "record.bin")])
+    code = main(["verify", str(work / "receipt.json"), "--record", str(work / "record.bin"),
+                 "--trust-ledger", receipt["ledger"]["ledger_id"]])
     output = capsys.readouterr()
     if json.dumps(tampered, sort_keys=True) == json.dumps(receipt, sort_keys=True) \
             and edited == record:  # (compared as JSON text: True == 1 in Python, not in JSON)
@@ -178,7 +180,8 @@ def test_any_bytes_as_a_receipt_are_rejected_clearly(
     work = tmp_path_factory.mktemp("verify")
     (work / "receipt.json").write_bytes(content)
     (work / "record.bin").write_bytes(record)
-    assert main(["verify", str(work / "receipt.json"), "--record", str(work / "record.bin")]) == 4
+    assert main(["verify", str(work / "receipt.json"), "--record", str(work / "record.bin"),
+                 "--trust-ledger", "0" * 64]) == 4
     assert "is not a smartport receipt" in capsys.readouterr().err
 
 
@@ -190,5 +193,7 @@ def test_the_genuine_receipt_verifies(
     monkeypatch.setenv("SMARTPORT_LEDGER_URL", f"file://{home / 'ledger'}")
     (tmp_path / "receipt.json").write_text(json.dumps(receipt))
     (tmp_path / "record.bin").write_bytes(record)
-    assert main(["verify", str(tmp_path / "receipt.json"), "--record",
-                 str(tmp_path / "record.bin")]) == 0
+    verify_cli = ["verify", str(tmp_path / "receipt.json"), "--record",
+                  str(tmp_path / "record.bin")]
+    assert main([*verify_cli, "--trust-ledger", receipt["ledger"]["ledger_id"]]) == 0
+    assert main([*verify_cli, "--trust-ledger", "0" * 64]) == 1
