@@ -165,6 +165,33 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int, hasher: Hasher = B
     return proof
 
 
+class CompactRange:
+    """The root of a growing tree in O(log n) memory and time per leaf: the perfect subtrees
+    that the leaves so far fill, largest first (transparency-dev/merkle's compact range)."""
+
+    def __init__(self, hasher: Hasher = BLAKE3) -> None:
+        self._hasher = hasher
+        self._subtrees: list[tuple[int, bytes]] = []  # (leaf count, hash)
+        self.size = 0
+
+    def append(self, leaf: bytes) -> None:
+        node, count = self._hasher.hash_leaf(leaf), 1
+        while self._subtrees and self._subtrees[-1][0] == count:
+            left = self._subtrees.pop()[1]
+            node, count = self._hasher.hash_children(left, node), count * 2
+        self._subtrees.append((count, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        """Equal to ``root`` of the same leaves: the RFC splits at the largest subtree."""
+        if not self._subtrees:
+            return self._hasher.empty_root()
+        node = self._subtrees[-1][1]
+        for _, left in reversed(self._subtrees[:-1]):
+            node = self._hasher.hash_children(left, node)
+        return node
+
+
 def _valid_hashes(values: Sequence[bytes]) -> bool:
     return all(isinstance(v, bytes) and len(v) == HASH_SIZE for v in values)
 

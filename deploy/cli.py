@@ -14,6 +14,7 @@ from smartport.errors import ConfigError, InputRejected, SmartportError
 from smartport.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from anchoring.ledgers.file import FileLedger
     from deploy.stack import ServiceStatus
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
@@ -375,17 +376,84 @@ def ledger_id() -> None:
     out.print(own_ledger_id(state.settings()), highlight=False)
 
 
-@ledger_app.command("verify")
-def ledger_verify() -> None:
-    """Check every entry of the file ledger: chain, hashes and signatures (exit 1 if not)."""
+def _file_ledger(writable: bool) -> FileLedger:
     from anchoring.ledgers.factory import open_ledger
     from anchoring.ledgers.file import FileLedger
 
-    ledger = open_ledger(state.settings(), writable=False)
+    ledger = open_ledger(state.settings(), writable=writable)
     if not isinstance(ledger, FileLedger):
-        raise ConfigError("`ledger verify` checks a file:// ledger; an EVM chain verifies itself")
-    entries = ledger.entries()
-    out.print(f"[green]intact[/]: {len(entries)} entries, signed by {ledger.ledger_id}")
+        raise ConfigError("this command is for a file:// ledger; an EVM chain keeps its own "
+                          "history (check receipts against it with `smartport verify`)")
+    return ledger
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    expect_key: Annotated[str | None, typer.Option(
+        help="the ledger id you trust (its first key's fingerprint, `smartport ledger id`)")
+    ] = None,
+    checkpoint: Annotated[list[Path] | None, typer.Option(
+        help="a checkpoint (or a receipt carrying one) the ledger must still be consistent "
+        "with (repeatable)")] = None,
+    remember: Annotated[bool, typer.Option(
+        help="check against what the last run saw, then remember this run's size and root "
+        "(in STATE_DIR/verifier)")] = True,
+) -> None:
+    """Check the file ledger: every entry's chain, hash and signature (and the key history),
+    the key you expect, and that it only grew since every checkpoint you hold (exit 1 if not)."""
+    from anchoring.ledgers.audit import audit, read_checkpoint
+
+    checkpoints = [read_checkpoint(path) for path in checkpoint or []]
+    report = audit(_file_ledger(writable=False), expect_key=expect_key, checkpoints=checkpoints,
+                   verifier_dir=state.settings().state_dir / "verifier" if remember else None)
+    if report.torn_tail_bytes:
+        err.print(f"[yellow]warning[/]: the last {report.torn_tail_bytes} bytes are a torn "
+                  "line (a crash mid-append), not an entry; the anchorer sets them aside",
+                  soft_wrap=True)
+    keys = f"key {report.key_id}" + (f" after {report.rotations} rotation(s)"
+                                     if report.rotations else "")
+    out.print(f"[green]intact[/]: {report.entries} entries of ledger {report.ledger_id}, "
+              f"signed by {keys}" + "".join(f"; consistent with the {c}"
+                                             for c in report.checked),
+              highlight=False, soft_wrap=True)
+
+
+@ledger_app.command("checkpoint")
+def ledger_checkpoint(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="checkpoint file")]
+    = None,
+) -> None:
+    """Sign and print the ledger's checkpoint (size, Merkle root, last entry): hand it to those
+    who verify, so they can later prove the ledger only grew."""
+    from schemas import encode
+
+    value = encode(_file_ledger(writable=True).checkpoint())
+    if output:
+        output.write_bytes(value + b"\n")
+    else:
+        out.print(value.decode(), highlight=False, soft_wrap=True)
+
+
+@ledger_app.command("consistency")
+def ledger_consistency(
+    old: Annotated[Path, typer.Argument(help="the earlier checkpoint")],
+    new: Annotated[Path, typer.Argument(help="the later checkpoint")],
+) -> None:
+    """Prove from the ledger that NEW extends OLD (RFC 9162 consistency proof; exit 1 if not)."""
+    from anchoring.ledgers.audit import read_checkpoint
+
+    earlier, later = read_checkpoint(old), read_checkpoint(new)
+    proof = _file_ledger(writable=False).consistency_proof(earlier, later)
+    out.print(f"[green]consistent[/]: size {earlier.size} → {later.size}, proof "
+              f"[{', '.join(node.hex() for node in proof)}]", highlight=False, soft_wrap=True)
+
+
+@ledger_app.command("rotate-key")
+def ledger_rotate_key() -> None:
+    """Sign a new ledger key with the current one; it signs every later entry. Receipts and
+    checkpoints signed before stay valid, and the ledger id does not change."""
+    ledger = _file_ledger(writable=True)
+    out.print(f"new key {ledger.rotate_key()} for ledger {ledger.ledger_id}", highlight=False)
 
 
 @app.command("streams")

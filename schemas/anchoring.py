@@ -44,12 +44,30 @@ class AggregateProof(Message):
     proof: tuple[HashHex, ...]
 
 
+class LedgerCheckpoint(Message):
+    """A signed statement of a file ledger's state (RFC 9162 signed tree head): its size, the
+    Merkle root over its entry hashes, and its last entry. Whoever keeps one can later prove
+    the ledger only grew since (a consistency proof), or catch it cut short or rewritten."""
+
+    ledger_id: HashHex = Field(description="fingerprint of the ledger's first key")
+    size: Offset
+    root: HashHex = Field(description="RFC 9162 SHA-256 tree over the entries' hashes")
+    head: HashHex | None = Field(None, description="hash of the last entry")
+    key_id: HashHex = Field(description="fingerprint of the key that signed this")
+    time: UtcDatetime
+    signature: Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")] | None = Field(
+        None, description="Ed25519 over the canonical bytes of every other field")
+
+
 class LedgerRef(Message):
     """Where an aggregate root was anchored."""
 
     kind: Literal["file", "evm"]
-    ledger_id: str = Field(description="file: signing key fingerprint; evm: 'eip155:<chain id>'")
+    ledger_id: str = Field(description="file: fingerprint of the ledger's first key; "
+                           "evm: the anchoring account, 'eip155:<chain id>:<address>'")
     entry: str = Field(description="file: entry index; evm: transaction hash")
+    checkpoint: LedgerCheckpoint | None = Field(
+        None, description="file: the signed checkpoint of the ledger right after this entry")
 
 
 class AnchorRecord(Message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 _MAX_ERRORS_IN_DETAIL = 5
@@ -16,6 +16,14 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        # pydantic takes JSON `true` for Literal[1] even when strict (True == 1 in Python).
+        if isinstance(value, bool):
+            raise ValueError("schema_version is the number 1, not a boolean")
+        return value
 
 
 def describe_validation_error(error: ValidationError) -> str:

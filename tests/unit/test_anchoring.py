@@ -141,7 +141,7 @@ def test_file_ledger_detects_tampering(ledger_with_entries: FileLedger,
     assert len(ledger_with_entries.entries()) == 3
     rewrite_ledger(ledger_with_entries.directory, tamper)
     with pytest.raises(VerificationFailed, match=check):
-        ledger_with_entries.entries()
+        FileLedger(ledger_with_entries.directory, writable=False).entries()
 
 
 def test_ledger_verify_cli(ledger_with_entries: FileLedger, monkeypatch: pytest.MonkeyPatch,

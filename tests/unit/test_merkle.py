@@ -153,3 +153,12 @@ def test_consistency_between_any_two_sizes(leaves: list[bytes], data: st.DataObj
     proof = merkle.consistency_proof(leaves, old)
     assert merkle.verify_consistency(old, len(leaves), merkle.root(leaves[:old]),
                                      merkle.root(leaves), proof)
+
+
+@pytest.mark.parametrize("hasher", [merkle.SHA256, merkle.BLAKE3], ids=["sha256", "blake3"])
+def test_a_compact_range_has_the_root_of_every_prefix(hasher: merkle.Hasher) -> None:
+    growing = merkle.CompactRange(hasher)
+    assert growing.root() == merkle.root([], hasher)
+    for size, leaf in enumerate(LEAVES * 5, start=1):
+        growing.append(leaf)
+        assert (growing.size, growing.root()) == (size, merkle.root((LEAVES * 5)[:size], hasher))

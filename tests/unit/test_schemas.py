@@ -12,6 +12,7 @@ from schemas import (
     Declaration,
     DlqRecord,
     GatewayEnvelope,
+    LedgerRef,
     RtgReading,
     encode,
     parse_declaration,
@@ -186,3 +187,11 @@ def test_boot_is_optional_and_bounded() -> None:
     assert parse_telemetry(json.dumps(crane_reading(boot=3))).boot == 3
     with pytest.raises(ValidationError, match="boot"):
         parse_telemetry(json.dumps(crane_reading(boot=-1)))
+
+
+def test_schema_version_true_is_not_version_1() -> None:
+    """pydantic's Literal[1] takes JSON `true` (True == 1): found by the receipt fuzzer."""
+    body = '{"kind":"file","ledger_id":"x","entry":"0","schema_version":%s}'
+    assert LedgerRef.model_validate_json(body % "1").schema_version == 1
+    with pytest.raises(ValidationError, match="not a boolean"):
+        LedgerRef.model_validate_json(body % "true")
