@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from anchoring import batches
 from anchoring.errors import VerificationFailed
@@ -167,9 +168,9 @@ def test_receipts_signed_before_a_key_rotation_still_verify(
 def test_a_rotation_not_signed_by_the_previous_key_is_refused(
     ledger: FileLedger, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stranger = keys.Ed25519PrivateKey.generate()
+    stranger = Ed25519PrivateKey.generate()
     history = keys.KeyHistory(stranger.public_key(), ledger.directory / keys.ROTATIONS)
-    history.rotate(stranger, keys.Ed25519PrivateKey.generate().public_key(), 3)
+    history.rotate(stranger, Ed25519PrivateKey.generate().public_key(), 3)
     assert _verify("--no-remember") == 1
     assert "ledger key history: rotation 1" in capsys.readouterr().err
 
