@@ -12,7 +12,7 @@ from pathlib import Path
 from smartport.errors import StackError
 
 DEPLOY_DIR = Path(__file__).resolve().parent
-APT_PACKAGES = ("mosquitto", "mosquitto-clients", "clickhouse-server", "kcat")
+APT_PACKAGES = ("mosquitto", "mosquitto-clients", "clickhouse-server", "clickhouse-client", "kcat")
 ANVIL_PACKAGE = "@foundry-rs/anvil@1.7.1"
 
 

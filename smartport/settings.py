@@ -170,6 +170,11 @@ class Settings(BaseSettings):
         return self.clickhouse_url or f"chdb://{self.state_dir / 'chdb'}"
 
     @property
+    def query_token_file(self) -> Path:
+        """The token analysts send to the sink's query server (0600, made by the sink)."""
+        return self.state_dir / "query.token"
+
+    @property
     def resolved_ledger_url(self) -> str:
         return self.ledger_url or f"file://{self.state_dir / 'ledger'}"
 

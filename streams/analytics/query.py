@@ -14,7 +14,8 @@ from streams.analytics.store import Result, StoreLocked, open_store
 
 
 def query(settings: Settings, sql: str, *, open_embedded: bool = True) -> Result:
-    """Columns and rows of ``sql``. ``open_embedded=False`` never opens a chDB store here (a
+    """Columns and rows of ``sql``, run read-only and bounded (``Store.read``): an analyst's
+    question never changes the store. ``open_embedded=False`` never opens a chDB store here (a
     caller that runs beside a sink that may be restarting must not steal its lock).
 
     Raises InputRejected when ClickHouse refuses the SQL, StackError when the store or the
@@ -29,7 +30,7 @@ def query(settings: Settings, sql: str, *, open_embedded: bool = True) -> Result
         return _ask_owner(settings, sql, str(exc))
     try:
         ensure_schema(store, settings.clickhouse_ttl_days)
-        return store.query(sql)
+        return store.read(sql)
     except (StackError, ConfigError):
         raise
     except Exception as error:
@@ -41,7 +42,10 @@ def query(settings: Settings, sql: str, *, open_embedded: bool = True) -> Result
 
 def _ask_owner(settings: Settings, sql: str, owned: str) -> Result:
     try:
-        return query_server.remote_query(sql, settings.query_port)
+        return query_server.remote_query(sql, settings.query_port, settings.query_token_file)
+    except PermissionError as error:
+        raise ConfigError(f"the query server on 127.0.0.1:{settings.query_port} refused: "
+                          f"{error}") from None
     except OSError:
         raise StackError(f"{owned} is owned by a process that does not answer queries on "
                          f"127.0.0.1:{settings.query_port}: stop it or start it with "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,17 @@ from smartport.errors import ConfigError, StackError
 Rows = Sequence[dict[str, Any]]
 Result = tuple[list[str], list[tuple[Any, ...]]]
 
+# Analysts' queries: reads only (ClickHouse's `readonly` also refuses the table functions that
+# reach files, URLs, other servers and programs), bounded in time and size. `readonly` comes
+# last: once set, a session can change no setting, this one included.
+ANALYST_SETTINGS: dict[str, Any] = {
+    "max_execution_time": 60,
+    "max_result_rows": 1_000_000,
+    "max_result_bytes": 256 * 1024 * 1024,
+    "result_overflow_mode": "throw",
+    "readonly": 1,
+}
+
 
 class Store(Protocol):
     url: str
@@ -33,6 +45,9 @@ class Store(Protocol):
     def insert(self, table: ch.Table, rows: Rows) -> None: ...
 
     def query(self, sql: str) -> Result: ...
+
+    def read(self, sql: str) -> Result:
+        """An analyst's query: read-only and bounded (ANALYST_SETTINGS), whatever the SQL."""
 
     def transient(self, error: Exception) -> bool:
         """Whether ``error`` is the store being unreachable (retry the same rows later), not
@@ -73,6 +88,11 @@ class ServerStore:
         data, columns = self._client.execute(sql, with_column_types=True)
         return [name for name, _ in columns], [tuple(row) for row in data]
 
+    def read(self, sql: str) -> Result:
+        data, columns = self._client.execute(sql, with_column_types=True,
+                                             settings=ANALYST_SETTINGS)
+        return [name for name, _ in columns], [tuple(row) for row in data]
+
     def transient(self, error: Exception) -> bool:
         from clickhouse_driver import errors
 
@@ -97,21 +117,50 @@ class ChdbStore:
         path.mkdir(parents=True, exist_ok=True)
         if _locked(path / "status"):
             raise StoreLocked(f"the chDB store {path} is open in another process")
+        self._path = path
         self._connection = chdb.connect(str(path))
+        self._reader: Any = None  # a second session, read-only for good: analysts' queries
+        # One query at a time across both sessions: concurrent queries (the sink's and the
+        # query server's threads) were seen to mix their outputs.
+        self._lock = threading.Lock()
 
     def version(self) -> str:
         return self.query("SELECT version()")[1][0][0]  # type: ignore[no-any-return]
 
     def execute(self, sql: str) -> None:
-        self._connection.query(sql)
+        with self._lock:
+            self._connection.query(sql)
 
     def insert(self, table: ch.Table, rows: Rows) -> None:
         lines = "\n".join(json.dumps({k: _json_value(v) for k, v in row.items()})
                           for row in rows)
-        self._connection.query(f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}\n")
+        with self._lock:
+            self._connection.query(f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}\n")
 
     def query(self, sql: str) -> Result:
-        result = self._connection.query(sql, "JSONCompact")
+        with self._lock:
+            return self._result(self._connection.query(sql, "JSONCompact"))
+
+    def read(self, sql: str) -> Result:
+        with self._lock:
+            if self._reader is None:
+                import chdb
+
+                reader = chdb.connect(str(self._path))
+                for name, value in ANALYST_SETTINGS.items():
+                    reader.query(f"SET {name} = {value!r}")
+                self._reader = reader
+            try:
+                return self._result(self._reader.query(sql, "JSONCompact"))
+            except Exception:
+                # A failed query can leave output behind (the first of two statements, rows
+                # before a limit tripped) that chDB hands to the next one: start afresh.
+                self._reader.close()
+                self._reader = None
+                raise
+
+    @staticmethod
+    def _result(result: Any) -> Result:
         text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
         if not text.strip():
             return [], []
@@ -123,6 +172,8 @@ class ChdbStore:
         return isinstance(error, OSError)  # in-process: anything else is a refusal
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         self._connection.close()
 
 
