@@ -26,6 +26,10 @@ app.add_typer(schemas_app, name="schemas")
 out = Console()
 err = Console(stderr=True)
 
+# A receipt's proof has log2(batch) nodes; a record is a Kafka message (1 MiB by default).
+MAX_RECEIPT_BYTES = 1024 * 1024
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
 MetricsPort = Annotated[int, typer.Option(
     min=0, max=65535, help="serve Prometheus metrics on 127.0.0.1:PORT (0 = off)")]
 
@@ -347,22 +351,21 @@ def verify(
     from anchoring import verify as verification
     from anchoring.ledgers.factory import open_ledger
     from schemas import Receipt
+    from smartport.files import read_bounded
 
-    for path in (receipt_file, record):
-        if not path.is_file():
-            raise InputRejected(f"{path} does not exist")
     settings = state.settings()
     trusted = set(trust_ledger or settings.trusted_ledgers)
     if not trusted:
         raise ConfigError("name the ledger you trust: --trust-ledger ID (or the setting "
                           "trusted_ledgers); the operator publishes it, and `smartport ledger id` "
                           "prints it on the operator's machine")
+    receipt_bytes = read_bounded(receipt_file, MAX_RECEIPT_BYTES, "a receipt")
+    record_bytes = read_bounded(record, MAX_RECORD_BYTES, "a record")
     try:
-        parsed = Receipt.model_validate_json(receipt_file.read_bytes())
+        parsed = Receipt.model_validate_json(receipt_bytes)
     except ValidationError as exc:
         raise InputRejected(f"{receipt_file} is not a smartport receipt: {exc}") from None
-    verification.verify(parsed, record.read_bytes(), open_ledger(settings, writable=False),
-                        trusted)
+    verification.verify(parsed, record_bytes, open_ledger(settings, writable=False), trusted)
     out.print(f"[green]valid[/]: {parsed.record.topic}/{parsed.record.partition}@"
               f"{parsed.record.offset} is in batch {parsed.manifest.batch_id}, anchored as "
               f"{parsed.ledger.kind} ledger {parsed.ledger.ledger_id} entry {parsed.ledger.entry}")
@@ -454,6 +457,35 @@ def ledger_rotate_key() -> None:
     checkpoints signed before stay valid, and the ledger id does not change."""
     ledger = _file_ledger(writable=True)
     out.print(f"new key {ledger.rotate_key()} for ledger {ledger.ledger_id}", highlight=False)
+
+
+alerts_app = typer.Typer(no_args_is_help=True, help="Customs officers' actions on alerts.")
+app.add_typer(alerts_app, name="alerts")
+Officer = Annotated[str, typer.Option(help="who acts: name or badge, recorded in the alert")]
+Reason = Annotated[str, typer.Option(help="why, recorded in the alert")]
+
+
+def _officer_action(alert_id: str, action: str, officer: str, reason: str) -> None:
+    from streams import officers
+
+    event = officers.send(state.settings(), alert_id, "close" if action == "close"
+                          else "acknowledge", officer=officer, reason=reason)
+    out.print(f"{event.alert_id} {event.state.value} by {event.officer} (version "
+              f"{event.version})", highlight=False)
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert_id: Annotated[str, typer.Argument(help="<container>/<rule>/<incident>")],
+               officer: Officer, reason: Reason) -> None:
+    """Acknowledge an open alert: it stays open, marked as seen by OFFICER."""
+    _officer_action(alert_id, "acknowledge", officer, reason)
+
+
+@alerts_app.command("close")
+def alerts_close(alert_id: Annotated[str, typer.Argument(help="<container>/<rule>/<incident>")],
+                 officer: Officer, reason: Reason) -> None:
+    """Close an alert: the only way a critical alert ends (telemetry never clears it)."""
+    _officer_action(alert_id, "close", officer, reason)
 
 
 @app.command("streams")

@@ -16,7 +16,8 @@ from string import Template
 
 from deploy import install
 from deploy.process import port_open, read_pid
-from smartport.errors import StackError
+from smartport.errors import ConfigError, StackError
+from smartport.files import write_new
 from smartport.settings import KafkaSettings
 
 HOST = "127.0.0.1"
@@ -205,15 +206,17 @@ class Mosquitto(Service):
 
     def add_user(self, username: str, password: str, reload: bool = True) -> None:
         """Add or replace an MQTT user of the authenticated listener; SIGHUP reloads the broker."""
+        if not password or any(c in password for c in "\r\n\0"):
+            raise ConfigError("an MQTT password must be one line of text, not empty")
+        # On stdin (as typed at its prompt), never on a command line that `ps` shows.
         result = subprocess.run(
-            ["mosquitto_passwd", "-b", str(self.password_file), username, password],
-            capture_output=True, text=True, check=False,
+            ["mosquitto_passwd", str(self.password_file), username],
+            input=f"{password}\n{password}\n", capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
             raise StackError(f"mosquitto_passwd failed for {username!r}: {result.stderr.strip()}")
         if username == GATEWAY_MQTT_USER:
-            self.gateway_password_file.write_text(password)
-            self.gateway_password_file.chmod(0o600)
+            write_new(self.gateway_password_file, password.encode(), mode=0o600)
         pid = read_pid(self.pid_path) if reload else None
         if pid is not None:
             os.kill(pid, signal.SIGHUP)

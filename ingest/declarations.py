@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from schemas import Declaration, encode, parse_declaration, topics
 from schemas.base import describe_validation_error
 from smartport.errors import InputRejected, StackError
+from smartport.files import write_new
 from smartport.kafka import produce, producer_config
 from smartport.settings import Settings
 
@@ -139,7 +140,7 @@ def load(settings: Settings, path: Path) -> IntakeReport:
         )
     if report.rejected:
         kept = path.with_name(path.name + ".rejected.jsonl")
-        kept.write_text("".join(rejects), encoding="utf-8")
+        write_new(kept, "".join(rejects).encode("utf-8"))
         lines = "\n".join(f"  line {line}: {reason}" for line, reason in report.rejected[:50])
         more = len(report.rejected) - 50
         raise InputRejected(

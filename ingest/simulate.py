@@ -21,6 +21,7 @@ from ingest.fleet import Fleet, SimMessage
 from schemas import encode
 from smartport.errors import StackError
 from smartport.mqtt import new_client
+from smartport.redaction import redact_url
 from smartport.settings import MqttSettings
 
 _CONNECT_TIMEOUT_S = 10.0
@@ -79,11 +80,12 @@ class MqttPublisher:
         try:
             self._client.connect(settings.host, settings.port, keepalive=30)
         except OSError as exc:
-            raise StackError(f"cannot reach the MQTT broker at {settings.url}: {exc}; is it up? "
-                             "(`smartport stack status`)") from exc
+            raise StackError(f"cannot reach the MQTT broker at {redact_url(settings.url)}: "
+                             f"{exc}; is it up? (`smartport stack status`)") from exc
         self._client.loop_start()
         if not self._connected.wait(_CONNECT_TIMEOUT_S):
-            raise StackError(f"the MQTT broker at {settings.url} did not accept the connection")
+            raise StackError(f"the MQTT broker at {redact_url(settings.url)} did not accept "
+                             "the connection")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties) -> None:

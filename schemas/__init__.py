@@ -1,6 +1,6 @@
 """Message models, identifiers, the canonical encoding and the topic names of smartport."""
 
-from schemas.alert import Alert, AlertState, Evidence, Rule, Severity
+from schemas.alert import Alert, AlertCommand, AlertState, Evidence, Rule, Severity
 from schemas.anchoring import (
     AggregateProof,
     AnchorManifest,
@@ -26,6 +26,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AggregateProof",
     "Alert",
+    "AlertCommand",
     "AlertState",
     "AnchorManifest",
     "AnchorRecord",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from schemas.base import Message
 from schemas.envelope import GatewayEnvelope
@@ -35,7 +35,14 @@ class Severity(StrEnum):
 class AlertState(StrEnum):
     RAISED = "raised"
     UPDATED = "updated"
-    CLEARED = "cleared"
+    CLEARED = "cleared"  # the condition ended (non-critical rules only)
+    ACKNOWLEDGED = "acknowledged"  # an officer saw it; it stays open
+    CLOSED = "closed"  # an officer closed it: the only end of a critical alert
+
+
+# Who acts on an alert: an officer's name or badge, as customs records it.
+OfficerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.@'-]{0,63}$")]
+AlertId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class Evidence(Message):
@@ -64,7 +71,7 @@ Scalar = str | float | int | bool | None
 class Alert(Message):
     """One event in an alert's lifecycle (value of ``customs.alerts.v1``)."""
 
-    alert_id: Annotated[str, Field(min_length=1, max_length=128)]
+    alert_id: AlertId
     rule: Rule
     severity: Severity
     state: AlertState
@@ -78,3 +85,21 @@ class Alert(Message):
     measured: dict[str, Scalar] = Field(default_factory=dict)
     declared: dict[str, Scalar] = Field(default_factory=dict)
     evidence: tuple[Evidence, ...] = ()
+    officer: OfficerId | None = Field(None, description="who acknowledged or closed it")
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class AlertCommand(Message):
+    """An officer's acknowledgement or closing of an open alert (value of
+    ``customs.alert-commands.v1``, keyed by container number). It names the incident by the
+    reading that raised it, so a command never acts on a later incident with the same id."""
+
+    alert_id: AlertId
+    container_no: ContainerNumber
+    port: UnLocode
+    raised_by: Annotated[str, Field(pattern=READING_ID_PATTERN)] | None = Field(
+        None, description="reading id of the alert's raising evidence")
+    action: Literal["acknowledge", "close"]
+    officer: OfficerId
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    at: UtcDatetime

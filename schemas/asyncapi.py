@@ -63,6 +63,10 @@ def build() -> dict[str, Any]:
         "alerts": _channel(
             topics.ALERTS, "kafka", "Alert", "Alert lifecycle events.", "container number"
         ),
+        "alertCommands": _channel(
+            topics.ALERT_COMMANDS, "kafka", "AlertCommand",
+            "Officers' acknowledgements and closings of open alerts.", "container number"
+        ),
         "telemetryDlq": _channel(
             topics.TELEMETRY_DLQ, "kafka", "DlqRecord",
             "Rejected input with raw bytes and reason.", "device id or 'unknown'",
@@ -92,6 +96,8 @@ def build() -> dict[str, Any]:
         "streamsConsumeDeclarations": ("receive", "declarations"),
         "streamsProduceAlerts": ("send", "alerts"),
         "streamsPublishFieldAlerts": ("send", "fieldAlerts"),
+        "officersSendAlertCommands": ("send", "alertCommands"),
+        "streamsConsumeAlertCommands": ("receive", "alertCommands"),
         "anchorerProducesAnchors": ("send", "anchors"),
     }
     return {

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
-from schemas.alert import Alert
+from schemas.alert import Alert, AlertCommand
 from schemas.anchoring import AnchorRecord, Receipt
 from schemas.declaration import Declaration
 from schemas.envelope import DlqRecord, GatewayEnvelope
@@ -20,6 +20,7 @@ MESSAGES: dict[str, TypeAdapter[Any]] = {
     "GatewayEnvelope": TypeAdapter(GatewayEnvelope),
     "Declaration": TypeAdapter(Declaration),
     "Alert": TypeAdapter(Alert),
+    "AlertCommand": TypeAdapter(AlertCommand),
     "DlqRecord": TypeAdapter(DlqRecord),
     "AnchorRecord": TypeAdapter(AnchorRecord),
     "Receipt": TypeAdapter(Receipt),

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 TELEMETRY = "telemetry.v1"
 DECLARATIONS = "declarations.v1"
 ALERTS = "customs.alerts.v1"
+ALERT_COMMANDS = "customs.alert-commands.v1"
 TELEMETRY_DLQ = "telemetry.dlq.v1"
 ANCHORS = "anchors.v1"
 
-KAFKA_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS, ALERTS, TELEMETRY_DLQ, ANCHORS)
+KAFKA_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS, ALERTS, ALERT_COMMANDS, TELEMETRY_DLQ,
+                                 ANCHORS)
 # Compacted topics keep the latest value per key (the current declaration of a container).
 COMPACTED_TOPICS = frozenset({DECLARATIONS})
 # Topics read by keyed stream tasks must have the same partition count (co-partitioning).
-CO_PARTITIONED_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS)
+CO_PARTITIONED_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS, ALERT_COMMANDS)
 
 # MQTT: port/<UN/LOCODE>/<kind>/<device_id>/telemetry, QoS 1.
 MQTT_TELEMETRY_FILTER = "port/+/+/+/telemetry"

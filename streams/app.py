@@ -1,12 +1,14 @@
 """`smartport streams`: the faust app that cross-validates telemetry against declarations.
 
-Two co-partitioned source topics (telemetry.v1, declarations.v1, keyed by container number),
-two changelog-backed tables keyed the same way (the current declaration, and each container's
-rule state with its open alerts), one agent per source topic, each the only writer of its
-table. Alert events go to customs.alerts.v1 (keyed by container number) and to MQTT
-``port/<locode>/alerts/<severity>/<container>`` (QoS 1). Processing is at-least-once: after a
-crash the readings since the last commit are replayed, the state table's dedup set skips the
-ones already applied, and re-sent alert events carry the same (alert_id, version).
+Three co-partitioned source topics (telemetry.v1, declarations.v1, customs.alert-commands.v1,
+keyed by container number), two changelog-backed tables keyed the same way (the current
+declaration, and each container's rule state with its open alerts), one agent per source
+topic; the state table's two writers (readings, officers' commands) change a state between
+awaits only, so they never interleave within one. Alert events go to customs.alerts.v1 (keyed
+by container number) and to MQTT ``port/<locode>/alerts/<severity>/<container>`` (QoS 1).
+Processing is at-least-once: after a crash the readings since the last commit are replayed, the
+state table's dedup set skips the ones already applied, and re-sent alert events carry the same
+(alert_id, version).
 
 The worker works or exits: its tables' changelog topics are created (with the app's partition
 count) before faust starts, so no agent meets a changelog missing from the metadata; and an agent
@@ -17,16 +19,16 @@ agent forever while the process looks healthy), for a supervisor to restart it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import faust
 import mode
 from faust.types import StreamT
 from prometheus_client import Gauge
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from schemas import Declaration, Evidence, GatewayEnvelope, encode, topics
+from schemas import Alert, AlertCommand, Declaration, Evidence, GatewayEnvelope, encode, topics
 from schemas.base import describe_validation_error
 from schemas.topics import mqtt_alert_topic
 from smartport.errors import StackError
@@ -34,7 +36,7 @@ from smartport.kafka import ensure_topics
 from smartport.mqtt import new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import MqttSettings, Settings
-from streams.rules.engine import evaluate
+from streams.rules.engine import command, evaluate
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 
@@ -139,22 +141,17 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             if value is None:  # a tombstone: the declaration was withdrawn
                 declaration_table.pop(key, None)
                 continue
-            try:  # anyone who may write the topic could otherwise poison every later reading
-                declaration = Declaration.model_validate_json(value)
-            except ValidationError as exc:
-                log.warning("skipping a declarations.v1 record that is not a declaration "
-                            "(partition %s, offset %s): %s", event.message.partition,
-                            event.message.offset, describe_validation_error(exc))
+            # Anyone who may write the topic could otherwise poison every later reading.
+            declaration = _parse(Declaration, event)
+            if declaration is None:
                 continue
             current_declarations.put(key, declaration, value)
 
     @app.agent(telemetry, concurrency=1)
     async def cross_validate(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
-            try:
-                envelope = GatewayEnvelope.model_validate_json(event.value)
-            except ValidationError as exc:
-                log.warning("skipping a record that is not a gateway envelope: %s", exc)
+            envelope = _parse(GatewayEnvelope, event)
+            if envelope is None:
                 continue
             reading = envelope.reading
             container = getattr(reading, "container_no", None)
@@ -168,12 +165,59 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             raised = evaluate(reading, declaration, state, thresholds, evidence)
             states.put(key, state, state.model_dump_json().encode())
             for alert in raised:
-                value = encode(alert)
-                await alerts.send(key=key, value=value)
-                officers.publish(
-                    mqtt_alert_topic(alert.port, alert.severity.value, container), value)
+                await publish(key, alert)
 
+    async def publish(key: bytes, alert: Alert) -> None:
+        value = encode(alert)
+        await alerts.send(key=key, value=value)
+        officers.publish(mqtt_alert_topic(alert.port, alert.severity.value, alert.container_no),
+                         value)
+
+    _officer_commands(app, app.topic(topics.ALERT_COMMANDS, **raw), states=states,
+                      current_declarations=current_declarations, thresholds=thresholds,
+                      publish=publish)
     return app
+
+
+Publish = Callable[[bytes, Alert], Awaitable[None]]
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], event: Any) -> M | None:
+    """The event's value as ``model``; a record that is not one is logged and skipped."""
+    try:
+        return model.model_validate_json(event.value)
+    except ValidationError as exc:
+        log.warning("skipping a %s record that is not a %s (partition %s, offset %s): %s",
+                    event.message.topic, model.__name__, event.message.partition,
+                    event.message.offset, describe_validation_error(exc))
+        return None
+
+
+def _officer_commands(app: faust.App, commands: Any, *, states: _Parsed[ContainerState],
+                      current_declarations: _Parsed[Declaration], thresholds: Thresholds,
+                      publish: Publish) -> None:
+    """The agent that applies officers' acknowledgements and closings to the state table."""
+
+    @app.agent(commands, concurrency=1)
+    async def officer_commands(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            order = _parse(AlertCommand, event)
+            if order is None:
+                continue
+            key = order.container_no.encode()
+            state = states.get(key)
+            if event.key != key or state is None:
+                log.warning("alert command for %s not applied: %s", order.alert_id,
+                            "keyed by another container" if state else "no such container")
+                continue
+            alert = command(state, order, current_declarations.get(key), thresholds)
+            if alert is None:
+                log.info("alert command for %s changes nothing: not open (closed, a replay, "
+                         "or an earlier incident)", order.alert_id)
+                continue
+            states.put(key, state, state.model_dump_json().encode())
+            await publish(key, alert)
 
 
 def _watch_readiness(app: faust.App, readiness: Readiness) -> None:

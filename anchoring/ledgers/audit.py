@@ -14,6 +14,7 @@ from anchoring.errors import VerificationFailed
 from anchoring.ledgers.file import FileLedger
 from schemas import LedgerCheckpoint, Receipt, encode
 from smartport.errors import InputRejected
+from smartport.files import read_bounded
 
 _MAX_FILE_BYTES = 1024 * 1024
 
@@ -31,13 +32,7 @@ class Audit:
 def read_checkpoint(path: Path) -> LedgerCheckpoint:
     """A checkpoint file (`smartport ledger checkpoint`), or a receipt, which carries the
     checkpoint of the ledger right after its entry."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InputRejected(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    if len(data) > _MAX_FILE_BYTES:
-        raise InputRejected(f"{path} is over {_MAX_FILE_BYTES} bytes: not a checkpoint")
+    data = read_bounded(path, _MAX_FILE_BYTES, "a checkpoint")
     try:
         return LedgerCheckpoint.model_validate_json(data)
     except ValidationError:

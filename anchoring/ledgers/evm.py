@@ -34,6 +34,7 @@ from anchoring.errors import LedgerError, VerificationFailed
 from anchoring.ledgers.base import Anchored
 from schemas import AnchorRecord, LedgerRef, encode
 from schemas.anchoring import HashAlgorithm
+from smartport.redaction import redact_url
 
 MAGIC = b"SPANCHR1"
 HASH_IDS = {"blake3": b"\x01", "sha256": b"\x02"}
@@ -71,7 +72,7 @@ class EvmLedger:
     def __init__(self, rpc_url: str, *, private_key: str | None, confirmations: int,
                  finality: Finality, index_path: Path) -> None:
         self._web3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
-        self._rpc_url = rpc_url
+        self._rpc_url = redact_url(rpc_url)  # for messages: API keys hidden
         self._account = Account.from_key(private_key) if private_key else None
         self._confirmations = confirmations
         self._finality = finality
@@ -79,7 +80,8 @@ class EvmLedger:
         try:
             self._chain_id = int(self._web3.eth.chain_id)
         except Exception as exc:
-            raise LedgerError(f"cannot reach the EVM node at {rpc_url}: {exc}; is it up? "
+            raise LedgerError(f"cannot reach the EVM node at {self._rpc_url}: "
+                              f"{type(exc).__name__}; is it up? "
                               "(`smartport stack status`)") from exc
 
     @property

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from anchoring.errors import LedgerError
 from anchoring.ledgers.base import Ledger
 from smartport.errors import ConfigError
+from smartport.redaction import redact_url
 from smartport.settings import Settings
 
 
@@ -28,7 +29,7 @@ def open_ledger(settings: Settings, *, writable: bool = True) -> Ledger:
                          finality=settings.ledger_finality,
                          index_path=settings.state_dir / "anchoring"
                          / f"evm-{parts.port}-index.jsonl")
-    raise ConfigError(f"ledger URL {url!r} must start with file:// or evm+http(s)://")
+    raise ConfigError(f"ledger URL {redact_url(url)!r} must start with file:// or evm+http(s)://")
 
 
 def own_ledger_id(settings: Settings) -> str:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from schemas import clickhouse as ch
 from smartport.errors import ConfigError, StackError
+from smartport.redaction import redact_url
 
 Rows = Sequence[dict[str, Any]]
 Result = tuple[list[str], list[tuple[Any, ...]]]
@@ -69,7 +70,8 @@ class ServerStore:
         try:
             Client(**options).execute(f"CREATE DATABASE IF NOT EXISTS `{self._database}`")
         except Exception as exc:
-            raise StackError(f"cannot reach ClickHouse at {url}: {exc}") from exc
+            detail = str(exc).replace(parts.password, "***") if parts.password else str(exc)
+            raise StackError(f"cannot reach ClickHouse at {redact_url(url)}: {detail}") from None
         self._client = Client(**options, database=self._database)
 
     def version(self) -> str:
@@ -198,4 +200,4 @@ def open_store(url: str) -> Store:
         return ServerStore(url)
     if parts.scheme == "chdb":
         return ChdbStore(Path(parts.path), url)
-    raise ConfigError(f"ClickHouse URL {url!r} must be clickhouse://host:9000/db or chdb:///path")
+    raise ConfigError(f"ClickHouse URL {redact_url(url)!r} must be clickhouse://host:9000/db or chdb:///path")

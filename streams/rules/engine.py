@@ -4,6 +4,11 @@ One open alert per (container, rule): ``raised`` once, ``updated`` on repeats (c
 last_seen, worst value), ``cleared`` when the condition ends or the declaration changes.
 Alert ids are ``<container>/<rule>/<incident number>``, so a replay of the same readings from
 the same state produces the same ids and versions.
+
+Telemetry is not trusted to end what matters (ISA-18.2's latched alarms): a critical alert
+(seal broken, door opened, hold violation, vessel mismatch by default) never clears; an
+officer ``acknowledged`` and ``closed`` it (``command``). Other alerts clear only on a reading
+from a device that reported the condition, so an unrelated device cannot end it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas import Alert, AlertState, Declaration, Evidence, Rule
+from schemas import Alert, AlertCommand, AlertState, Declaration, Evidence, Rule, Severity
 from schemas.telemetry import AnyReading, reading_id
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
@@ -26,8 +31,14 @@ class Context:
     ts: datetime
 
 
+def latched(rule: Rule, thresholds: Thresholds) -> bool:
+    """Whether only an officer may end this rule's alerts."""
+    return thresholds.severity(rule) == Severity.CRITICAL
+
+
 def _alert(context: Context, rule: Rule, open_alert: OpenAlert, *, state: AlertState,
-           finding: Finding | None, thresholds: Thresholds) -> Alert:
+           finding: Finding | None, thresholds: Thresholds,
+           command: AlertCommand | None = None) -> Alert:
     return Alert(
         alert_id=open_alert.alert_id, rule=rule, severity=thresholds.severity(rule), state=state,
         container_no=context.container_no,
@@ -37,6 +48,8 @@ def _alert(context: Context, rule: Rule, open_alert: OpenAlert, *, state: AlertS
         measured=finding.measured if finding else {},
         declared=finding.declared if finding else {},
         evidence=tuple(open_alert.evidence),
+        officer=command.officer if command else None,
+        reason=command.reason if command else None,
     )
 
 
@@ -47,6 +60,9 @@ def apply(state: ContainerState, finding: Finding, context: Context, evidence: E
     if not finding.active:
         if current is None or context.ts < current.last_seen:
             return None  # nothing open, or a late reading older than the evidence
+        if latched(rule, thresholds) or evidence.device_id not in {
+                e.device_id for e in current.evidence}:
+            return None  # an officer ends it, or a device that never saw it cannot
         del state.alerts[rule]
         current.version += 1
         current.last_seen = max(current.last_seen, context.ts)
@@ -57,7 +73,8 @@ def apply(state: ContainerState, finding: Finding, context: Context, evidence: E
         state.incidents[rule] = incident
         current = OpenAlert(alert_id=f"{context.container_no}/{rule.value}/{incident}",
                             first_seen=context.ts, last_seen=context.ts, count=1, version=1,
-                            worst=finding.worst, evidence=[evidence])
+                            worst=finding.worst, evidence=[evidence],
+                            raised_by=evidence.reading_id)
         state.alerts[rule] = current
         return _alert(context, rule, current, state=AlertState.RAISED, finding=finding,
                       thresholds=thresholds)
@@ -73,15 +90,44 @@ def apply(state: ContainerState, finding: Finding, context: Context, evidence: E
 
 
 def clear_all(state: ContainerState, context: Context, thresholds: Thresholds) -> list[Alert]:
-    """The declaration changed: every open incident was judged against the old one."""
+    """The declaration changed: every open incident was judged against the old one, except
+    the critical ones, which stay until an officer closes them."""
     cleared = []
     for rule, open_alert in sorted(state.alerts.items()):
+        if latched(rule, thresholds):
+            continue
         open_alert.version += 1
         cleared.append(_alert(context, rule, open_alert, state=AlertState.CLEARED, finding=None,
                               thresholds=thresholds))
-    state.alerts.clear()
+        del state.alerts[rule]
     state.undeclared_since = state.undeclared_last = None
     return cleared
+
+
+def command(state: ContainerState, order: AlertCommand, declaration: Declaration | None,
+            thresholds: Thresholds) -> Alert | None:
+    """An officer's acknowledgement or closing of an open alert; the event to publish, or None
+    when the incident is not open (closed already, a replay, or a later incident)."""
+    found = next(((rule, a) for rule, a in state.alerts.items()
+                  if a.alert_id == order.alert_id), None)
+    if found is None:
+        return None
+    rule, open_alert = found
+    if None not in (order.raised_by, open_alert.raised_by) and (
+            order.raised_by != open_alert.raised_by):
+        return None
+    if order.action == "acknowledge":
+        if open_alert.acknowledged_by is not None:
+            return None
+        open_alert.acknowledged_by = order.officer
+        new_state = AlertState.ACKNOWLEDGED
+    else:
+        del state.alerts[rule]
+        new_state = AlertState.CLOSED
+    open_alert.version += 1
+    context = Context(order.container_no, order.port, declaration, open_alert.last_seen)
+    return _alert(context, rule, open_alert, state=new_state, finding=None,
+                  thresholds=thresholds, command=order)
 
 
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,

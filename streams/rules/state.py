@@ -21,6 +21,8 @@ class OpenAlert(BaseModel):
     version: int
     worst: float | None = None
     evidence: list[Evidence] = Field(default_factory=list)
+    raised_by: str | None = None  # reading id of the raising reading: names the incident
+    acknowledged_by: str | None = None
 
 
 class ContainerState(BaseModel):

@@ -8,10 +8,19 @@ from typing import Any
 
 import pytest
 
-from schemas import AlertState, Declaration, Evidence, Rule, parse_declaration, parse_telemetry
+from schemas import (
+    Alert,
+    AlertCommand,
+    AlertState,
+    Declaration,
+    Evidence,
+    Rule,
+    parse_declaration,
+    parse_telemetry,
+)
 from schemas.telemetry import AnyReading, reading_id
 from streams.rules.checks import CHECKS
-from streams.rules.engine import evaluate
+from streams.rules.engine import command, evaluate
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds, load_thresholds
 from tests.helpers import container_reading, crane_reading, declaration, rtg_reading
@@ -186,23 +195,96 @@ def test_a_forged_reading_under_a_genuine_seq_is_still_judged() -> None:
     assert [(e.rule, e.state) for e in events] == [(Rule.DOOR_OPENED, AlertState.RAISED)]
 
 
+def _order(alert: Alert, action: str, officer: str = "Officer Lin",
+           reason: str = "seal checked") -> AlertCommand:
+    return AlertCommand(alert_id=alert.alert_id, container_no=alert.container_no,
+                        port=alert.port, raised_by=alert.evidence[0].reading_id,
+                        action=action, officer=officer, reason=reason, at=T0)  # type: ignore[arg-type]
+
+
 def test_lifecycle_ids_are_deterministic_and_incidents_counted() -> None:
     decl = _declaration(status="lodged")
     readings = [_tracker(1, 0, door="open"), _tracker(2, 1, door="open"),
                 _tracker(3, 2, door="closed"), _tracker(4, 3, door="open")]
-    first, _ = _run(readings, decl)
+    first, state = _run(readings, decl)
     replay, _ = _run(readings, decl)
     assert [(e.alert_id, e.version, e.state) for e in first] == [
         (e.alert_id, e.version, e.state) for e in replay]
+    # A door opened is critical: closing the door does not end it, an officer does.
     assert [(e.alert_id, e.state, e.version) for e in first] == [
         ("CSQU3054383/door_opened/1", AlertState.RAISED, 1),
         ("CSQU3054383/door_opened/1", AlertState.UPDATED, 2),
-        ("CSQU3054383/door_opened/1", AlertState.CLEARED, 3),
-        ("CSQU3054383/door_opened/2", AlertState.RAISED, 1),
+        ("CSQU3054383/door_opened/1", AlertState.UPDATED, 3),
     ]
     assert first[1].count == 2
     assert [ev.seq for ev in first[1].evidence] == [1, 2]
     assert first[0].severity.value == "critical"
+    closed = command(state, _order(first[0], "close"), decl, TH)
+    assert closed is not None
+    assert (closed.state, closed.version, closed.officer) == (AlertState.CLOSED, 4, "Officer Lin")
+    events, _ = _run([_tracker(5, 4, door="open")], decl, state)
+    assert [(e.alert_id, e.state) for e in events] == [
+        ("CSQU3054383/door_opened/2", AlertState.RAISED)]
+
+
+@pytest.mark.parametrize("rule", [Rule.SEAL_BROKEN, Rule.DOOR_OPENED, Rule.HOLD_VIOLATION,
+                                  Rule.VESSEL_MISMATCH])
+def test_critical_alerts_never_clear_from_telemetry_or_a_new_declaration(rule: Rule) -> None:
+    """Only an officer ends them: not the reading that says all is well again, even from the
+    device that reported the condition, and not an amended declaration."""
+    decl = _declaration(status="held")
+    bad, good = {
+        Rule.SEAL_BROKEN: (container_reading(seal_state="broken"), container_reading()),
+        Rule.DOOR_OPENED: (container_reading(door="open"), container_reading(door="closed")),
+        Rule.HOLD_VIOLATION: (crane_reading(event="lift_start", vessel_imo="9074729"), None),
+        Rule.VESSEL_MISMATCH: (crane_reading(vessel_imo="9321483"), crane_reading()),
+    }[rule]
+    events, state = _run([bad], decl)
+    assert (rule, AlertState.RAISED) in [(e.rule, e.state) for e in events]
+    later = [{**(good or bad), "seq": 2, "ts": "2026-11-24T03:00:00Z"}]
+    events, state = _run(later, _declaration(status="released", version=2), state)
+    assert (rule, AlertState.CLEARED) not in [(e.rule, e.state) for e in events]
+    assert rule in state.alerts
+
+
+def test_only_a_device_that_saw_the_condition_clears_it() -> None:
+    """A non-critical alert (reefer excursion) is not ended by a stranger's reading about the
+    same container; the tracker that reported it can end it."""
+    decl = _declaration()
+    warm = [_tracker(1, 0, reefer_temp_c=-10.0), _tracker(2, 6, reefer_temp_c=-10.0)]
+    events, state = _run(warm, decl)
+    assert [e.state for e in events] == [AlertState.RAISED]
+    stranger = {**_tracker(1, 7, reefer_temp_c=-18.0), "device_id": "tracker-STRANGER"}
+    events, state = _run([stranger], decl, state)
+    assert events == []
+    assert Rule.REEFER_EXCURSION in state.alerts
+    events, state = _run([_tracker(3, 8, reefer_temp_c=-18.0)], decl, state)
+    assert [(e.rule, e.state) for e in events] == [(Rule.REEFER_EXCURSION, AlertState.CLEARED)]
+
+
+def test_officers_acknowledge_then_close_and_replays_change_nothing() -> None:
+    decl = _declaration()
+    events, state = _run([container_reading(seal_state="broken")], decl)
+    raised = events[0]
+    acknowledged = command(state, _order(raised, "acknowledge", "Officer Wu", "on my way"),
+                           decl, TH)
+    assert acknowledged is not None
+    assert (acknowledged.state, acknowledged.version, acknowledged.officer,
+            acknowledged.reason) == (AlertState.ACKNOWLEDGED, 2, "Officer Wu", "on my way")
+    assert command(state, _order(raised, "acknowledge"), decl, TH) is None, "a replay"
+    closed = command(state, _order(raised, "close"), decl, TH)
+    assert closed is not None
+    assert (closed.state, closed.version) == (AlertState.CLOSED, 3)
+    assert command(state, _order(raised, "close"), decl, TH) is None, "a replay"
+    assert state.alerts == {}
+
+
+def test_a_command_for_an_earlier_incident_does_not_close_a_later_one() -> None:
+    decl = _declaration()
+    events, state = _run([container_reading(seal_state="broken")], decl)
+    stale = _order(events[0], "close").model_copy(update={"raised_by": "0" * 32})
+    assert command(state, stale, decl, TH) is None
+    assert Rule.SEAL_BROKEN in state.alerts
 
 
 def test_undeclared_container_after_grace_then_cleared_by_a_declaration() -> None:
@@ -215,14 +297,15 @@ def test_undeclared_container_after_grace_then_cleared_by_a_declaration() -> Non
     assert (Rule.UNDECLARED_CONTAINER, AlertState.CLEARED) in [(e.rule, e.state) for e in events]
 
 
-def test_a_released_hold_clears_and_stops_alerting() -> None:
+def test_a_released_hold_stops_alerting_and_the_violation_waits_for_an_officer() -> None:
     held, released = _declaration(status="held"), _declaration(status="released", version=2)
     lift = {"device_id": "qc", "event": "lift_start"}
     events, state = _run([crane_reading(seq=1, **lift), crane_reading(seq=2, **lift)], held)
     assert [e.state for e in events] == [AlertState.RAISED, AlertState.UPDATED]
     events, state = _run([crane_reading(seq=3, **lift), crane_reading(seq=4, **lift)], released,
                          state)
-    assert [(e.rule, e.state) for e in events] == [(Rule.HOLD_VIOLATION, AlertState.CLEARED)]
+    assert events == []
+    assert state.alerts[Rule.HOLD_VIOLATION].count == 2
 
 
 def test_readings_without_container_are_skipped() -> None:

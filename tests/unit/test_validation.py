@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -146,6 +147,19 @@ def test_hostile_payloads_are_rejected_not_raised(payload: bytes, reason: Reject
     assert isinstance(outcome, Rejected), outcome
     assert outcome.reason is reason, outcome.detail
     assert detail in outcome.detail
+
+
+def test_deep_nesting_is_caught_whatever_the_recursion_limit() -> None:
+    """web3 (py_ecc) raises the interpreter's recursion limit to 100,000 on import; the
+    stdlib's json then recursed 60,000 levels into a payload of ``[``."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        outcome = classify(CRANE_TOPIC, b"[" * 60_000, LIMIT, now=NOW)
+    finally:
+        sys.setrecursionlimit(before)
+    assert isinstance(outcome, Rejected)
+    assert "nested too deeply" in outcome.detail
 
 
 @pytest.mark.parametrize("ts", ["2000-01-01T00:00:00Z", "2026-11-01T00:00:00Z",
