@@ -198,8 +198,12 @@ def test_a_crashing_agent_ends_the_worker(stack: Settings) -> None:
         f"topic_names=({scratch!r}, {topics.DECLARATIONS!r}, {topics.ALERTS!r}))\n"
         "streams_app.run_worker(app, settings)\n")
     try:
-        finished = subprocess.run([sys.executable, "-c", worker], capture_output=True,
-                                  text=True, timeout=180, check=False)
+        try:
+            finished = subprocess.run([sys.executable, "-c", worker], capture_output=True,
+                                      text=True, timeout=180, check=False)
+        except subprocess.TimeoutExpired as hung:
+            pytest.fail(f"the worker did not exit within 180 s; its log ends:\n"
+                        f"{(hung.stderr or b'')[-4000:]!r}")
         assert finished.returncode != 0, finished.stderr[-2000:]
         assert "the streams worker stopped: an agent crashed" in finished.stderr, (
             finished.stderr[-2000:])

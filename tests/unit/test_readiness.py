@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -65,3 +68,18 @@ def test_the_bound_counts_from_losing_the_partitions() -> None:
     clock.now = 1061.0
     with pytest.raises(NotWorking):
         readiness.check()
+
+
+def test_a_worker_whose_stop_hangs_after_a_crash_exits_anyway() -> None:
+    """aiokafka's consumer stop hung about 1 crash in 5: the process must end regardless."""
+    program = (
+        "import time, types\n"
+        "from streams.app import _exit_if_stop_hangs\n"
+        "app = types.SimpleNamespace(crash_reason=None)\n"
+        "_exit_if_stop_hangs(app, grace_s=0.5)\n"
+        "app.crash_reason = RuntimeError('a bug in a rule')\n"
+        "time.sleep(60)  # stopping hangs\n")
+    finished = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                              timeout=30, check=False)
+    assert finished.returncode == 3
+    assert "an agent crashed with RuntimeError('a bug in a rule')" in finished.stderr

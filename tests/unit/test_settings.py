@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.topics import telemetry_filter_problem
-from smartport.settings import Settings, load_settings
+from smartport.settings import KafkaSettings, Settings, load_settings
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -78,3 +78,25 @@ def test_a_bad_subscription_setting_is_named(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SMARTPORT_MQTT__SUBSCRIPTIONS", '["port/#"]')
     with pytest.raises(ValidationError, match="not a telemetry filter"):
         Settings()
+
+
+@pytest.mark.parametrize(("protocol", "want"), [
+    ("PLAINTEXT", None), ("SSL", "SSL"), ("SASL_PLAINTEXT", "SASL_PLAINTEXT"),
+    ("SASL_SSL", "SASL_SSL"),
+])
+def test_the_streams_worker_speaks_the_configured_kafka_security(protocol: str,
+                                                                  want: str | None) -> None:
+    """faust's broker URL alone connects in plaintext whatever the settings say."""
+    from streams.app import faust_credentials
+
+    kafka = KafkaSettings(security_protocol=protocol, sasl_mechanism="SCRAM-SHA-512",
+                          sasl_username="streams", sasl_password="s3cret")
+    credentials = faust_credentials(kafka)
+    if want is None:
+        assert credentials is None
+        return
+    assert credentials is not None
+    assert credentials.protocol.value == want
+    if want.startswith("SASL"):
+        assert (credentials.username, credentials.password,  # type: ignore[attr-defined]
+                credentials.mechanism.value) == ("streams", "s3cret", "SCRAM-SHA-512")  # type: ignore[attr-defined]
