@@ -106,13 +106,18 @@ def stack_status() -> None:
 
 @stack_app.command("mqtt-user")
 def stack_mqtt_user(
-    username: Annotated[str, typer.Argument(help="device id (or gateway/officer user name)")],
+    username: Annotated[str, typer.Argument(
+        help="a device id, or a role: smartport-gateway, smartport-streams, customs-officer")],
     password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    port: Annotated[str | None, typer.Option(help="a device's UN/LOCODE, e.g. CNSHK")] = None,
+    kind: Annotated[str | None, typer.Option(help="a device's kind: container, crane, rtg")]
+    = None,
 ) -> None:
-    """Add or replace a user of the authenticated MQTT listener (127.0.0.1:1884)."""
+    """Add or replace a user of the authenticated MQTT listener (127.0.0.1:1884): a device
+    may publish only port/<port>/<kind>/<its id>/telemetry; roles as deploy/mosquitto/acl."""
     from deploy import stack
 
-    stack.add_mqtt_user(state.settings(), username, password)
+    stack.add_mqtt_user(state.settings(), username, password, port=port, kind=kind)
     err.print(f"MQTT user {username!r} saved; the broker reloaded its password file")
 
 

@@ -14,8 +14,15 @@ import uuid
 from pathlib import Path
 from string import Template
 
+from pydantic import TypeAdapter, ValidationError
+
 from deploy import install
 from deploy.process import port_open, read_pid
+from deploy.tls import ensure_tls
+from schemas.base import describe_validation_error
+from schemas.identifiers import DeviceId, UnLocode
+from schemas.telemetry import DEVICE_KINDS
+from schemas.topics import mqtt_telemetry_topic
 from smartport.errors import ConfigError, StackError
 from smartport.files import write_new
 from smartport.settings import KafkaSettings
@@ -23,7 +30,9 @@ from smartport.settings import KafkaSettings
 HOST = "127.0.0.1"
 KAFKA_PORT = 9092
 MQTT_PORT = 1883
+KAFKA_SECURE_PORT_OFFSET = 100  # a node's SASL_SSL listener: 9192 for the single node
 MQTT_AUTH_PORT = 1884
+MQTT_TLS_PORT = 8883
 CLICKHOUSE_PORT = 9000
 CLICKHOUSE_HTTP_PORT = 8123
 ANVIL_PORT = 8545
@@ -32,6 +41,9 @@ ANVIL_CHAIN_ID = 31337
 # everybody knows, for the local chain only. Written to .stack/anvil/dev.key for the EVM ledger.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 GATEWAY_MQTT_USER = "smartport-gateway"
+STREAMS_MQTT_USER = "smartport-streams"
+# The role users of the authenticated listener (deploy/mosquitto/acl).
+ROLE_USERS = (GATEWAY_MQTT_USER, STREAMS_MQTT_USER, "customs-officer")
 
 
 def render(template: Path, target: Path, **values: object) -> Path:
@@ -131,7 +143,11 @@ class Kafka(Service):
             node_id=self.node_id, voters=voters, port=self.port,
             controller_port=self.port + 1, data_dir=self.data, partitions=self.partitions,
             replication=min(3, self.brokers), min_insync=2 if self.brokers >= 3 else 1,
+            secure_port=self.port + KAFKA_SECURE_PORT_OFFSET,
+            sasl_password=kafka_sasl_password(self.state_dir),
+            keystore=ensure_tls(self.state_dir / "tls").server,
         )
+        properties.chmod(0o600)  # it holds the SASL password
         log4j = render(
             install.DEPLOY_DIR / "kafka" / "log4j.properties",
             self.home / "log4j.properties",
@@ -170,6 +186,15 @@ class Kafka(Service):
         return not meta.is_file() or f"cluster.id={metadata.cluster_id}" in meta.read_text()
 
 
+def kafka_sasl_password(state_dir: Path) -> str:
+    """The password of the SASL_SSL listener's user `smartport`, made once (0600)."""
+    path = state_dir / "kafka" / "sasl.password"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_new(path, uuid.uuid4().hex.encode(), mode=0o600)
+    return path.read_text().strip()
+
+
 def kafka_port(node_id: int) -> int:
     return KAFKA_PORT + 2 * (node_id - 1)
 
@@ -183,26 +208,73 @@ class Mosquitto(Service):
     def password_file(self) -> Path:
         return self.home / "passwd"
 
+    def password_file_of(self, role_user: str) -> Path:
+        """Where the stack keeps a role user's password (0600), for its processes to read."""
+        return self.home / f"{role_user}.password"
+
     @property
-    def gateway_password_file(self) -> Path:
-        return self.home / "gateway.password"
+    def acl_file(self) -> Path:
+        return self.home / "acl"
+
+    @property
+    def devices_file(self) -> Path:
+        """Each device's port and kind, from which its ACL line is written."""
+        return self.home / "devices.json"
+
+    def _devices(self) -> dict[str, dict[str, str]]:
+        try:
+            devices: dict[str, dict[str, str]] = json.loads(self.devices_file.read_text())
+        except FileNotFoundError:
+            return {}
+        return devices
+
+    def _write_acl(self) -> None:
+        """The role lines, then one line per device: it may publish only its own telemetry
+        topic, with its port and kind bound as well as its id."""
+        lines = [(install.DEPLOY_DIR / "mosquitto" / "acl").read_text()]
+        for device, where in sorted(self._devices().items()):
+            lines.append(f"user {device}\ntopic write "
+                         f"{mqtt_telemetry_topic(where['port'], where['kind'], device)}\n")
+        write_new(self.acl_file, "\n".join(lines).encode(), mode=0o600)
 
     def prepare(self) -> list[str]:
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
-        acl = self.home / "acl"
-        shutil.copyfile(install.DEPLOY_DIR / "mosquitto" / "acl", acl)
+        acl = self.acl_file
+        self._write_acl()
+        tls = ensure_tls(self.state_dir / "tls")
         if not self.password_file.is_file():
             self.password_file.touch(mode=0o600)
-            self.add_user(GATEWAY_MQTT_USER, uuid.uuid4().hex, reload=False)
+        for role_user in (GATEWAY_MQTT_USER, STREAMS_MQTT_USER):
+            if not self.password_file_of(role_user).is_file():
+                self.add_user(role_user, uuid.uuid4().hex, reload=False)
         config = render(
             install.DEPLOY_DIR / "mosquitto" / "mosquitto.conf",
             self.home / "mosquitto.conf",
             user=getpass.getuser(), data_dir=data, log_file=self.home / "mosquitto.log",
             port=self.port, auth_port=MQTT_AUTH_PORT, password_file=self.password_file,
-            acl_file=acl,
+            acl_file=acl, tls_port=MQTT_TLS_PORT, tls_ca=tls.ca, tls_cert=tls.chain,
+            tls_key=tls.key,
         )
         return ["mosquitto", "-c", str(config)]
+
+    def add_device(self, device_id: str, password: str, *, port: str, kind: str) -> None:
+        """A device of the authenticated listener: it may publish only
+        port/<port>/<kind>/<device_id>/telemetry."""
+        try:
+            TypeAdapter(DeviceId).validate_python(device_id)
+            TypeAdapter(UnLocode).validate_python(port)
+        except ValidationError as exc:
+            raise ConfigError(f"device {device_id!r} at port {port!r}: "
+                              f"{describe_validation_error(exc)}") from None
+        if kind not in DEVICE_KINDS or device_id in ROLE_USERS:
+            raise ConfigError(f"device {device_id!r}: its kind must be one of "
+                              f"{', '.join(DEVICE_KINDS)}, and its id not a role's user name")
+        devices = self._devices()
+        devices[device_id] = {"port": port, "kind": kind}
+        write_new(self.devices_file, json.dumps(devices, indent=1).encode(), mode=0o600)
+        self._write_acl()
+        self.add_user(device_id, password)
 
     def add_user(self, username: str, password: str, reload: bool = True) -> None:
         """Add or replace an MQTT user of the authenticated listener; SIGHUP reloads the broker."""
@@ -215,8 +287,8 @@ class Mosquitto(Service):
         )
         if result.returncode != 0:
             raise StackError(f"mosquitto_passwd failed for {username!r}: {result.stderr.strip()}")
-        if username == GATEWAY_MQTT_USER:
-            write_new(self.gateway_password_file, password.encode(), mode=0o600)
+        if username in ROLE_USERS:
+            write_new(self.password_file_of(username), password.encode(), mode=0o600)
         pid = read_pid(self.pid_path) if reload else None
         if pid is not None:
             os.kill(pid, signal.SIGHUP)

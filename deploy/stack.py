@@ -8,9 +8,9 @@ from pathlib import Path
 from rich.console import Console
 
 from deploy import install, process
-from deploy.services import HOST, Mosquitto, Service, all_services
+from deploy.services import HOST, ROLE_USERS, Mosquitto, Service, all_services
 from deploy.topics import ensure_topics
-from smartport.errors import StackError
+from smartport.errors import ConfigError, StackError
 from smartport.settings import Settings
 
 
@@ -84,8 +84,17 @@ def status(settings: Settings) -> list[ServiceStatus]:
     ]
 
 
-def add_mqtt_user(settings: Settings, username: str, password: str) -> None:
+def add_mqtt_user(settings: Settings, username: str, password: str, *, port: str | None,
+                  kind: str | None) -> None:
+    """A role user (gateway, streams, officer) or a device bound to its port and kind."""
     broker = Mosquitto(settings.state_dir)
     if not broker.password_file.is_file():
         raise StackError("the MQTT password file does not exist yet: run `smartport stack up`")
-    broker.add_user(username, password)
+    if username in ROLE_USERS:
+        broker.add_user(username, password)
+    elif port is None or kind is None:
+        raise ConfigError(f"{username!r} is a device (not one of the roles "
+                          f"{', '.join(ROLE_USERS)}): give its --port and --kind, which bind "
+                          "the one topic it may publish to")
+    else:
+        broker.add_device(username, password, port=port, kind=kind)

@@ -76,16 +76,25 @@ class MqttPublisher:
         self._early: dict[int, ReasonCode] = {}  # PUBACKs that beat the bookkeeping
         self._retries: list[tuple[float, str, bytes, float]] = []  # due, topic, payload, first
         self._connected = threading.Event()
-        self._client.on_connect = lambda *args: self._connected.set()
+        self._refusal: ReasonCode | None = None
+        self._client.on_connect = self._on_connect
         try:
             self._client.connect(settings.host, settings.port, keepalive=30)
         except OSError as exc:
             raise StackError(f"cannot reach the MQTT broker at {redact_url(settings.url)}: "
                              f"{exc}; is it up? (`smartport stack status`)") from exc
         self._client.loop_start()
-        if not self._connected.wait(_CONNECT_TIMEOUT_S):
+        if not self._connected.wait(_CONNECT_TIMEOUT_S) or self._refusal is not None:
+            self._client.loop_stop()
             raise StackError(f"the MQTT broker at {redact_url(settings.url)} did not accept "
-                             "the connection")
+                             f"the connection ({self._refusal or 'no answer'}): check "
+                             "mqtt.username and mqtt.password")
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        if reason.is_failure:
+            self._refusal = reason
+        self._connected.set()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties) -> None:

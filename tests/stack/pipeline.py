@@ -100,14 +100,19 @@ class GatewayProcess:
 
     def forget_session(self, settings: Settings) -> None:
         """Delete the broker's persistent session of this gateway (test clean-up)."""
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.gateway_id,
-                             protocol=mqtt.MQTTv5)
-        client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
-                       properties=connect_properties(session_expiry_s=0))
-        client.loop_start()
-        time.sleep(0.3)
-        client.disconnect()
-        client.loop_stop()
+        forget_mqtt_session(settings, self.gateway_id)
+
+
+def forget_mqtt_session(settings: Settings, client_id: str) -> None:
+    """Delete the broker's persistent session of ``client_id`` (test clean-up)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
+                   properties=connect_properties(session_expiry_s=0))
+    client.loop_start()
+    time.sleep(0.3)
+    client.disconnect()
+    client.loop_stop()
 
 
 def telemetry_ids(records: list[Record]) -> set[tuple[str, int]]:

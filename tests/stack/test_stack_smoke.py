@@ -115,32 +115,67 @@ def test_mqtt_round_trip(stack: Settings) -> None:
         subscriber.disconnect()
 
 
-def test_authenticated_listener_keeps_devices_to_their_own_topic(stack: Settings) -> None:
-    device, password = f"dev-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    Mosquitto(stack.state_dir).add_user(device, password)
-    client = _client(device)
-    client.username_pw_set(device, password)
+def _publish_as(user: str, password: str, topics_to_try: list[str]) -> list[int]:
+    """The PUBACK reason code of one QoS 1 publish to each topic, as ``user``."""
+    client = _client(f"{user}-{uuid.uuid4().hex[:6]}")
+    client.username_pw_set(user, password)
     results: dict[int, int] = {}
     acked = threading.Event()
 
     def on_publish(client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode,
                    properties: object) -> None:
         results[mid] = reason.value
-        if len(results) == 2:
+        if len(results) == len(topics_to_try):
             acked.set()
 
     client.on_publish = on_publish
     client.connect(services.HOST, services.MQTT_AUTH_PORT)
     client.loop_start()
     try:
-        own = client.publish(f"port/CNSHK/container/{device}/telemetry", b"{}", qos=1)
-        other = client.publish("port/CNSHK/container/someone-else/telemetry", b"{}", qos=1)
+        mids = [client.publish(topic, b"{}", qos=1).mid for topic in topics_to_try]
         assert acked.wait(10)
-        assert results[own.mid] in (0x00, 0x10)  # accepted ("no matching subscribers" is fine)
-        assert results[other.mid] == 0x87  # not authorized
+        return [results[mid] for mid in mids]
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+ACCEPTED = (0x00, 0x10)  # "no matching subscribers" is accepted too
+NOT_AUTHORIZED = 0x87
+
+
+def test_a_device_publishes_only_its_own_topic_port_and_kind_bound(stack: Settings) -> None:
+    device, password = f"dev-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    Mosquitto(stack.state_dir).add_device(device, password, port="CNSHK", kind="container")
+    own, *others = _publish_as(device, password, [
+        f"port/CNSHK/container/{device}/telemetry",
+        "port/CNSHK/container/someone-else/telemetry",
+        f"port/CNSHK/crane/{device}/telemetry",  # its id, another kind
+        f"port/CNSZX/container/{device}/telemetry",  # its id, another port
+        "port/CNSHK/alerts/critical/CSQU3054383",  # a fake field alert
+    ])
+    assert own in ACCEPTED
+    assert others == [NOT_AUTHORIZED] * 4
+
+
+def test_roles_publish_only_what_they_are_for(stack: Settings) -> None:
+    """Gateways read telemetry and publish nothing, the streams worker publishes alerts,
+    officers read alerts."""
+    broker = Mosquitto(stack.state_dir)
+    alert = "port/CNSHK/alerts/critical/CSQU3054383"
+    telemetry = "port/CNSHK/crane/qc-01/telemetry"
+    for user in (services.GATEWAY_MQTT_USER, services.STREAMS_MQTT_USER):
+        password = broker.password_file_of(user).read_text()
+        codes = _publish_as(user, password, [alert, telemetry])
+        if user == services.STREAMS_MQTT_USER:
+            assert codes[0] in ACCEPTED
+            assert codes[1] == NOT_AUTHORIZED
+        else:
+            assert codes == [NOT_AUTHORIZED] * 2
+    officer_password = uuid.uuid4().hex
+    broker.add_user("customs-officer", officer_password)
+    assert _publish_as("customs-officer", officer_password, [alert, telemetry]) == [
+        NOT_AUTHORIZED] * 2
 
 
 def test_authenticated_listener_refuses_anonymous(stack: Settings) -> None:
