@@ -540,7 +540,8 @@ def sink(
     _serve_metrics(metrics_port)
     server = None
     if isinstance(store, ChdbStore):  # chDB is locked by this process: analysts ask through it
-        server = query_server.serve(store.read, settings.query_port, settings.query_token_file)
+        server = query_server.serve(store.read, store.read_raw, settings.query_port,
+                                    settings.query_token_file)
     try:
         Sink(settings, store, group=group).run()
     finally:  # chDB torn down at interpreter exit, under a live server thread, can segfault

@@ -144,6 +144,11 @@ class ChdbStore:
             return self._result(self._connection.query(sql, "JSONCompact"))
 
     def read(self, sql: str) -> Result:
+        return self._result(self.read_raw(sql, "JSONCompact"))
+
+    def read_raw(self, sql: str, output_format: str) -> bytes:
+        """An analyst's query, read-only and bounded, in any output format chDB writes (a
+        FORMAT clause in ``sql`` wins): what the ClickHouse HTTP interface answers."""
         with self._lock:
             if self._reader is None:
                 import chdb
@@ -153,17 +158,21 @@ class ChdbStore:
                     reader.query(f"SET {name} = {value!r}")
                 self._reader = reader
             try:
-                return self._result(self._reader.query(sql, "JSONCompact"))
+                result = self._reader.query(sql, output_format)
             except Exception:
                 # A failed query can leave output behind (the first of two statements, rows
                 # before a limit tripped) that chDB hands to the next one: start afresh.
                 self._reader.close()
                 self._reader = None
                 raise
+            return result.bytes() if hasattr(result, "bytes") else str(result).encode()
 
     @staticmethod
     def _result(result: Any) -> Result:
-        text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
+        if isinstance(result, bytes):
+            text = result.decode()
+        else:
+            text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
         if not text.strip():
             return [], []
         document = json.loads(text)

@@ -123,3 +123,30 @@ def test_analysts_of_the_server_have_clickhouse_client(stack: Settings) -> None:
                              "--query", "SELECT 40 + 2"], capture_output=True, text=True,
                             timeout=60, check=False)
     assert (answer.returncode, answer.stdout.strip()) == (0, "42"), answer.stderr
+
+
+def test_analysts_ask_the_query_port_with_their_own_clickhouse_tools(
+    sink_settings: Settings
+) -> None:
+    """The port speaks the ClickHouse HTTP interface: clickhouse-connect and a plain GET
+    work unchanged, with the token as the password; writes are refused the ClickHouse way."""
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    port, token = sink_settings.query_port, sink_settings.query_token_file.read_text().strip()
+    client = clickhouse_connect.get_client(host=HOST, port=port, username="analyst",
+                                           password=token)
+    assert client.query("SELECT count() FROM telemetry").result_rows[0][0] >= 0
+    with pytest.raises(DatabaseError, match="164"):  # READONLY
+        client.command("DROP TABLE telemetry")
+    with pytest.raises(DatabaseError, match="401"):
+        clickhouse_connect.get_client(host=HOST, port=port, username="analyst",
+                                      password="guessed")
+    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        connection.request("GET", "/?query=SELECT%2040%2B2", headers={
+            "Host": f"127.0.0.1:{port}", "X-ClickHouse-Key": token})
+        answer = connection.getresponse()
+        assert (answer.status, answer.read()) == (200, b"42\n")
+    finally:
+        connection.close()
