@@ -165,6 +165,13 @@ def test_a_schema_1_store_is_migrated_and_keeps_every_reading(store_url: str) ->
             severity=Severity.CRITICAL, state=AlertState.RAISED, container_no="CSQU3054383",
             port="CNSHK", first_seen=now, last_seen=now, count=1, version=1))
         _make_schema_1_store(store, values, [alert])
+        # A stored row whose raw value no longer converts (schema 1 was laxer, or it was
+        # edited in place): the migration keeps it in sink_rejects, never drops it.
+        old_telemetry = _schema_1(ch.TELEMETRY)
+        row = to_row(topics.TELEMETRY, 0, 9, values[0], now)[1]
+        unconvertible = '{"no longer": "a reading"}'
+        store.insert(old_telemetry, [{**{k: row[k] for k in old_telemetry.column_names},
+                                      "seq": 99, "raw": unconvertible}])
         messages: list[str] = []
 
         ensure_schema(store, ttl_days=None, progress=messages.append)
@@ -172,11 +179,14 @@ def test_a_schema_1_store_is_migrated_and_keeps_every_reading(store_url: str) ->
         assert store.query(f"SELECT max(version) FROM {ch.VERSION_TABLE}")[1] == [(2,)]
         _, ids = store.query("SELECT reading_id FROM telemetry FINAL ORDER BY seq")
         assert [i for i, in ids] == [_reading_id(v) for v in values]
+        _, kept = store.query("SELECT raw FROM sink_rejects FINAL WHERE topic = 'telemetry.v1'")
+        assert kept == [(unconvertible,)]
         assert store.query("SELECT count() FROM alerts FINAL")[1] == [(1,)]
         _, left = store.query("SELECT name FROM system.tables WHERE database = "
                               "currentDatabase() AND name LIKE '%_schema1'")
         assert left == []
-        assert any("telemetry: migrated to schema 2 — 2 rows" in m for m in messages), messages
+        assert any("telemetry: migrated to schema 2 — 2 rows" in m and "1 kept in sink_rejects"
+                   in m for m in messages), messages
         ensure_schema(store, ttl_days=None, progress=messages.append)  # idempotent
         # The device rebooted: seq 5 again, later. Schema 1 folded it; schema 2 keeps both.
         rebooted = _envelope(seq=5, ts="2026-11-24T11:00:00Z")
