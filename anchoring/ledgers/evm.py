@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from eth_account import Account
 from web3 import Web3
-from web3.exceptions import TimeExhausted, TransactionNotFound
+from web3.exceptions import TimeExhausted, TransactionNotFound, Web3RPCError
 from web3.types import TxParams, TxReceipt, Wei
 
 from anchoring.errors import LedgerError, VerificationFailed
@@ -155,7 +155,7 @@ class EvmLedger:
         if receipt is None:
             try:
                 self._web3.eth.send_raw_transaction(intent["raw"])
-            except ValueError as exc:  # already known, or its nonce was taken meanwhile
+            except (ValueError, Web3RPCError) as exc:  # already known, or nonce taken
                 if self._receipt(intent["tx"]) is None and "known" not in str(exc).lower():
                     raise LedgerError(f"anchor transaction {intent['tx']} cannot be sent: "
                                       f"{exc}") from None
