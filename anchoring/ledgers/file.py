@@ -193,21 +193,31 @@ class FileLedger:
 
     # -- checkpoints -----------------------------------------------------------------------
 
+    def _leaves(self, size: int) -> list[bytes]:
+        """The tree leaves of the first ``size`` verified entries: their hashes."""
+        return [bytes.fromhex(e["entry_hash"]) for e in self._verified[:size]]
+
+    def _prefix_root(self, size: int) -> bytes:
+        if size == len(self._verified):
+            return self._tree.root()  # O(log n): the common case, the whole ledger
+        return merkle.root(self._leaves(size), merkle.SHA256)
+
+    def _unsigned(self, size: int, time: datetime | None) -> LedgerCheckpoint:
+        """The checkpoint of the first ``size`` entries, stamped ``time`` or, by default, with
+        the time of the last of them (so the same ledger always gives the same bytes)."""
+        last = self._verified[size - 1] if size else None
+        if time is None:
+            time = datetime.fromisoformat(last["anchored_at"]) if last else datetime.now(UTC)
+        return LedgerCheckpoint(ledger_id=self.ledger_id, size=size,
+                                root=self._prefix_root(size).hex(),
+                                head=last["entry_hash"] if last else None,
+                                key_id=self.keys.current.key_id, time=time)
+
     def _checkpoint_at(self, size: int) -> LedgerCheckpoint:
-        """The signed checkpoint of the first ``size`` entries, stamped with the time of the
-        last of them (so the same ledger always gives the same bytes)."""
+        """The signed checkpoint of the first ``size`` entries."""
         if self._private is None:
             raise LedgerError("a checkpoint is signed by the ledger's key: open it writable")
-        if size == len(self._verified):
-            root = self._tree.root()
-        else:
-            root = merkle.root([bytes.fromhex(e["entry_hash"]) for e in self._verified[:size]],
-                               merkle.SHA256)
-        last = self._verified[size - 1] if size else None
-        unsigned = LedgerCheckpoint(
-            ledger_id=self.ledger_id, size=size, root=root.hex(),
-            head=last["entry_hash"] if last else None, key_id=self.keys.current.key_id,
-            time=datetime.fromisoformat(last["anchored_at"]) if last else datetime.now(UTC))
+        unsigned = self._unsigned(size, None)
         return unsigned.model_copy(update={
             "signature": self._private.sign(checkpoint_body(unsigned)).hex()})
 
@@ -217,11 +227,7 @@ class FileLedger:
 
     def observation(self) -> LedgerCheckpoint:
         """An unsigned checkpoint of the ledger as it is now: what a verifier remembers."""
-        entries = self.entries()
-        return LedgerCheckpoint(ledger_id=self.ledger_id, size=len(entries),
-                                root=self._tree.root().hex(),
-                                head=entries[-1]["entry_hash"] if entries else None,
-                                key_id=self.keys.current.key_id, time=datetime.now(UTC))
+        return self._unsigned(len(self.entries()), datetime.now(UTC))
 
     def check_checkpoint(self, checkpoint: LedgerCheckpoint, *, signed: bool = True) -> None:
         """``checkpoint`` is signed by one of this ledger's keys (unless it is the verifier's
@@ -234,9 +240,7 @@ class FileLedger:
             raise VerificationFailed("ledger consistency", f"the ledger holds {len(entries)} "
                                      f"entries, a checkpoint of {checkpoint.time:%Y-%m-%d %H:%M}"
                                      f" saw {checkpoint.size}: it was cut short")
-        root = merkle.root([bytes.fromhex(e["entry_hash"]) for e in entries[:checkpoint.size]],
-                           merkle.SHA256)
-        if root.hex() != checkpoint.root:
+        if self._prefix_root(checkpoint.size).hex() != checkpoint.root:
             raise VerificationFailed("ledger consistency", f"the first {checkpoint.size} "
                                      "entries are not the ones the checkpoint of "
                                      f"{checkpoint.time:%Y-%m-%d %H:%M} saw: rewritten")
@@ -260,8 +264,7 @@ class FileLedger:
         if not old.size <= new.size <= len(entries):
             raise VerificationFailed("ledger consistency", f"sizes {old.size} → {new.size} "
                                      f"cannot be proven from {len(entries)} entries")
-        leaves = [bytes.fromhex(e["entry_hash"]) for e in entries[:new.size]]
-        proof = merkle.consistency_proof(leaves, old.size, merkle.SHA256)
+        proof = merkle.consistency_proof(self._leaves(new.size), old.size, merkle.SHA256)
         if not merkle.verify_consistency(old.size, new.size, bytes.fromhex(old.root),
                                          bytes.fromhex(new.root), proof, merkle.SHA256):
             raise VerificationFailed("ledger consistency", f"the ledger of size {new.size} "

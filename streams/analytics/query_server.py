@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-import os
 import secrets
 import threading
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
+from smartport.files import write_new
 from streams.analytics.store import Result
 
 DEFAULT_QUERY_PORT = 8124
@@ -37,9 +37,7 @@ def ensure_token(path: Path) -> str:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
+    write_new(path, (token + "\n").encode(), mode=0o600)
     return token
 
 

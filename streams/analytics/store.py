@@ -86,14 +86,12 @@ class ServerStore:
         self._client.execute(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES", columns,
                              columnar=True)
 
-    def query(self, sql: str) -> Result:
-        data, columns = self._client.execute(sql, with_column_types=True)
+    def query(self, sql: str, settings: dict[str, Any] | None = None) -> Result:
+        data, columns = self._client.execute(sql, with_column_types=True, settings=settings)
         return [name for name, _ in columns], [tuple(row) for row in data]
 
     def read(self, sql: str) -> Result:
-        data, columns = self._client.execute(sql, with_column_types=True,
-                                             settings=ANALYST_SETTINGS)
-        return [name for name, _ in columns], [tuple(row) for row in data]
+        return self.query(sql, ANALYST_SETTINGS)
 
     def transient(self, error: Exception) -> bool:
         from clickhouse_driver import errors
