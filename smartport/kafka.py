@@ -29,6 +29,8 @@ _COMMIT_RETRIABLE = _BROKER_AWAY | {
 _LEADER_MOVING = _BROKER_AWAY | {
     KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
 }
+# ... or another process creating the same topic.
+_CREATE_TRANSIENT = _BROKER_AWAY | {KafkaError.TOPIC_ALREADY_EXISTS}
 # The group moved on: whoever owns the partitions now re-reads from the last commit.
 _COMMIT_SUPERSEDED = frozenset({
     KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
@@ -228,8 +230,9 @@ def ensure_topics(kafka: KafkaSettings, configs: dict[str, dict[str, str]],
                 created.append(name)
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
-                # Another process won the race, or the controller is not elected yet.
-                if error.code() != KafkaError.TOPIC_ALREADY_EXISTS and not error.retriable():
+                # Another process won the race, the controller is not elected yet, or the
+                # client dropped a bootstrap connection for the broker it learned of.
+                if error.code() not in _CREATE_TRANSIENT and not error.retriable():
                     raise StackError(f"creating Kafka topic {name} failed: {exc}") from exc
                 log.info("topic not created yet; retrying", extra={"topic": name,
                                                                     "error": error.str()})
