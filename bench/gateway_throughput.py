@@ -35,10 +35,11 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.pipeline import SMARTPORT
-from ingest.fleet import Fleet, FleetConfig
+from ingest.fleet import HOME_PORT, Fleet, FleetConfig
 from ingest.simulate import MqttPublisher
 from schemas import topics
 from smartport.kafka import consumer_config, high_watermarks
+from smartport.mqtt import GATEWAY_USER, edge_user, mqtt_as
 from smartport.settings import Settings
 
 BASELINE_TOPIC = "bench.baseline.v1"
@@ -54,7 +55,7 @@ def messages(count: int, seed: int) -> list[tuple[str, bytes, str, int]]:
 def _publish(args: tuple[list[tuple[str, bytes]], float, float]) -> None:
     batch, rate, start_at = args
     settings = Settings()
-    publisher = MqttPublisher(settings.mqtt, max_inflight=2000)
+    publisher = MqttPublisher(mqtt_as(settings, edge_user(HOME_PORT)), max_inflight=2000)
     while time.time() < start_at:
         time.sleep(0.001)
     for index, (topic, payload) in enumerate(batch):
@@ -118,9 +119,12 @@ def baseline(settings: Settings) -> Iterator[None]:
     if BASELINE_TOPIC not in admin.list_topics(timeout=10).topics:
         admin.create_topics([NewTopic(BASELINE_TOPIC, settings.kafka.partitions, 1)])[
             BASELINE_TOPIC].result()
+    reader = mqtt_as(settings, GATEWAY_USER)  # the broker's ACL lets only gateways read
+    credentials = ["-u", reader.username, "-P", reader.password.get_secret_value()] if (
+        reader.username and reader.password) else []
     sub = subprocess.Popen(
         ["stdbuf", "-oL", "mosquitto_sub", "-h", settings.mqtt.host,
-         "-p", str(settings.mqtt.port), "-q", "1", "-V", "mqttv5",
+         "-p", str(settings.mqtt.port), *credentials, "-q", "1", "-V", "mqttv5",
          "-t", f"$share/bench-base/{topics.MQTT_TELEMETRY_FILTER}"],
         stdout=subprocess.PIPE)
     kcat = subprocess.Popen(["kcat", "-P", "-b", settings.kafka.bootstrap_servers,

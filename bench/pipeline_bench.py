@@ -46,10 +46,11 @@ from deploy.process import read_pid
 from deploy.reconcile import stored_readings
 from deploy.services import Kafka, Mosquitto
 from ingest import declarations
-from ingest.fleet import Fleet, FleetConfig, SimMessage, step_for_rate
+from ingest.fleet import HOME_PORT, Fleet, FleetConfig, SimMessage, step_for_rate
 from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
 from smartport.kafka import consumer_config, high_watermarks, read_range
+from smartport.mqtt import edge_user, mqtt_as
 from smartport.polling import wait_until
 from smartport.settings import Settings
 
@@ -71,7 +72,7 @@ def scenario_messages(fleet: Fleet, count: int) -> list[SimMessage]:
 def _publish(args: tuple[list[tuple[str, bytes, float]], int]) -> int:
     """One publisher process: each message at its scheduled wall-clock time."""
     batch, expected = args
-    publisher = MqttPublisher(Settings().mqtt, max_inflight=2000)
+    publisher = MqttPublisher(mqtt_as(Settings(), edge_user(HOME_PORT)), max_inflight=2000)
     for topic, payload, due in batch:
         delay = due - time.time()
         if delay > 0:

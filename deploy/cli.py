@@ -107,14 +107,16 @@ def stack_status() -> None:
 @stack_app.command("mqtt-user")
 def stack_mqtt_user(
     username: Annotated[str, typer.Argument(
-        help="a device id, or a role: smartport-gateway, smartport-streams, customs-officer")],
+        help="a device id, edge-<locode> (a port's edge gateway), or a role: "
+        "smartport-gateway, smartport-streams, customs-officer")],
     password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
     port: Annotated[str | None, typer.Option(help="a device's UN/LOCODE, e.g. CNSHK")] = None,
-    kind: Annotated[str | None, typer.Option(help="a device's kind: container, crane, rtg")]
-    = None,
+    kind: Annotated[str | None, typer.Option(
+        help="a device's kind: container, crane, rtg; or edge (user edge-<locode>)")] = None,
 ) -> None:
-    """Add or replace a user of the authenticated MQTT listener (127.0.0.1:1884): a device
-    may publish only port/<port>/<kind>/<its id>/telemetry; roles as deploy/mosquitto/acl."""
+    """Add or replace a user of the MQTT broker (127.0.0.1:1883 and :8883): a device may
+    publish only port/<port>/<kind>/<its id>/telemetry, a port's edge gateway only its port's
+    telemetry; roles as deploy/mosquitto/acl."""
     from deploy import stack
 
     stack.add_mqtt_user(state.settings(), username, password, port=port, kind=kind)
@@ -234,6 +236,7 @@ def simulate(
 
     from ingest import simulate as simulation
     from ingest.fleet import Fleet, FleetConfig, step_for_rate
+    from smartport.mqtt import edge_user, mqtt_as
 
     if duration is None and count is None:
         raise ConfigError("give --duration SECONDS or --count MESSAGES (or both)")
@@ -246,8 +249,8 @@ def simulate(
         written = simulation.write_declarations(fleet, declarations_out)
         err.print(f"wrote {written} declarations to {declarations_out}")
     report = simulation.run(
-        fleet, fleet.messages(), mqtt_settings=settings.mqtt, rate=rate, total=count,
-        duration=duration, truth_out=truth, emit_jsonl=emit_jsonl,
+        fleet, fleet.messages(), mqtt_settings=mqtt_as(settings, edge_user(fleet.config.port)),
+        rate=rate, total=count, duration=duration, truth_out=truth, emit_jsonl=emit_jsonl,
         show_progress=err.is_terminal,
     )
     summary = json.dumps(report.as_dict())

@@ -38,6 +38,7 @@ from schemas import topics
 from schemas.clickhouse import ANALYST_QUERIES
 from smartport import kafka
 from smartport.errors import StackError
+from smartport.mqtt import edge_user, mqtt_as
 from smartport.polling import wait_until
 from smartport.settings import Settings
 
@@ -90,9 +91,10 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
                             lambda: reconcile.row_count(settings), console), \
                     ThreadPoolExecutor(1, "fault") as injector:
                 injected = injector.submit(fault, pipeline) if fault else None
-                sim = simulation.run(fleet, published, mqtt_settings=settings.mqtt,
-                                     rate=rate, total=None, duration=duration,
-                                     truth_out=work / "truth.jsonl", show_progress=False)
+                edge = mqtt_as(settings, edge_user(fleet.config.port))
+                sim = simulation.run(fleet, published, mqtt_settings=edge, rate=rate, total=None,
+                                     duration=duration, truth_out=work / "truth.jsonl",
+                                     show_progress=False)
                 if injected is not None:
                     injected.result()
             report.published, report.valid = sim.published, sim.valid

@@ -21,7 +21,7 @@ from pathlib import Path
 from deploy.process import tail
 from deploy.topics import delete_app_topics
 from smartport.errors import StackError
-from smartport.mqtt import connect_properties, new_client
+from smartport.mqtt import GATEWAY_USER, connect_properties, mqtt_as, new_client
 from smartport.settings import Settings
 
 SMARTPORT = [sys.executable, "-m", "deploy.cli"]  # the CLI, in this interpreter
@@ -147,7 +147,7 @@ class Pipeline:
     def clean_up(self) -> None:
         """Forget what only this run used: the gateway's MQTT session, the faust app's topics,
         consumer group and local state."""
-        client = new_client(self.settings.mqtt, self.gateway_id)
+        client = new_client(mqtt_as(self.settings, GATEWAY_USER), self.gateway_id)
         try:
             client.connect(self.settings.mqtt.host, self.settings.mqtt.port, clean_start=True,
                            properties=connect_properties(session_expiry_s=0))

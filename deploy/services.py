@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import getpass
 import json
-import os
 import shutil
-import signal
 import subprocess
 import urllib.request
 import uuid
@@ -17,21 +15,29 @@ from string import Template
 from pydantic import TypeAdapter, ValidationError
 
 from deploy import install
-from deploy.process import port_open, read_pid
+from deploy.mqtt_access import (
+    ADMIN_USER,
+    EDGE_KIND,
+    ROLE_ACLS,
+    AccessControl,
+    admin_only_control,
+    publisher_acls,
+)
+from deploy.process import port_open
 from deploy.tls import ensure_tls
+from ingest.fleet import HOME_PORT
 from schemas.base import describe_validation_error
 from schemas.identifiers import DeviceId, UnLocode
 from schemas.telemetry import DEVICE_KINDS
-from schemas.topics import mqtt_telemetry_topic
 from smartport.errors import ConfigError, StackError
 from smartport.files import write_new
+from smartport.mqtt import ROLE_USERS, edge_user, role_password_file
 from smartport.settings import KafkaSettings
 
 HOST = "127.0.0.1"
 KAFKA_PORT = 9092
 MQTT_PORT = 1883
 KAFKA_SECURE_PORT_OFFSET = 100  # a node's SASL_SSL listener: 9192 for the single node
-MQTT_AUTH_PORT = 1884
 MQTT_TLS_PORT = 8883
 CLICKHOUSE_PORT = 9000
 CLICKHOUSE_HTTP_PORT = 8123
@@ -40,10 +46,6 @@ ANVIL_CHAIN_ID = 31337
 # The first account of anvil's public development mnemonic ("test test ... junk"): a key
 # everybody knows, for the local chain only. Written to .stack/anvil/dev.key for the EVM ledger.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-GATEWAY_MQTT_USER = "smartport-gateway"
-STREAMS_MQTT_USER = "smartport-streams"
-# The role users of the authenticated listener (deploy/mosquitto/acl).
-ROLE_USERS = (GATEWAY_MQTT_USER, STREAMS_MQTT_USER, "customs-officer")
 
 
 def render(template: Path, target: Path, **values: object) -> Path:
@@ -61,6 +63,9 @@ class Service:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+
+    def provision(self) -> None:
+        """Make what the running service needs (users, ...); idempotent."""
 
     @property
     def home(self) -> Path:
@@ -204,94 +209,109 @@ class Mosquitto(Service):
     port = MQTT_PORT
     start_timeout = 20.0
 
-    @property
-    def password_file(self) -> Path:
-        return self.home / "passwd"
-
-    def password_file_of(self, role_user: str) -> Path:
-        """Where the stack keeps a role user's password (0600), for its processes to read."""
-        return self.home / f"{role_user}.password"
+    def __init__(self, state_dir: Path, anonymous: bool = False) -> None:
+        super().__init__(state_dir)
+        self.anonymous = anonymous  # no authentication at all: local experiments only
 
     @property
-    def acl_file(self) -> Path:
-        return self.home / "acl"
+    def access_file(self) -> Path:
+        """The dynamic-security plugin's users and roles (it rewrites the file on each change)."""
+        return self.home / "dynamic-security.json"
 
-    @property
-    def devices_file(self) -> Path:
-        """Each device's port and kind, from which its ACL line is written."""
-        return self.home / "devices.json"
-
-    def _devices(self) -> dict[str, dict[str, str]]:
-        try:
-            devices: dict[str, dict[str, str]] = json.loads(self.devices_file.read_text())
-        except FileNotFoundError:
-            return {}
-        return devices
-
-    def _write_acl(self) -> None:
-        """The role lines, then one line per device: it may publish only its own telemetry
-        topic, with its port and kind bound as well as its id."""
-        lines = [(install.DEPLOY_DIR / "mosquitto" / "acl").read_text()]
-        for device, where in sorted(self._devices().items()):
-            lines.append(f"user {device}\ntopic write "
-                         f"{mqtt_telemetry_topic(where['port'], where['kind'], device)}\n")
-        write_new(self.acl_file, "\n".join(lines).encode(), mode=0o600)
+    def password_file_of(self, user: str) -> Path:
+        """Where the stack keeps a role's or an edge gateway's password (0600), for its
+        processes to read."""
+        return role_password_file(self.state_dir, user)
 
     def prepare(self) -> list[str]:
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
-        acl = self.acl_file
-        self._write_acl()
         tls = ensure_tls(self.state_dir / "tls")
-        if not self.password_file.is_file():
-            self.password_file.touch(mode=0o600)
-        for role_user in (GATEWAY_MQTT_USER, STREAMS_MQTT_USER):
-            if not self.password_file_of(role_user).is_file():
-                self.add_user(role_user, uuid.uuid4().hex, reload=False)
+        if not self.access_file.is_file():
+            self._init_access()
+        access = ("allow_anonymous true" if self.anonymous else
+                  f"allow_anonymous false\nplugin {_dynamic_security_plugin()}\n"
+                  f"plugin_opt_config_file {self.access_file}")
         config = render(
             install.DEPLOY_DIR / "mosquitto" / "mosquitto.conf",
             self.home / "mosquitto.conf",
             user=getpass.getuser(), data_dir=data, log_file=self.home / "mosquitto.log",
-            port=self.port, auth_port=MQTT_AUTH_PORT, password_file=self.password_file,
-            acl_file=acl, tls_port=MQTT_TLS_PORT, tls_ca=tls.ca, tls_cert=tls.chain,
-            tls_key=tls.key,
+            port=self.port, access=access, tls_port=MQTT_TLS_PORT, tls_ca=tls.ca,
+            tls_cert=tls.chain, tls_key=tls.key,
         )
         return ["mosquitto", "-c", str(config)]
 
-    def add_device(self, device_id: str, password: str, *, port: str, kind: str) -> None:
-        """A device of the authenticated listener: it may publish only
-        port/<port>/<kind>/<device_id>/telemetry."""
+    def _init_access(self) -> None:
+        """The plugin's first configuration: its admin only (`mosquitto_ctrl dynsec init`,
+        the password on stdin), cut down to the control topic."""
+        password = uuid.uuid4().hex
+        result = subprocess.run(
+            ["mosquitto_ctrl", "dynsec", "init", str(self.access_file), ADMIN_USER],
+            input=f"{password}\n{password}\n", capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(f"mosquitto_ctrl dynsec init failed: {result.stderr.strip()}")
+        config = admin_only_control(json.loads(self.access_file.read_text()))
+        write_new(self.access_file, json.dumps(config, indent=1).encode(), mode=0o600)
+        write_new(self.password_file_of(ADMIN_USER), password.encode(), mode=0o600)
+
+    def provision(self) -> None:
+        """The stack's own users, once: the three roles and the home port's edge gateway,
+        each with a password kept for our processes (0600)."""
+        if self.anonymous:
+            return
+        wanted = {**ROLE_ACLS, edge_user(HOME_PORT): publisher_acls(
+            edge_user(HOME_PORT), port=HOME_PORT, kind=EDGE_KIND)}
+        for user, acls in wanted.items():
+            kept = self.password_file_of(user)
+            password = kept.read_text() if kept.is_file() else uuid.uuid4().hex
+            self._access().ensure_user(user, password, acls, replace=not kept.is_file())
+            if not kept.is_file():
+                write_new(kept, password.encode(), mode=0o600)
+
+    def _access(self) -> AccessControl:
         try:
-            TypeAdapter(DeviceId).validate_python(device_id)
+            admin_password = self.password_file_of(ADMIN_USER).read_text()
+        except FileNotFoundError:
+            raise StackError(f"{self.password_file_of(ADMIN_USER)} is missing: this broker was "
+                             "not set up by `smartport stack up` in this state directory") from None
+        return AccessControl(HOST, self.port, admin_password)
+
+    def add_device(self, device_id: str, password: str, *, port: str, kind: str) -> None:
+        """A device, which may publish only port/<port>/<kind>/<device_id>/telemetry, or (kind
+        ``edge``, user edge-<port>) a port's edge gateway, which publishes for its devices."""
+        try:
             TypeAdapter(UnLocode).validate_python(port)
+            if kind != EDGE_KIND:
+                TypeAdapter(DeviceId).validate_python(device_id)
         except ValidationError as exc:
             raise ConfigError(f"device {device_id!r} at port {port!r}: "
                               f"{describe_validation_error(exc)}") from None
-        if kind not in DEVICE_KINDS or device_id in ROLE_USERS:
+        if kind == EDGE_KIND and device_id != edge_user(port):
+            raise ConfigError(f"the edge gateway of {port} is user {edge_user(port)!r}, "
+                              f"not {device_id!r}")
+        if kind not in (*DEVICE_KINDS, EDGE_KIND) or device_id in (*ROLE_USERS, ADMIN_USER) or (
+                kind != EDGE_KIND and device_id.startswith("edge-")):
             raise ConfigError(f"device {device_id!r}: its kind must be one of "
-                              f"{', '.join(DEVICE_KINDS)}, and its id not a role's user name")
-        devices = self._devices()
-        devices[device_id] = {"port": port, "kind": kind}
-        write_new(self.devices_file, json.dumps(devices, indent=1).encode(), mode=0o600)
-        self._write_acl()
-        self.add_user(device_id, password)
+                              f"{', '.join((*DEVICE_KINDS, EDGE_KIND))}, and its id neither a "
+                              "role's user name nor edge-…")
+        self._check_password(password)
+        self._access().ensure_user(device_id, password,
+                                   publisher_acls(device_id, port=port, kind=kind), replace=True)
+        if kind == EDGE_KIND:
+            write_new(self.password_file_of(device_id), password.encode(), mode=0o600)
 
-    def add_user(self, username: str, password: str, reload: bool = True) -> None:
-        """Add or replace an MQTT user of the authenticated listener; SIGHUP reloads the broker."""
+    def add_user(self, username: str, password: str) -> None:
+        """Give a role user (deploy/mqtt_access.py) a new password."""
+        if username not in ROLE_ACLS:
+            raise ConfigError(f"{username!r} is not a role: {', '.join(ROLE_ACLS)}")
+        self._check_password(password)
+        self._access().ensure_user(username, password, ROLE_ACLS[username], replace=True)
+        write_new(self.password_file_of(username), password.encode(), mode=0o600)
+
+    @staticmethod
+    def _check_password(password: str) -> None:
         if not password or any(c in password for c in "\r\n\0"):
             raise ConfigError("an MQTT password must be one line of text, not empty")
-        # On stdin (as typed at its prompt), never on a command line that `ps` shows.
-        result = subprocess.run(
-            ["mosquitto_passwd", str(self.password_file), username],
-            input=f"{password}\n{password}\n", capture_output=True, text=True, check=False,
-        )
-        if result.returncode != 0:
-            raise StackError(f"mosquitto_passwd failed for {username!r}: {result.stderr.strip()}")
-        if username in ROLE_USERS:
-            write_new(self.password_file_of(username), password.encode(), mode=0o600)
-        pid = read_pid(self.pid_path) if reload else None
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
 
     def healthy(self) -> bool:
         if not port_open(HOST, self.port):
@@ -305,6 +325,16 @@ class Mosquitto(Service):
         except OSError:
             return False
         return True
+
+
+def _dynamic_security_plugin() -> Path:
+    """Mosquitto's dynamic-security plugin, shipped in Debian's mosquitto package."""
+    found = sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so")) + sorted(
+        Path("/usr/lib").glob("mosquitto_dynamic_security.so"))
+    if not found:
+        raise StackError("mosquitto_dynamic_security.so is missing: reinstall Debian's "
+                         "mosquitto package (`apt-get install --reinstall mosquitto`)")
+    return found[0]
 
 
 class ClickHouse(Service):
@@ -375,6 +405,7 @@ def kafka_nodes(state_dir: Path, kafka: KafkaSettings) -> list[Kafka]:
             for node_id in range(1, kafka.brokers + 1)]
 
 
-def all_services(state_dir: Path, kafka: KafkaSettings) -> list[Service]:
-    return [*kafka_nodes(state_dir, kafka), Mosquitto(state_dir), ClickHouse(state_dir),
-            Anvil(state_dir)]
+def all_services(state_dir: Path, kafka: KafkaSettings, mqtt_anonymous: bool = False
+                 ) -> list[Service]:
+    return [*kafka_nodes(state_dir, kafka), Mosquitto(state_dir, mqtt_anonymous),
+            ClickHouse(state_dir), Anvil(state_dir)]

@@ -8,9 +8,10 @@ from pathlib import Path
 from rich.console import Console
 
 from deploy import install, process
-from deploy.services import HOST, ROLE_USERS, Mosquitto, Service, all_services
+from deploy.services import HOST, Mosquitto, Service, all_services
 from deploy.topics import ensure_topics
 from smartport.errors import ConfigError, StackError
+from smartport.mqtt import ROLE_USERS
 from smartport.settings import Settings
 
 
@@ -46,7 +47,7 @@ def up(settings: Settings, console: Console | None = None) -> list[ServiceStatus
     healthy together, once a majority of their controllers is up.
     """
     console = console or Console(stderr=True)
-    services = all_services(settings.state_dir, settings.kafka)
+    services = all_services(settings.state_dir, settings.kafka, settings.mqtt_anonymous)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with console.status("checking Debian packages (first run: apt-get update + install) ..."):
         added = install.ensure_apt()
@@ -64,6 +65,7 @@ def up(settings: Settings, console: Console | None = None) -> list[ServiceStatus
                                    service=service.name, log_path=service.log_path,
                                    pid_path=service.pid_path)
             outcome = f"started (pid {process.read_pid(service.pid_path)})"
+        service.provision()
         console.print(f"[green]✓[/] {service.name:<10} {service.endpoint:<16} {outcome}")
     with console.status("creating Kafka topics ..."):
         created = ensure_topics(settings.kafka)
@@ -73,23 +75,22 @@ def up(settings: Settings, console: Console | None = None) -> list[ServiceStatus
 
 def down(settings: Settings) -> list[str]:
     """Stop the services this state directory started; returns their names."""
-    services = all_services(settings.state_dir, settings.kafka)
+    services = all_services(settings.state_dir, settings.kafka, settings.mqtt_anonymous)
     return [s.name for s in reversed(services) if process.stop(s.pid_path, timeout=30.0)]
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
     return [
         ServiceStatus(s.name, s.endpoint, s.healthy(), process.read_pid(s.pid_path), s.log_path)
-        for s in all_services(settings.state_dir, settings.kafka)
+        for s in all_services(settings.state_dir, settings.kafka, settings.mqtt_anonymous)
     ]
 
 
 def add_mqtt_user(settings: Settings, username: str, password: str, *, port: str | None,
                   kind: str | None) -> None:
-    """A role user (gateway, streams, officer) or a device bound to its port and kind."""
+    """A role user (gateway, streams, officer), a device bound to its port and kind, or a
+    port's edge gateway (kind ``edge``)."""
     broker = Mosquitto(settings.state_dir)
-    if not broker.password_file.is_file():
-        raise StackError("the MQTT password file does not exist yet: run `smartport stack up`")
     if username in ROLE_USERS:
         broker.add_user(username, password)
     elif port is None or kind is None:

@@ -31,6 +31,8 @@ ANOMALY_SPAN = timedelta(minutes=15)
 # clock when its step is ``step_for_rate(rate)``.
 EVENT_TIME_LAG = timedelta(hours=1)
 DEFAULT_STEP = timedelta(milliseconds=100)
+# The terminal the simulator models (Shekou); `stack up` makes its edge gateway's MQTT user.
+HOME_PORT = "CNSHK"
 
 
 def step_for_rate(rate: float) -> timedelta:
@@ -58,7 +60,7 @@ class FleetConfig:
     # again at 1; cranes and RTGs also step their boot counter (Sparkplug's bdSeq), trackers
     # send none, so both kinds of identity are exercised.
     reboot_rate: float = 0.0
-    port: str = "CNSHK"
+    port: str = HOME_PORT
     start: datetime = field(default_factory=lambda: (
         datetime.now(UTC) - EVENT_TIME_LAG).replace(microsecond=0))
     step: timedelta = DEFAULT_STEP  # event time between two messages

@@ -38,7 +38,7 @@ from ingest.validation import Accepted, Limits, Rejected, classify
 from schemas import RejectReason, topics
 from smartport.errors import StackError
 from smartport.kafka import produce, producer_config
-from smartport.mqtt import connect_properties, new_client
+from smartport.mqtt import GATEWAY_USER, connect_properties, mqtt_as, new_client
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 
@@ -91,7 +91,7 @@ class Gateway:
         self._producer = Producer(producer_config(
             settings.kafka, gateway_id, error_cb=self._on_kafka_error
         ))
-        self._client = new_client(settings.mqtt, gateway_id, manual_ack=True)
+        self._client = new_client(mqtt_as(settings, GATEWAY_USER), gateway_id, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

@@ -110,7 +110,11 @@ def build() -> dict[str, Any]:
         },
         "defaultContentType": "application/json",
         "servers": {
-            "mqtt": {"host": "127.0.0.1:1883", "protocol": "mqtt", "protocolVersion": "5"},
+            "mqtt": {"host": "127.0.0.1:1883", "protocol": "mqtt", "protocolVersion": "5",
+                     "security": [{"$ref": "#/components/securitySchemes/mqttUser"}]},
+            "mqtts": {"host": "127.0.0.1:8883", "protocol": "secure-mqtt",
+                      "protocolVersion": "5",
+                      "security": [{"$ref": "#/components/securitySchemes/mqttUser"}]},
             "kafka": {"host": "127.0.0.1:9092", "protocol": "kafka"},
         },
         "channels": channels,
@@ -125,6 +129,12 @@ def build() -> dict[str, Any]:
                 for name in MESSAGES
             },
             "schemas": definitions,
+            "securitySchemes": {"mqttUser": {
+                "type": "userPassword",
+                "description": "Every MQTT client logs in; the broker's ACL allows a device its "
+                "own telemetry topic, a port's edge gateway (edge-<locode>) its port's, "
+                "smartport-gateway reading telemetry, smartport-streams publishing alerts, "
+                "customs-officer reading alerts (deploy/mosquitto/acl)."}},
         },
     }
 

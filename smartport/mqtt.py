@@ -1,13 +1,45 @@
-"""MQTT client construction from settings (credentials, TLS, MQTT v5)."""
+"""MQTT client construction from settings (credentials, TLS, MQTT v5), and the roles the
+broker's ACL knows (deploy/mosquitto/acl)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import SecretStr
 
-from smartport.settings import MqttSettings
+from smartport.settings import MqttSettings, Settings
+
+GATEWAY_USER = "smartport-gateway"  # reads all telemetry, publishes nothing
+STREAMS_USER = "smartport-streams"  # publishes field alerts
+OFFICER_USER = "customs-officer"  # reads field alerts
+ROLE_USERS = (GATEWAY_USER, STREAMS_USER, OFFICER_USER)
+
+
+def edge_user(port: str) -> str:
+    """The user of a port's edge gateway (a Sparkplug edge node, a LoRaWAN network server, the
+    simulator): it publishes the telemetry of every device at that port, and nothing else."""
+    return f"edge-{port.lower()}"
+
+
+def role_password_file(state_dir: Path, user: str) -> Path:
+    """Where the local stack keeps the password of one of its MQTT users (0600)."""
+    return state_dir / "mosquitto" / f"{user}.password"
+
+
+def mqtt_as(settings: Settings, user: str) -> MqttSettings:
+    """The MQTT settings of a process acting as ``user``: credentials in the settings win;
+    otherwise the local stack's password for that user, when it has made one."""
+    if settings.mqtt.username:
+        return settings.mqtt
+    try:
+        password = role_password_file(settings.state_dir, user).read_text()
+    except FileNotFoundError:
+        return settings.mqtt
+    return settings.mqtt.model_copy(update={"username": user, "password": SecretStr(password)})
 
 
 def new_client(settings: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:

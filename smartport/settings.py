@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     )
     kafka: KafkaSettings = KafkaSettings()
     mqtt: MqttSettings = MqttSettings()
+    mqtt_anonymous: bool = Field(
+        False, description="local stack only: open 127.0.0.1:1883 to anonymous clients, with "
+        "no ACL, for experiments (takes effect at the broker's next start)")
     clickhouse_url: str = Field(
         "", description="clickhouse://host:9000/db or chdb:///path; empty = chDB in state_dir"
     )

@@ -38,7 +38,7 @@ from schemas.base import describe_validation_error
 from schemas.topics import mqtt_alert_topic
 from smartport.errors import StackError
 from smartport.kafka import ensure_topics
-from smartport.mqtt import new_client
+from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import KafkaSettings, MqttSettings, Settings
 from streams.rules.engine import command, evaluate
@@ -138,7 +138,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     alerts = app.topic(alerts_name, **raw)
     declaration_table = app.Table(DECLARATIONS_TABLE, **raw)
     state_table = app.Table(STATE_TABLE, **raw)
-    officers = AlertPublisher(settings.mqtt, f"{app_id}-alerts")
+    officers = AlertPublisher(mqtt_as(settings, STREAMS_USER), f"{app_id}-alerts")
     app.add_dependency(officers)  # started and stopped with the app (the worker)
 
     _watch_readiness(app, Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s))

@@ -13,15 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from deploy.pipeline import SMARTPORT
 from ingest import gateway
+from ingest.fleet import HOME_PORT
 from smartport import kafka, logs
-from smartport.mqtt import connect_properties
+from smartport.mqtt import GATEWAY_USER, connect_properties, edge_user, mqtt_as, new_client
 from smartport.polling import wait_until
-from smartport.settings import Settings
+from smartport.settings import MqttSettings, Settings
+
+
+def edge_mqtt(settings: Settings) -> MqttSettings:
+    """MQTT settings of the simulated terminal's edge gateway: it publishes any telemetry of
+    its port, as the tests' devices do."""
+    return mqtt_as(settings, edge_user(HOME_PORT))
 
 
 def unique(prefix: str) -> str:
@@ -105,8 +109,7 @@ class GatewayProcess:
 
 def forget_mqtt_session(settings: Settings, client_id: str) -> None:
     """Delete the broker's persistent session of ``client_id`` (test clean-up)."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
+    client = new_client(mqtt_as(settings, GATEWAY_USER), client_id)
     client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
                    properties=connect_properties(session_expiry_s=0))
     client.loop_start()

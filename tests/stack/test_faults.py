@@ -33,6 +33,7 @@ from tests.helpers import crane_reading
 from tests.stack.pipeline import (
     GatewayProcess,
     Record,
+    edge_mqtt,
     high_watermarks,
     read_topic,
     unique,
@@ -194,6 +195,9 @@ def _publish_v3(settings: Settings, device: str, seqs: range) -> int:
     acked: set[int] = set()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique("dev"),
                          protocol=mqtt.MQTTv311)
+    edge = edge_mqtt(settings)
+    client.username_pw_set(edge.username, edge.password.get_secret_value() if edge.password
+                           else None)
     client.on_publish = lambda _c, _u, mid, _r, _p: acked.add(mid)
     client.connect(settings.mqtt.host, settings.mqtt.port)
     client.loop_start()

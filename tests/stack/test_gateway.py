@@ -34,6 +34,7 @@ from smartport.settings import Settings
 from tests.helpers import hostile_payloads
 from tests.stack.pipeline import (
     GatewayProcess,
+    edge_mqtt,
     high_watermarks,
     read_topic,
     telemetry_ids,
@@ -74,7 +75,7 @@ def fleet_messages(count: int, seed: int, prefix: str, **config: object) -> list
 
 
 def publish(settings: Settings, messages: list[SimMessage], rate: float = 0) -> None:
-    publisher = MqttPublisher(settings.mqtt)
+    publisher = MqttPublisher(edge_mqtt(settings))
     started = time.monotonic()
     for index, message in enumerate(messages):
         if rate:
@@ -119,10 +120,14 @@ def test_mosquitto_pub_payloads_arrive_in_order(stack: Settings, start_gateway: 
     by_topic: dict[str, list[bytes]] = defaultdict(list)
     for message in messages:
         by_topic[message.topic].append(message.payload)
+    edge = edge_mqtt(stack)
+    assert edge.username
+    assert edge.password
     for topic, payloads in by_topic.items():  # a client we did not write, one topic per call
         lines = tmp_path / "lines.txt"
         lines.write_bytes(b"\n".join(payloads) + b"\n")
         subprocess.run(["mosquitto_pub", "-h", stack.mqtt.host, "-p", str(stack.mqtt.port),
+                        "-u", edge.username, "-P", edge.password.get_secret_value(),
                         "-q", "1", "-t", topic, "-l"], stdin=lines.open("rb"), check=True,
                        timeout=60)
 
@@ -161,7 +166,7 @@ def test_bad_input_goes_to_the_dlq_with_reasons(stack: Settings,
     since = high_watermarks(stack, topics.TELEMETRY)
     device = unique("bad")
     topic = f"port/CNSHK/container/{device}/telemetry"
-    publisher = MqttPublisher(stack.mqtt)
+    publisher = MqttPublisher(edge_mqtt(stack))
     for payload, _, _ in BAD_PAYLOADS.values():
         publisher.publish(topic, payload.replace(b"DEV", device.encode()))
     spoofed_kind = BAD_PAYLOADS["bad_container"][0].replace(b"CSQU3054384", b"CSQU3054383")
@@ -270,7 +275,7 @@ def test_arbitrary_payloads_never_crash_the_gateway(
         since = high_watermarks(stack, topics.TELEMETRY)
         device = unique("fuzz")
         topic = f"port/CNSHK/container/{device}/telemetry"
-        publisher = MqttPublisher(stack.mqtt)
+        publisher = MqttPublisher(edge_mqtt(stack))
         for payload in payloads:
             publisher.publish(topic, payload)
         sentinel = fleet_messages(1, seed=6, prefix=device)[0]
@@ -312,7 +317,7 @@ def test_hostile_payloads_then_valid_traffic_all_arrive(
     hostile = {name: (payload.replace(b'"qc-01', f'"{device}'.encode()), reason, words)
                for name, (payload, reason, words) in hostile_payloads(datetime.now(UTC)).items()}
     good = fleet_messages(300, seed=7, prefix=device)
-    publisher = MqttPublisher(stack.mqtt)
+    publisher = MqttPublisher(edge_mqtt(stack))
     for payload, _, _ in hostile.values():
         publisher.publish(topic, payload)
     for message in good:

@@ -13,7 +13,6 @@ from pydantic import SecretStr
 
 from deploy.pipeline import PipelineProcess, streams_worker
 from deploy.services import (
-    GATEWAY_MQTT_USER,
     HOST,
     KAFKA_SECURE_PORT_OFFSET,
     MQTT_TLS_PORT,
@@ -26,9 +25,10 @@ from ingest.simulate import MqttPublisher
 from schemas import Alert, topics
 from smartport.errors import StackError
 from smartport.kafka import high_watermarks, read_range
+from smartport.mqtt import GATEWAY_USER
 from smartport.settings import Settings
 from tests.helpers import container_reading, declaration
-from tests.stack.pipeline import forget_mqtt_session, unique, wait_for
+from tests.stack.pipeline import edge_mqtt, forget_mqtt_session, unique, wait_for
 
 
 def _secure(stack: Settings, password: str) -> dict[str, str]:
@@ -61,7 +61,7 @@ def test_the_pipeline_runs_on_the_sasl_ssl_listener(stack: Settings, tmp_path: P
     worker = streams_worker(run, tmp_path / "streams.log", env).start()
     gateway = PipelineProcess("gateway", ["gateway", "--gateway-id", run],
                               tmp_path / "gateway.log", env).start()
-    publisher = MqttPublisher(stack.mqtt)
+    publisher = MqttPublisher(edge_mqtt(stack))
     since = high_watermarks(secure.kafka, topics.ALERTS)
     try:
         path = tmp_path / "declarations.jsonl"
@@ -109,8 +109,8 @@ def test_devices_and_the_gateway_speak_mqtts_with_their_own_credentials(
     run, device, password = unique("tls-gw"), unique("tracker"), unique("pw")
     broker.add_device(device, password, port="CNSHK", kind="container")
     gateway_env = {"SMARTPORT_MQTT__URL": url, "SMARTPORT_MQTT__TLS_CA": str(ca),
-                   "SMARTPORT_MQTT__USERNAME": GATEWAY_MQTT_USER,
-                   "SMARTPORT_MQTT__PASSWORD": broker.password_file_of(GATEWAY_MQTT_USER)
+                   "SMARTPORT_MQTT__USERNAME": GATEWAY_USER,
+                   "SMARTPORT_MQTT__PASSWORD": broker.password_file_of(GATEWAY_USER)
                    .read_text()}
     device_mqtt = stack.mqtt.model_copy(update={
         "url": url, "tls_ca": ca, "username": device, "password": SecretStr(password)})

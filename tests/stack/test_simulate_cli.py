@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from deploy.cli import main
 from ingest.simulate import MqttPublisher
+from smartport.mqtt import OFFICER_USER, STREAMS_USER, mqtt_as, new_client
 from smartport.settings import Settings
 from tests.stack.pipeline import GatewayProcess, unique, wait_for
 
@@ -33,12 +31,12 @@ def test_no_matching_subscribers_is_not_a_delivery(stack: Settings) -> None:
     """Mosquitto answers 0x10 "no matching subscribers" and discards the message (as it does
     while a gateway's shared subscription is gone after a broker restart); the publisher
     publishes it again until a subscriber takes it."""
-    topic = f"test/{unique('unmatched')}/x"
+    topic = f"port/ZZTST/alerts/info/{unique('unmatched')}"  # nobody subscribes there
     received: list[bytes] = []
-    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscriber = new_client(mqtt_as(stack, OFFICER_USER), unique("officer"))
     subscriber.on_message = lambda client, userdata, message: received.append(
         bytes(message.payload))
-    publisher = MqttPublisher(stack.mqtt)
+    publisher = MqttPublisher(mqtt_as(stack, STREAMS_USER))
     for n in range(5):
         publisher.publish(topic, f"m{n}".encode())
     wait_for(lambda: publisher.unmatched >= 5, 10, "the broker to say nobody listens")

@@ -16,7 +16,9 @@ from deploy import services
 from deploy.services import Mosquitto, chain_id
 from schemas import topics
 from smartport.kafka import consumer_config
+from smartport.mqtt import GATEWAY_USER, OFFICER_USER, STREAMS_USER, mqtt_as, new_client
 from smartport.settings import Settings
+from tests.stack.pipeline import edge_mqtt, wait_for
 
 
 def test_every_service_is_healthy(stack: Settings) -> None:
@@ -85,10 +87,11 @@ def _client(client_id: str) -> mqtt.Client:
 
 
 def test_mqtt_round_trip(stack: Settings) -> None:
+    """The stack's own users: its port's edge gateway publishes, the gateway role reads."""
     topic = f"port/CNSHK/crane/smoke-{uuid.uuid4().hex[:8]}/telemetry"
     received = threading.Event()
     payloads: list[bytes] = []
-    subscriber = _client(f"smoke-sub-{uuid.uuid4().hex[:6]}")
+    subscriber = new_client(mqtt_as(stack, GATEWAY_USER), f"smoke-sub-{uuid.uuid4().hex[:6]}")
 
     def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         payloads.append(bytes(message.payload))
@@ -102,7 +105,7 @@ def test_mqtt_round_trip(stack: Settings) -> None:
     try:
         subscriber.subscribe(topic, qos=1)
         assert subscribed.wait(10)
-        publisher = _client(f"smoke-pub-{uuid.uuid4().hex[:6]}")
+        publisher = new_client(edge_mqtt(stack), f"smoke-pub-{uuid.uuid4().hex[:6]}")
         publisher.connect(stack.mqtt.host, stack.mqtt.port)
         publisher.loop_start()
         publisher.publish(topic, b'{"hello":1}', qos=1).wait_for_publish(10)
@@ -129,7 +132,7 @@ def _publish_as(user: str, password: str, topics_to_try: list[str]) -> list[int]
             acked.set()
 
     client.on_publish = on_publish
-    client.connect(services.HOST, services.MQTT_AUTH_PORT)
+    client.connect(services.HOST, services.MQTT_PORT)
     client.loop_start()
     try:
         mids = [client.publish(topic, b"{}", qos=1).mid for topic in topics_to_try]
@@ -164,21 +167,95 @@ def test_roles_publish_only_what_they_are_for(stack: Settings) -> None:
     broker = Mosquitto(stack.state_dir)
     alert = "port/CNSHK/alerts/critical/CSQU3054383"
     telemetry = "port/CNSHK/crane/qc-01/telemetry"
-    for user in (services.GATEWAY_MQTT_USER, services.STREAMS_MQTT_USER):
+    for user in (GATEWAY_USER, STREAMS_USER):
         password = broker.password_file_of(user).read_text()
         codes = _publish_as(user, password, [alert, telemetry])
-        if user == services.STREAMS_MQTT_USER:
+        if user == STREAMS_USER:
             assert codes[0] in ACCEPTED
             assert codes[1] == NOT_AUTHORIZED
         else:
             assert codes == [NOT_AUTHORIZED] * 2
     officer_password = uuid.uuid4().hex
-    broker.add_user("customs-officer", officer_password)
-    assert _publish_as("customs-officer", officer_password, [alert, telemetry]) == [
+    broker.add_user(OFFICER_USER, officer_password)
+    assert _publish_as(OFFICER_USER, officer_password, [alert, telemetry]) == [
         NOT_AUTHORIZED] * 2
 
 
-def test_authenticated_listener_refuses_anonymous(stack: Settings) -> None:
+def test_an_edge_gateway_publishes_only_its_ports_telemetry(stack: Settings) -> None:
+    """`stack up` makes the home port's edge gateway (the simulator logs in as it): any device
+    of its port, no other port, no alerts; it cannot take telemetry through $share either."""
+    edge = edge_mqtt(stack)
+    assert edge.username == "edge-cnshk"
+    assert edge.password
+    password = edge.password.get_secret_value()
+    own_crane, own_tracker, *others = _publish_as(edge.username, password, [
+        "port/CNSHK/crane/qc-07/telemetry",
+        f"port/CNSHK/container/{uuid.uuid4().hex[:8]}/telemetry",
+        "port/CNSZX/crane/qc-07/telemetry",  # another port
+        "port/CNSHK/alerts/critical/CSQU3054383",  # a fake field alert
+    ])
+    assert (own_crane in ACCEPTED, own_tracker in ACCEPTED) == (True, True)
+    assert others == [NOT_AUTHORIZED] * 2
+    for telemetry in ("port/+/+/+/telemetry", "$share/smartport/port/+/+/+/telemetry"):
+        assert _subscribe_as(edge.username, password, telemetry) == NOT_AUTHORIZED
+
+
+def test_only_gateways_join_a_telemetry_share(stack: Settings) -> None:
+    """An acl_file lets anyone subscribe and only filters delivery: a device joining the
+    gateways' $share group made the broker drop, unread, half of the group's telemetry. Now
+    the subscription is refused and the gateways receive every message."""
+    device = f"qc-{uuid.uuid4().hex[:6]}"
+    topic = f"port/CNSHK/crane/{device}/telemetry"
+    share = f"$share/g{device}/{topic}"
+    received: list[bytes] = []
+    gateway = new_client(mqtt_as(stack, GATEWAY_USER), f"gw-{device}")
+    gateway.on_message = lambda client, userdata, message: received.append(message.payload)
+    subscribed = threading.Event()
+    gateway.on_subscribe = lambda *args: subscribed.set()
+    gateway.connect(services.HOST, services.MQTT_PORT)
+    gateway.loop_start()
+    try:
+        gateway.subscribe(share, qos=1)
+        assert subscribed.wait(10)
+        edge = edge_mqtt(stack)
+        assert edge.username
+        assert edge.password
+        assert _subscribe_as(edge.username, edge.password.get_secret_value(), share) \
+            == NOT_AUTHORIZED
+        codes = _publish_as(edge.username, edge.password.get_secret_value(), [topic] * 20)
+        assert codes == [0x00] * 20
+        wait_for(lambda: len(received) == 20, 10, "every message at the gateway")
+    finally:
+        gateway.loop_stop()
+        gateway.disconnect()
+
+
+def _subscribe_as(user: str, password: str, topic_filter: str) -> int:
+    """The SUBACK reason code of one QoS 1 subscription, as ``user``."""
+    client = _client(f"{user}-{uuid.uuid4().hex[:6]}")
+    client.username_pw_set(user, password)
+    granted: list[int] = []
+    done = threading.Event()
+
+    def on_subscribe(client: mqtt.Client, userdata: object, mid: int,
+                     reasons: list[ReasonCode], properties: object) -> None:
+        granted.append(reasons[0].value)
+        done.set()
+
+    client.on_subscribe = on_subscribe
+    client.connect(services.HOST, services.MQTT_PORT)
+    client.loop_start()
+    try:
+        client.subscribe(topic_filter, qos=1)
+        assert done.wait(10)
+        return granted[0]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_the_default_listener_refuses_anonymous_clients(stack: Settings) -> None:
+    """Secure by default: 127.0.0.1:1883 wants a user (SMARTPORT_MQTT_ANONYMOUS opens it)."""
     client = _client(f"anon-{uuid.uuid4().hex[:6]}")
     result: list[int] = []
     connected = threading.Event()
@@ -189,7 +266,7 @@ def test_authenticated_listener_refuses_anonymous(stack: Settings) -> None:
         connected.set()
 
     client.on_connect = on_connect
-    client.connect(services.HOST, services.MQTT_AUTH_PORT)
+    client.connect(services.HOST, services.MQTT_PORT)
     client.loop_start()
     try:
         assert connected.wait(10)

@@ -26,7 +26,7 @@ from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
 from tests.helpers import crane_reading
-from tests.stack.pipeline import GatewayProcess, unique, wait_for
+from tests.stack.pipeline import GatewayProcess, edge_mqtt, unique, wait_for
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def _drive(stack: Settings, worker: PipelineProcess, tmp_path: Path, *, seed: in
                 for a in _alerts(stack, since, containers) if a.state.value == "raised"}
 
     def publish() -> None:
-        publisher = MqttPublisher(stack.mqtt)
+        publisher = MqttPublisher(edge_mqtt(stack))
         for index, message in enumerate(messages):
             publisher.publish(message.topic, message.payload)
             if index % 100 == 0:
@@ -119,7 +119,7 @@ def test_a_hold_alert_outlives_the_release_until_an_officer_closes_it(
     path = tmp_path / "declarations.jsonl"
     since = high_watermarks(stack.kafka, topics.ALERTS)
     gateway = GatewayProcess(unique("gw"), unique("grp"), tmp_path).start()
-    publisher = MqttPublisher(stack.mqtt)
+    publisher = MqttPublisher(edge_mqtt(stack))
 
     def lift(seq: int) -> None:
         reading = crane_reading(device_id=crane, seq=seq, container_no=container,
@@ -243,7 +243,7 @@ def test_the_same_fleet_twice_every_reading_stored_every_anomaly_alerted(
         with pipeline:  # its streams worker reads from the end: declarations after it starts
             declarations.load(stack, tmp_path / "declarations.jsonl")
             for messages in (first, second):
-                publisher = MqttPublisher(stack.mqtt)
+                publisher = MqttPublisher(edge_mqtt(stack))
                 for message in messages:
                     publisher.publish(message.topic, message.payload)
                 publisher.close(len(messages))
