@@ -15,14 +15,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from anchoring import batches
 from anchoring.anchors import TopicPartitionKey, last_anchored, latest_manifests
 from anchoring.errors import LedgerError
 from anchoring.ledgers.base import Ledger
+from anchoring.ledgers.file import FileLedger
 from schemas import AnchorManifest, AnchorRecord, encode, topics
 from smartport.kafka import (
     commit_offsets,
@@ -35,10 +37,15 @@ from smartport.readiness import GROUP, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 
+if TYPE_CHECKING:
+    from anchoring.witness import PeriodicWitness
+
 log = logging.getLogger(__name__)
 MAX_BATCHES_PER_ENTRY = 256
 READY_GAUGE = Gauge("smartport_anchorer_ready",
                     "1 while the anchorer holds its partitions and the ledger takes its roots")
+WITNESS_FAILURES = Counter("smartport_anchorer_witness_failures",
+                           "checkpoints the witness chain did not take (tried again later)")
 _RETRY_S = 2.0
 
 @dataclass
@@ -57,9 +64,11 @@ class _Closed:
 
 class Anchorer:
     def __init__(self, settings: Settings, ledger: Ledger, group: str = "smartport-anchor",
-                 source_topics: tuple[str, ...] | None = None) -> None:
+                 source_topics: tuple[str, ...] | None = None,
+                 witness: PeriodicWitness | None = None) -> None:
         self._settings = settings
         self._ledger = ledger
+        self._witness = witness
         self._topics = source_topics or settings.anchor_topics
         self._batch_records = settings.batches.anchor_records
         self._interval = settings.batches.anchor_seconds
@@ -177,6 +186,23 @@ class Anchorer:
         self.anchored_batches += len(records)
         log.info("anchored", extra={"batches": len(records), "ledger": records[0].ledger.entry,
                                     "root": records[0].aggregate.root})
+        self._offer_witness()
+
+    def _offer_witness(self) -> None:
+        """Witness the file ledger's checkpoint when due. A chain that fails is tried again
+        after the next anchoring: the witness is evidence on top, anchoring goes on."""
+        if self._witness is None or not isinstance(self._ledger, FileLedger):
+            return
+        try:
+            witnessed = self._witness.offer(self._ledger.checkpoint())
+        except Exception as exc:  # any chain or node failure, see above
+            WITNESS_FAILURES.inc()
+            log.error("witnessing the ledger's checkpoint failed; trying again after the next "
+                      "anchoring", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        if witnessed is not None:
+            log.info("checkpoint witnessed", extra={"size": witnessed.checkpoint.size,
+                                                    "witness": witnessed.witness.entry})
 
     def _resync(self, known: list[AnchorRecord]) -> None:
         """Adopt the ledger's batches after a crash: restart collection right after them."""

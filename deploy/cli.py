@@ -116,7 +116,7 @@ def stack_mqtt_user(
 ) -> None:
     """Add or replace a user of the MQTT broker (127.0.0.1:1883 and :8883): a device may
     publish only port/<port>/<kind>/<its id>/telemetry, a port's edge gateway only its port's
-    telemetry; roles as deploy/mosquitto/acl."""
+    telemetry; roles as deploy/mqtt_access.py."""
     from deploy import stack
 
     stack.add_mqtt_user(state.settings(), username, password, port=port, kind=kind)
@@ -310,15 +310,16 @@ def anchor(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Batch records into Merkle trees and anchor their roots to the ledger, until SIGTERM."""
-    from anchoring.ledgers.factory import open_ledger
+    from anchoring.ledgers.factory import open_ledger, periodic_witness
     from anchoring.service import Anchorer
     from smartport import logs
 
     logs.configure(log_level)
     settings = state.settings()
     _serve_metrics(metrics_port)
-    Anchorer(settings, open_ledger(settings), group=group,
-             source_topics=tuple(topic) if topic else None).run()
+    ledger = open_ledger(settings)
+    Anchorer(settings, ledger, group=group, source_topics=tuple(topic) if topic else None,
+             witness=periodic_witness(settings, ledger)).run()
 
 
 @app.command("receipt")
@@ -342,14 +343,26 @@ def receipt(
         record_out.write_bytes(record)
 
 
+TrustLedger = Annotated[list[str] | None, typer.Option(
+    help="a ledger id you trust (repeatable; setting: trusted_ledgers): a file ledger's "
+    "key fingerprint or an EVM account eip155:<chain>:<address>, as the operator "
+    "published it (`smartport ledger id` on the operator's side)")]
+
+
+def _trusted(trust_ledger: list[str] | None) -> set[str]:
+    trusted = set(trust_ledger or state.settings().trusted_ledgers)
+    if not trusted:
+        raise ConfigError("name the ledger you trust: --trust-ledger ID (or the setting "
+                          "trusted_ledgers); the operator publishes it, and `smartport ledger id` "
+                          "prints it on the operator's machine")
+    return trusted
+
+
 @app.command("verify")
 def verify(
     receipt_file: Annotated[Path, typer.Argument(help="receipt JSON")],
     record: Annotated[Path, typer.Option(help="file holding the record's exact bytes")],
-    trust_ledger: Annotated[list[str] | None, typer.Option(
-        help="a ledger id you trust (repeatable; setting: trusted_ledgers): a file ledger's "
-        "key fingerprint or an EVM account eip155:<chain>:<address>, as the operator "
-        "published it (`smartport ledger id` on the operator's side)")] = None,
+    trust_ledger: TrustLedger = None,
 ) -> None:
     """Check a receipt's proofs offline, then its anchor on a ledger you trust (exit 1 if
     invalid). Proves: these exact bytes are the record at the receipt's topic/partition/offset,
@@ -362,11 +375,7 @@ def verify(
     from smartport.files import read_bounded
 
     settings = state.settings()
-    trusted = set(trust_ledger or settings.trusted_ledgers)
-    if not trusted:
-        raise ConfigError("name the ledger you trust: --trust-ledger ID (or the setting "
-                          "trusted_ledgers); the operator publishes it, and `smartport ledger id` "
-                          "prints it on the operator's machine")
+    trusted = _trusted(trust_ledger)
     receipt_bytes = read_bounded(receipt_file, MAX_RECEIPT_BYTES, "a receipt")
     record_bytes = read_bounded(record, MAX_RECORD_BYTES, "a record")
     try:
@@ -404,16 +413,32 @@ def ledger_verify(
         help="the ledger id you trust (its first key's fingerprint, `smartport ledger id`)")
     ] = None,
     checkpoint: Annotated[list[Path] | None, typer.Option(
-        help="a checkpoint (or a receipt carrying one) the ledger must still be consistent "
-        "with (repeatable)")] = None,
+        help="a checkpoint (or a receipt carrying one, or a witnessed one from `ledger "
+        "witness`) the ledger must still be consistent with (repeatable)")] = None,
     remember: Annotated[bool, typer.Option(
         help="check against what the last run saw, then remember this run's size and root "
         "(in STATE_DIR/verifier)")] = True,
+    trust_ledger: Annotated[list[str] | None, typer.Option(
+        help="for witnessed checkpoints: the EVM account you trust as the witness "
+        "(eip155:<chain>:<address>; setting: trusted_ledgers)")] = None,
 ) -> None:
     """Check the file ledger: every entry's chain, hash and signature (and the key history),
-    the key you expect, and that it only grew since every checkpoint you hold (exit 1 if not)."""
-    from anchoring.ledgers.audit import audit, read_checkpoint
+    the key you expect, and that it only grew since every checkpoint you hold (exit 1 if not).
+    A witnessed checkpoint is first checked on the witness chain (ledger_witness_url)."""
+    from anchoring.ledgers.audit import audit, read_checkpoint, read_witnessed
+    from anchoring.ledgers.factory import open_witness
+    from anchoring.witness import check_witness
 
+    witnessed = [w for w in map(read_witnessed, checkpoint or []) if w is not None]
+    if witnessed:
+        chain = open_witness(state.settings(), writable=False)
+        if chain is None:
+            raise ConfigError("a witnessed checkpoint is checked on its chain: set "
+                              "SMARTPORT_LEDGER_WITNESS_URL to a node of it (evm+http://…)")
+        for one in witnessed:
+            check_witness(one, chain, _trusted(trust_ledger))
+            err.print(f"witnessed: size {one.checkpoint.size} by {one.witness.ledger_id} in "
+                      f"{one.witness.entry}", highlight=False, soft_wrap=True)
     checkpoints = [read_checkpoint(path) for path in checkpoint or []]
     report = audit(_file_ledger(writable=False), expect_key=expect_key, checkpoints=checkpoints,
                    verifier_dir=state.settings().state_dir / "verifier" if remember else None)
@@ -439,6 +464,28 @@ def ledger_checkpoint(
     from schemas import encode
 
     value = encode(_file_ledger(writable=True).checkpoint())
+    if output:
+        output.write_bytes(value + b"\n")
+    else:
+        out.print(value.decode(), highlight=False, soft_wrap=True)
+
+
+@ledger_app.command("witness")
+def ledger_witness(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="witnessed checkpoint "
+                                                "file")] = None,
+) -> None:
+    """Witness the ledger's checkpoint now on the chain of ledger_witness_url (the anchorer
+    does it every ledger_witness_seconds) and print it: publish it for verifiers."""
+    from anchoring.ledgers.factory import open_witness
+    from anchoring.witness import witness
+    from schemas import encode
+
+    chain = open_witness(state.settings())
+    if chain is None:
+        raise ConfigError("set SMARTPORT_LEDGER_WITNESS_URL (evm+http://host:8545) and the "
+                          "signing key SMARTPORT_LEDGER_KEY or SMARTPORT_LEDGER_KEY_FILE")
+    value = encode(witness(_file_ledger(writable=True).checkpoint(), chain))
     if output:
         output.write_bytes(value + b"\n")
     else:

@@ -9,6 +9,7 @@ from schemas.anchoring import (
     LedgerRef,
     Receipt,
     RecordRef,
+    WitnessedCheckpoint,
 )
 from schemas.base import SCHEMA_VERSION, Message
 from schemas.canonical import encode
@@ -47,6 +48,7 @@ __all__ = [
     "Rule",
     "Severity",
     "Telemetry",
+    "WitnessedCheckpoint",
     "encode",
     "parse_declaration",
     "parse_telemetry",

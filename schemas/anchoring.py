@@ -70,6 +70,15 @@ class LedgerRef(Message):
         None, description="file: the signed checkpoint of the ledger right after this entry")
 
 
+class WitnessedCheckpoint(Message):
+    """A file ledger's checkpoint and the EVM transaction that witnessed it: the operator
+    committed, in public and for good, to the ledger having that size and root at that time."""
+
+    checkpoint: LedgerCheckpoint
+    witness: LedgerRef = Field(description="the EVM anchor of the checkpoint's digest "
+                               "(anchoring/witness.py)")
+
+
 class AnchorRecord(Message):
     """Value of ``anchors.v1``: a batch manifest with its aggregate proof and ledger reference."""
 

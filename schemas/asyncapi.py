@@ -134,7 +134,7 @@ def build() -> dict[str, Any]:
                 "description": "Every MQTT client logs in; the broker's ACL allows a device its "
                 "own telemetry topic, a port's edge gateway (edge-<locode>) its port's, "
                 "smartport-gateway reading telemetry, smartport-streams publishing alerts, "
-                "customs-officer reading alerts (deploy/mosquitto/acl)."}},
+                "customs-officer reading alerts (deploy/mqtt_access.py)."}},
         },
     }
 

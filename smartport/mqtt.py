@@ -1,5 +1,5 @@
 """MQTT client construction from settings (credentials, TLS, MQTT v5), and the roles the
-broker's ACL knows (deploy/mosquitto/acl)."""
+broker's ACL knows (deploy/mqtt_access.py)."""
 
 from __future__ import annotations
 

@@ -135,8 +135,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     mqtt: MqttSettings = MqttSettings()
     mqtt_anonymous: bool = Field(
-        False, description="local stack only: open 127.0.0.1:1883 to anonymous clients, with "
-        "no ACL, for experiments (takes effect at the broker's next start)")
+        False, description="local stack only: no MQTT authentication or ACL, anyone may do "
+        "anything, for experiments (takes effect at the broker's next start)")
     clickhouse_url: str = Field(
         "", description="clickhouse://host:9000/db or chdb:///path; empty = chDB in state_dir"
     )
@@ -151,6 +151,11 @@ class Settings(BaseSettings):
     ledger_finality: Literal["confirmations", "finalized"] = Field(
         "confirmations", description="EVM: wait for ledger_confirmations blocks, or for the "
         "chain's `finalized` block (proof-of-stake chains; anvil mines no blocks on its own)")
+    ledger_witness_url: str = Field(
+        "", description="evm+http://host:8545: witness the file ledger's checkpoints on this "
+        "chain, signed with ledger_key (or ledger_key_file); empty = no witness")
+    ledger_witness_seconds: float = Field(
+        3600.0, gt=0, description="the anchorer witnesses a grown file ledger this often")
     trusted_ledgers: tuple[str, ...] = Field(
         (), description="ledger ids `smartport verify` accepts: file key fingerprints, "
         "eip155:<chain>:<address> accounts")

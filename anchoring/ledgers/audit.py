@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.file import FileLedger
-from schemas import LedgerCheckpoint, Receipt, encode
+from schemas import LedgerCheckpoint, Receipt, WitnessedCheckpoint, encode
 from smartport.errors import InputRejected
 from smartport.files import read_bounded
 
@@ -30,13 +30,15 @@ class Audit:
 
 
 def read_checkpoint(path: Path) -> LedgerCheckpoint:
-    """A checkpoint file (`smartport ledger checkpoint`), or a receipt, which carries the
-    checkpoint of the ledger right after its entry."""
+    """A checkpoint file (`smartport ledger checkpoint`, or `ledger witness`), or a receipt,
+    which carries the checkpoint of the ledger right after its entry."""
     data = read_bounded(path, _MAX_FILE_BYTES, "a checkpoint")
-    try:
-        return LedgerCheckpoint.model_validate_json(data)
-    except ValidationError:
-        pass
+    for kind in (LedgerCheckpoint, WitnessedCheckpoint):
+        try:
+            parsed = kind.model_validate_json(data)
+        except ValidationError:
+            continue
+        return parsed if isinstance(parsed, LedgerCheckpoint) else parsed.checkpoint
     try:
         checkpoint = Receipt.model_validate_json(data).ledger.checkpoint
     except ValidationError:
@@ -45,6 +47,16 @@ def read_checkpoint(path: Path) -> LedgerCheckpoint:
         raise InputRejected(f"{path} is neither a ledger checkpoint nor a receipt carrying one "
                             "(`smartport ledger checkpoint -o FILE` writes one)")
     return checkpoint
+
+
+def read_witnessed(path: Path) -> WitnessedCheckpoint | None:
+    """The checkpoint file as written by `smartport ledger witness`, or None if it is another
+    kind of checkpoint file."""
+    try:
+        return WitnessedCheckpoint.model_validate_json(
+            read_bounded(path, _MAX_FILE_BYTES, "a checkpoint"))
+    except ValidationError:
+        return None
 
 
 def memory_path(verifier_dir: Path, ledger_id: str) -> Path:

@@ -23,13 +23,14 @@ from anchoring import batches, merkle, receipts, verify
 from anchoring.anchors import anchor_records
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.base import Ledger
-from anchoring.ledgers.factory import open_ledger
+from anchoring.ledgers.factory import open_ledger, open_witness, periodic_witness
 from anchoring.ledgers.file import FileLedger
 from anchoring.service import Anchorer
+from anchoring.witness import PeriodicWitness, check_witness, witness
 from deploy.cli import main
 from deploy.pipeline import SMARTPORT
 from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
-from schemas import AnchorRecord, LedgerRef, Receipt
+from schemas import AnchorRecord, LedgerRef, Receipt, WitnessedCheckpoint, encode
 from smartport.kafka import read_range
 from smartport.settings import Settings
 from tests.helpers import edit_second_root, rewrite_ledger
@@ -60,8 +61,10 @@ def _produce(settings: Settings, topic: str, counts: dict[int, int]) -> None:
     assert producer.flush(30) == 0
 
 
-def _anchor(settings: Settings, ledger: Ledger, topic: str) -> Anchorer:
-    anchorer = Anchorer(settings, ledger, group=unique("anchor"), source_topics=(topic,))
+def _anchor(settings: Settings, ledger: Ledger, topic: str,
+            witness: PeriodicWitness | None = None) -> Anchorer:
+    anchorer = Anchorer(settings, ledger, group=unique("anchor"), source_topics=(topic,),
+                        witness=witness)
     thread = threading.Thread(target=anchorer.run, kwargs={"idle_exit_s": 4.0})
     thread.start()
     thread.join(120)
@@ -206,6 +209,62 @@ def test_a_root_reposted_by_another_account_does_not_verify(
     as_itself = receipt.model_copy(update={"ledger": forged_ref})
     with pytest.raises(VerificationFailed, match=r"^ledger: .* not one you trust"):
         verify.verify(as_itself, record, verifier, trusted)
+
+
+def test_the_anchorer_witnesses_the_file_ledger_on_the_chain(
+    stack: Settings, scratch_topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A checkpoint the operator witnessed on a public chain cannot be taken back: the file
+    ledger cut short after it fails `ledger verify`; a witness that is not of this checkpoint,
+    or not by the trusted account, fails as `witness`."""
+    witness_url = f"evm+http://{HOST}:{ANVIL_PORT}"
+    settings = _settings(stack, f"file://{tmp_path / 'ledger'}", anchor_records=20).model_copy(
+        update={"state_dir": tmp_path / "state", "ledger_witness_url": witness_url,
+                "ledger_witness_seconds": 0.01, "ledger_key": SecretStr(ANVIL_DEV_KEY)})
+    ledger = open_ledger(settings)
+    _produce(settings, scratch_topic, {0: 100, 1: 100})
+    _anchor(settings, ledger, scratch_topic, periodic_witness(settings, ledger))
+    lines = (tmp_path / "state" / "anchoring" / "witnessed.jsonl").read_text().splitlines()
+    assert lines, "the anchorer witnessed no checkpoint"
+    witnessed = [WitnessedCheckpoint.model_validate_json(line) for line in lines]
+    assert [w.checkpoint.size for w in witnessed] == sorted({w.checkpoint.size
+                                                             for w in witnessed})
+    chain = open_witness(settings, writable=False)
+    assert chain is not None
+    operator = Account.from_key(ANVIL_DEV_KEY).address
+    trusted = {f"eip155:31337:{operator}"}
+    for one in witnessed:
+        check_witness(one, chain, trusted)
+
+    last = witnessed[-1]
+    grown = last.model_copy(update={"checkpoint": last.checkpoint.model_copy(
+        update={"size": last.checkpoint.size + 1})})
+    with pytest.raises(VerificationFailed, match=r"^witness: ledger entry different"):
+        check_witness(grown, chain, trusted)
+    with pytest.raises(VerificationFailed, match=r"^witness: ledger: .* not one you trust"):
+        check_witness(last, chain, {"eip155:31337:" + Account.from_key(ANVIL_SECOND_KEY).address})
+    forger = open_witness(settings.model_copy(update={"ledger_key": SecretStr(ANVIL_SECOND_KEY)}))
+    assert forger is not None
+    forged = witness(last.checkpoint, forger)
+    with pytest.raises(VerificationFailed, match=r"^witness: ledger: transaction .* sent by"):
+        check_witness(forged.model_copy(update={"witness": forged.witness.model_copy(
+            update={"ledger_id": f"eip155:31337:{operator}"})}), chain, trusted)
+
+    published = tmp_path / "witnessed.json"
+    published.write_bytes(encode(last))
+    for name, value in (("SMARTPORT_LEDGER_URL", settings.ledger_url),
+                        ("SMARTPORT_LEDGER_WITNESS_URL", witness_url),
+                        ("SMARTPORT_STATE_DIR", str(tmp_path / "verifier"))):
+        monkeypatch.setenv(name, value)
+    verify_args = ["ledger", "verify", "--checkpoint", str(published), "--no-remember",
+                   "--trust-ledger", f"eip155:31337:{operator}"]
+    assert main(verify_args) == 0
+    assert f"witnessed: size {last.checkpoint.size} by eip155:31337:{operator}" in \
+        capsys.readouterr().err
+    rewrite_ledger(tmp_path / "ledger", lambda entries: entries[:-1])
+    assert main(verify_args) == 1
+    assert "ledger consistency" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("crash", ["before sending", "after sending"])

@@ -209,7 +209,8 @@ def test_only_gateways_join_a_telemetry_share(stack: Settings) -> None:
     share = f"$share/g{device}/{topic}"
     received: list[bytes] = []
     gateway = new_client(mqtt_as(stack, GATEWAY_USER), f"gw-{device}")
-    gateway.on_message = lambda client, userdata, message: received.append(message.payload)
+    gateway.on_message = lambda client, userdata, message: received.append(
+        bytes(message.payload))
     subscribed = threading.Event()
     gateway.on_subscribe = lambda *args: subscribed.set()
     gateway.connect(services.HOST, services.MQTT_PORT)
