@@ -65,7 +65,8 @@ def up(settings: Settings, console: Console | None = None) -> list[ServiceStatus
                                    service=service.name, log_path=service.log_path,
                                    pid_path=service.pid_path)
             outcome = f"started (pid {process.read_pid(service.pid_path)})"
-        service.provision()
+        if process.read_pid(service.pid_path) is not None:
+            service.provision()  # ours: its users and such are kept in this state directory
         console.print(f"[green]✓[/] {service.name:<10} {service.endpoint:<16} {outcome}")
     with console.status("creating Kafka topics ..."):
         created = ensure_topics(settings.kafka)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -136,6 +137,10 @@ def cluster(stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert process.stop(Kafka(stack.state_dir, stack.kafka.partitions).pid_path, timeout=60), \
         "the test needs the stack's own Kafka"
     monkeypatch.setenv("SMARTPORT_STATE_DIR", str(tmp_path / "cluster"))
+    # The stack's Mosquitto serves the cluster's pipeline: its processes log in as before.
+    (tmp_path / "cluster" / "mosquitto").mkdir(parents=True)
+    for password in (stack.state_dir / "mosquitto").glob("*.password"):
+        shutil.copy2(password, tmp_path / "cluster" / "mosquitto" / password.name)
     monkeypatch.setenv("SMARTPORT_KAFKA__BROKERS", "3")
     settings = Settings()
     try:
