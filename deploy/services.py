@@ -272,8 +272,10 @@ class Mosquitto(Service):
         try:
             admin_password = self.password_file_of(ADMIN_USER).read_text()
         except FileNotFoundError:
-            raise StackError(f"{self.password_file_of(ADMIN_USER)} is missing: this broker was "
-                             "not set up by `smartport stack up` in this state directory") from None
+            raise StackError(f"{self.password_file_of(ADMIN_USER)} is missing: the running MQTT "
+                             "broker was started without access control (an older stack?); "
+                             "restart it: `smartport stack down`, then `smartport stack up`"
+                             ) from None
         return AccessControl(HOST, self.port, admin_password)
 
     def add_device(self, device_id: str, password: str, *, port: str, kind: str) -> None:
