@@ -24,6 +24,8 @@ class Rule(StrEnum):
     HOLD_VIOLATION = "hold_violation"
     VESSEL_MISMATCH = "vessel_mismatch"
     ZONE_VIOLATION = "zone_violation"
+    TRANSIT_DISCREPANCY = "transit_discrepancy"  # a linked-port movement failed a check
+    TRANSIT_OVERDUE = "transit_overdue"  # ... or missed its deadline
 
 
 class Severity(StrEnum):

@@ -8,8 +8,16 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from schemas.base import Message
-from schemas.identifiers import ContainerNumber, ImoNumber, UnLocode, UtcDatetime, YardBlock
+from schemas.identifiers import (
+    ContainerNumber,
+    ImoNumber,
+    SealNumber,
+    UnLocode,
+    UtcDatetime,
+    YardBlock,
+)
 from schemas.telemetry import TemperatureC
+from schemas.transit import Movement
 
 
 class DeclarationStatus(StrEnum):
@@ -24,7 +32,6 @@ class DeclarationStatus(StrEnum):
 RELEASED_STATUSES = frozenset({DeclarationStatus.RELEASED, DeclarationStatus.CLEARED})
 
 HsCode = Annotated[str, Field(pattern=r"^[0-9]{6,10}$", description="Harmonized System code")]
-SealNumber = Annotated[str, Field(min_length=1, max_length=32)]
 
 
 class ReeferRange(Message):
@@ -61,6 +68,8 @@ class Declaration(Message):
     port_of_loading: UnLocode
     port_of_discharge: UnLocode
     allowed_yard_blocks: tuple[YardBlock, ...] | None = None
+    movement: Movement | None = Field(None, description=(
+        "a supervised transit to the other port of a combined port (linked ports)"))
     version: Annotated[int, Field(ge=1)]
     updated_at: UtcDatetime
 

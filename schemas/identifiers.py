@@ -53,3 +53,4 @@ DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-
 # Timestamps must carry a zone (naive ones are rejected) and are stored as UTC.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 YardBlock = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,8}$")]
+SealNumber = Annotated[str, StringConstraints(min_length=1, max_length=32)]

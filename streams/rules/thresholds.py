@@ -19,6 +19,8 @@ DEFAULT_SEVERITIES: dict[Rule, Severity] = {
     Rule.HOLD_VIOLATION: Severity.CRITICAL,
     Rule.VESSEL_MISMATCH: Severity.CRITICAL,
     Rule.ZONE_VIOLATION: Severity.WARNING,
+    Rule.TRANSIT_DISCREPANCY: Severity.CRITICAL,
+    Rule.TRANSIT_OVERDUE: Severity.CRITICAL,
 }
 
 

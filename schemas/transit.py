@@ -1,0 +1,128 @@
+"""Linked ports: a container declared once, at its port of origin, travels under customs
+supervision to the other port of a combined port (Shunde ↔ Shekou) and is discharged there
+without a second declaration, because the evidence of the leg says it was not touched.
+
+A declaration may carry a ``Movement``; the streams worker follows it through its phases and,
+at arrival, checks it (``TransitCheck``). A clean transit yields a ``DischargeCertificate``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.alert import Evidence
+from schemas.base import Message
+from schemas.identifiers import ContainerNumber, ImoNumber, SealNumber, UnLocode, UtcDatetime
+from schemas.telemetry import Latitude, Longitude
+
+MovementId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")]
+
+
+class GeoPoint(Message):
+    lat: Latitude
+    lon: Longitude
+
+
+class Corridor(Message):
+    """The route a movement must keep to: a polyline and how far from it a fix may be."""
+
+    corridor_id: MovementId
+    waypoints: Annotated[tuple[GeoPoint, ...], Field(min_length=2, max_length=1000)]
+    buffer_m: Annotated[float, Field(gt=0, le=50_000, description="allowed distance from the "
+                                     "polyline, metres")]
+    max_gap_s: Annotated[float, Field(gt=0, le=86_400, description=(
+        "longest allowed silence of the container's tracker between departure and arrival"))
+    ] = 1800.0
+
+
+class Movement(Message):
+    """A supervised transit between the two ports of a combined port, declared at the origin.
+    Departure and arrival are the quay-crane lifts onto and off the carrying barge."""
+
+    movement_id: MovementId
+    origin: UnLocode
+    destination: UnLocode
+    mode: Literal["barge"] = Field("barge", description="the carrier is a barge (IMO number) "
+                                   "loaded and discharged by quay cranes")
+    carrier_imo: ImoNumber
+    corridor: Corridor
+    seals: Annotated[tuple[SealNumber, ...], Field(min_length=1, description=(
+        "seals applied at release: exactly these must be read at the destination"))]
+    deadline: UtcDatetime
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> Movement:
+        if self.origin == self.destination:
+            raise ValueError(f"a movement goes from one port to another, not {self.origin} "
+                             "to itself")
+        return self
+
+
+class TransitPhase(StrEnum):
+    LODGED = "lodged"  # declared, not released yet
+    RELEASED = "released"  # released at the origin: its seals are recorded
+    DEPARTED = "departed"  # lifted onto the barge at the origin
+    ARRIVED = "arrived"  # lifted off the barge at the destination; the checks ran
+    DISCHARGED = "discharged"  # every check passed: certificate issued
+    DISCREPANCY = "discrepancy"  # a check failed
+    OVERDUE = "overdue"  # the deadline passed before arrival
+
+
+class CheckName(StrEnum):
+    SEALS = "seals"  # the seals read at the destination are exactly those of the release
+    INTEGRITY = "integrity"  # no seal broken, no door opened between release and arrival
+    CORRIDOR = "corridor"  # every fix within the corridor's buffer
+    REPORTING = "reporting"  # no silence longer than the corridor allows
+    DEADLINE = "deadline"  # arrived before the deadline
+    MASS = "mass"  # the destination crane's load agrees with the declared gross mass
+    IDENTITY = "identity"  # discharged from the declared barge
+
+
+class TransitCheck(Message):
+    check: CheckName
+    passed: bool
+    detail: Annotated[str, Field(max_length=500)]
+    evidence: tuple[Evidence, ...] = ()
+
+
+class TransitEvent(Message):
+    """One step of a movement (value of ``transit.movements.v1``, keyed by container)."""
+
+    movement_id: MovementId
+    container_no: ContainerNumber
+    declaration_id: str
+    origin: UnLocode
+    destination: UnLocode
+    phase: TransitPhase
+    at: UtcDatetime
+    checks: tuple[TransitCheck, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
+
+
+class DischargeCertificate(Message):
+    """A clean transit (value of ``transit.certificates.v1``, anchored like every record):
+    customs at the destination accepts the origin's declaration on the strength of it."""
+
+    kind: Literal["discharge_certificate"] = "discharge_certificate"
+    movement_id: MovementId
+    container_no: ContainerNumber
+    declaration_id: str
+    declaration_version: Annotated[int, Field(ge=1)]
+    origin: UnLocode
+    destination: UnLocode
+    carrier_imo: ImoNumber
+    released_at: UtcDatetime
+    departed_at: UtcDatetime
+    arrived_at: UtcDatetime
+    checks: tuple[TransitCheck, ...]
+    issued_by: Annotated[str, Field(min_length=1, max_length=128, description=(
+        "the terminal's streams application id"))]
+
+    @model_validator(mode="after")
+    def _clean(self) -> DischargeCertificate:
+        if not self.checks or not all(check.passed for check in self.checks):
+            raise ValueError("a discharge certificate states checks that all passed")
+        return self

@@ -1,0 +1,1 @@
+"""Linked ports: following a declared movement between two ports and checking it (pure)."""

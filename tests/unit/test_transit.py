@@ -1,0 +1,229 @@
+"""Linked ports: the corridor geometry and a movement followed reading by reading (pure)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import Declaration, Evidence, Rule
+from schemas.telemetry import AnyReading, parse_telemetry
+from schemas.transit import GeoPoint, Movement, TransitPhase
+from streams.rules.thresholds import Thresholds
+from streams.transit.corridor import distance_to_polyline
+from streams.transit.tracker import Leg, TransitState, check_overdue, on_declaration, on_reading
+from tests.helpers import container_reading, crane_reading, declaration
+
+ORIGIN, DESTINATION = "CNSUD", "CNSHK"  # Shunde river port → Shekou
+BARGE, OTHER_BARGE = "9074729", "9176187"
+T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+# A plausible river corridor: Shunde → down the river → Shekou, three legs.
+WAYPOINTS = [(22.80, 113.25), (22.65, 113.45), (22.50, 113.70), (22.48, 113.91)]
+
+
+def _point(lat: float, lon: float) -> GeoPoint:
+    return GeoPoint(lat=lat, lon=lon)
+
+
+def test_distance_to_the_polyline() -> None:
+    line = [_point(22.5, 113.0), _point(22.5, 113.2)]
+    assert distance_to_polyline(_point(22.5, 113.1), line) == pytest.approx(0, abs=0.01)
+    one_km_north = 22.5 + 1000 / 111_195
+    assert distance_to_polyline(_point(one_km_north, 113.1), line) == pytest.approx(1000, rel=1e-3)
+    # Beyond the end: the distance to the end point, not to the infinite line.
+    assert distance_to_polyline(_point(22.5, 113.3), line) == pytest.approx(10_280, rel=2e-3)
+    across = [_point(0.0, 179.99), _point(0.0, -179.99)]  # the antimeridian
+    assert distance_to_polyline(_point(0.0, 180.0), across) == pytest.approx(0, abs=0.01)
+
+
+def _movement(**overrides: Any) -> dict[str, Any]:
+    movement: dict[str, Any] = {
+        "movement_id": "MV-0001", "origin": ORIGIN, "destination": DESTINATION,
+        "carrier_imo": BARGE, "seals": ["SL123456"],
+        "deadline": (T0 + timedelta(hours=8)).isoformat(),
+        "corridor": {"corridor_id": "SUD-SHK-river", "buffer_m": 2000, "max_gap_s": 1800,
+                     "waypoints": [{"lat": lat, "lon": lon} for lat, lon in WAYPOINTS]},
+    }
+    movement.update(overrides)
+    return movement
+
+
+def _declared(status: str = "released", **movement: Any) -> Declaration:
+    return Declaration.model_validate_json(json.dumps(declaration(
+        status=status, port_of_loading=DESTINATION, movement=_movement(**movement),
+        updated_at=T0.isoformat())))
+
+
+def _evidence(offset: int, reading: AnyReading) -> Evidence:
+    return Evidence(topic="telemetry.v1", partition=0, offset=offset,
+                    device_id=reading.device_id, seq=reading.seq)
+
+
+class Followed:
+    """A movement followed through its readings, collecting what it yields."""
+
+    def __init__(self, declared: Declaration) -> None:
+        state, outcome = on_declaration(None, declared)
+        assert state is not None
+        self.state = state
+        self.leg = Leg.of(declared, Thresholds(), "smartport-streams")
+        self.events = list(outcome.events)
+        self.findings: list[Any] = []
+        self.certificates: list[Any] = []
+        self.offset = 0
+
+    def read(self, body: dict[str, Any]) -> None:
+        assert self.leg is not None
+        reading = parse_telemetry(json.dumps(body))
+        self.offset += 1
+        outcome = on_reading(self.state, self.leg, reading, _evidence(self.offset, reading))
+        self.events += outcome.events
+        self.findings += outcome.findings
+        if outcome.certificate:
+            self.certificates.append(outcome.certificate)
+
+    def phases(self) -> list[TransitPhase]:
+        return [event.phase for event in self.events]
+
+
+def _at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+def _tracker(minutes: float, lat: float, lon: float, port: str = ORIGIN,
+             changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    return container_reading(**{"seq": int(minutes) + 100, "ts": _at(minutes), "port": port,
+                                "lat": lat, "lon": lon, **(changes or {})})
+
+
+def _lift(minutes: float, port: str, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    return crane_reading(**{"device_id": f"qc-{port.lower()}", "seq": int(minutes),
+                            "ts": _at(minutes), "port": port, "event": "lift_end",
+                            "vessel_imo": BARGE, "load_kg": 21_100.0, **(changes or {})})
+
+
+def _journey(leg: Followed, *, skip: frozenset[str] = frozenset(),
+             tracker: dict[str, Any] | None = None, lift: dict[str, Any] | None = None,
+             end_minutes: float = 180.0) -> None:
+    """A clean barge leg, 10 minutes between fixes along the corridor, then the discharge."""
+    leg.read(_lift(5, ORIGIN))
+    steps = 18
+    for step in range(steps):
+        minutes = 10 + step * (end_minutes - 20) / steps
+        lat, lon = _along(step / (steps - 1))
+        port = DESTINATION if step == steps - 1 else ORIGIN
+        if f"fix-{step}" in skip:
+            continue
+        leg.read(_tracker(minutes, lat, lon, port, tracker if step == 9 else None))
+    leg.read(_lift(end_minutes, DESTINATION, lift))
+
+
+def _along(fraction: float) -> tuple[float, float]:
+    """A point ``fraction`` of the way along the corridor's waypoints (by index)."""
+    position = fraction * (len(WAYPOINTS) - 1)
+    index = min(int(position), len(WAYPOINTS) - 2)
+    (lat1, lon1), (lat2, lon2) = WAYPOINTS[index], WAYPOINTS[index + 1]
+    part = position - index
+    return lat1 + (lat2 - lat1) * part, lon1 + (lon2 - lon1) * part
+
+
+def test_a_clean_transit_yields_one_certificate_with_every_check_passed() -> None:
+    leg = Followed(_declared())
+    _journey(leg)
+    assert leg.phases() == [TransitPhase.LODGED, TransitPhase.RELEASED, TransitPhase.DEPARTED,
+                            TransitPhase.ARRIVED, TransitPhase.DISCHARGED]
+    assert leg.findings == []
+    [certificate] = leg.certificates
+    assert {c.check.value for c in certificate.checks} == {
+        "seals", "integrity", "corridor", "reporting", "deadline", "mass", "identity"}
+    assert certificate.departed_at == T0 + timedelta(minutes=5)
+    assert certificate.arrived_at == T0 + timedelta(minutes=180)
+    assert certificate.issued_by == "smartport-streams"
+
+
+def test_a_declaration_is_followed_from_lodged_to_released() -> None:
+    lodged = _declared(status="lodged")
+    state, outcome = on_declaration(None, lodged)
+    assert state is not None
+    assert [e.phase for e in outcome.events] == [TransitPhase.LODGED]
+    released = lodged.model_copy(update={"status": "released", "version": 2})
+    state, outcome = on_declaration(state, released)
+    assert state is not None
+    assert [e.phase for e in outcome.events] == [TransitPhase.RELEASED]
+    assert state.released_at == T0
+
+
+@pytest.mark.parametrize(("fault", "failed"), [
+    ("seal swapped", "seals"),
+    ("door opened mid-leg", "integrity"),
+    ("corridor deviation", "corridor"),
+    ("tracker silent", "reporting"),
+    ("mass mismatch", "mass"),
+    ("another barge", "identity"),
+])
+def test_each_transit_fault_fails_exactly_its_check(fault: str, failed: str) -> None:
+    leg = Followed(_declared())
+    match fault:
+        case "seal swapped":
+            leg.read(_lift(5, ORIGIN))
+            for step in range(18):
+                lat, lon = _along(step / 17)
+                swapped = {"seal_id": "SL999999"} if step == 17 else None
+                leg.read(_tracker(10 + step * 9, lat, lon, DESTINATION if step == 17 else ORIGIN,
+                                  swapped))
+            leg.read(_lift(180, DESTINATION))
+        case "door opened mid-leg":
+            _journey(leg, tracker={"door": "open"})
+        case "corridor deviation":
+            _journey(leg, tracker={"lat": 22.9, "lon": 113.9})
+        case "tracker silent":
+            _journey(leg, skip=frozenset(f"fix-{step}" for step in range(6, 12)))
+        case "mass mismatch":
+            _journey(leg, lift={"load_kg": 27_000.0})
+        case "another barge":
+            _journey(leg, lift={"vessel_imo": OTHER_BARGE})
+    assert leg.phases()[-1] == TransitPhase.DISCREPANCY
+    assert leg.certificates == []
+    [finding] = leg.findings
+    assert finding.rule == Rule.TRANSIT_DISCREPANCY
+    assert finding.measured["failed_checks"] == failed
+
+
+def test_overdue_when_the_deadline_passes_not_at_arrival() -> None:
+    declared = _declared(deadline=(T0 + timedelta(hours=2)).isoformat())
+    leg = Followed(declared)
+    leg.read(_lift(5, ORIGIN))
+    assert leg.leg is not None
+    assert check_overdue(leg.state, leg.leg, T0 + timedelta(hours=1)).events == []
+    overdue = check_overdue(leg.state, leg.leg, T0 + timedelta(hours=2, seconds=1))
+    assert [e.phase for e in overdue.events] == [TransitPhase.OVERDUE]
+    assert [f.rule for f in overdue.findings] == [Rule.TRANSIT_OVERDUE]
+    assert check_overdue(leg.state, leg.leg, T0 + timedelta(hours=3)).events == []  # once
+    # It arrives after all: the checks still run, and the deadline is what failed.
+    for step in range(18):
+        lat, lon = _along(step / 17)
+        leg.read(_tracker(10 + step * 9, lat, lon, DESTINATION if step == 17 else ORIGIN))
+    leg.read(_lift(170, DESTINATION))
+    assert leg.findings[-1].measured["failed_checks"] == "deadline"
+
+
+def test_readings_before_the_release_or_of_another_movement_are_not_evidence() -> None:
+    leg = Followed(_declared(status="lodged"))
+    leg.read(_lift(5, ORIGIN))
+    assert leg.phases() == [TransitPhase.LODGED]
+    assert leg.state.departed_at is None
+    other = TransitState(movement_id="MV-other", declaration_id="x", declaration_version=1,
+                         phase=TransitPhase.RELEASED, released_at=T0)
+    assert leg.leg is not None
+    reading = parse_telemetry(json.dumps(_lift(6, ORIGIN)))
+    assert on_reading(other, leg.leg, reading, _evidence(1, reading)).events == []
+
+
+def test_a_movement_names_two_ports_and_at_least_one_seal() -> None:
+    with pytest.raises(ValidationError, match="not CNSUD to itself"):
+        Movement.model_validate_json(json.dumps(_movement(destination=ORIGIN)))
+    with pytest.raises(ValidationError, match="seals"):
+        Movement.model_validate_json(json.dumps(_movement(seals=[])))
