@@ -110,7 +110,8 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
             evidence = Evidence.of(envelope, names[0], message.partition() or 0,
                                    message.offset() or 0)
             state = states.setdefault(key, ContainerState())
-            for alert in evaluate(reading, declarations.get(key), state, thresholds, evidence):
+            for alert in evaluate(reading, declarations.get(key), state, thresholds,
+                                  evidence).alerts:
                 producer.produce(names[3], encode(alert), key)
             producer.poll(0)
     producer.flush(30)

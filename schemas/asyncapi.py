@@ -75,6 +75,18 @@ def build() -> dict[str, Any]:
             topics.ANCHORS, "kafka", "AnchorRecord",
             "Merkle batch manifests with their aggregate proof and ledger reference.", "batch id",
         ),
+        "transitMovements": _channel(
+            topics.TRANSIT, "kafka", "TransitEvent",
+            "Linked ports: each step of a declared movement between two ports (lodged, "
+            "released, departed, arrived with its checks, discharged, discrepancy, overdue).",
+            "container number",
+        ),
+        "dischargeCertificates": _channel(
+            topics.CERTIFICATES, "kafka", "DischargeCertificate",
+            "Linked ports: a clean transit's certificate, every check passed; anchored like "
+            "every record, so customs at the destination verifies it offline.",
+            "container number",
+        ),
     }
     channels["deviceTelemetry"]["parameters"] = {
         "locode": {"description": "UN/LOCODE of the port, e.g. CNSHK"},
@@ -98,6 +110,8 @@ def build() -> dict[str, Any]:
         "streamsPublishFieldAlerts": ("send", "fieldAlerts"),
         "officersSendAlertCommands": ("send", "alertCommands"),
         "streamsConsumeAlertCommands": ("receive", "alertCommands"),
+        "streamsProduceTransitMovements": ("send", "transitMovements"),
+        "streamsProduceDischargeCertificates": ("send", "dischargeCertificates"),
         "anchorerProducesAnchors": ("send", "anchors"),
     }
     return {

@@ -13,6 +13,7 @@ from schemas.anchoring import AnchorRecord, Receipt
 from schemas.declaration import Declaration
 from schemas.envelope import DlqRecord, GatewayEnvelope
 from schemas.telemetry import TELEMETRY_ADAPTER
+from schemas.transit import DischargeCertificate, TransitEvent
 
 # Public message names, as used in the AsyncAPI document and the exported file names.
 MESSAGES: dict[str, TypeAdapter[Any]] = {
@@ -24,6 +25,8 @@ MESSAGES: dict[str, TypeAdapter[Any]] = {
     "DlqRecord": TypeAdapter(DlqRecord),
     "AnchorRecord": TypeAdapter(AnchorRecord),
     "Receipt": TypeAdapter(Receipt),
+    "TransitEvent": TypeAdapter(TransitEvent),
+    "DischargeCertificate": TypeAdapter(DischargeCertificate),
 }
 
 

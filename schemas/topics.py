@@ -11,9 +11,11 @@ ALERTS = "customs.alerts.v1"
 ALERT_COMMANDS = "customs.alert-commands.v1"
 TELEMETRY_DLQ = "telemetry.dlq.v1"
 ANCHORS = "anchors.v1"
+TRANSIT = "transit.movements.v1"  # linked ports: each step of a declared movement
+CERTIFICATES = "transit.certificates.v1"  # ... and the discharge certificate of a clean one
 
 KAFKA_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS, ALERTS, ALERT_COMMANDS, TELEMETRY_DLQ,
-                                 ANCHORS)
+                                 ANCHORS, TRANSIT, CERTIFICATES)
 # Compacted topics keep the latest value per key (the current declaration of a container).
 COMPACTED_TOPICS = frozenset({DECLARATIONS})
 # Topics read by keyed stream tasks must have the same partition count (co-partitioning).

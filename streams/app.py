@@ -41,7 +41,7 @@ from smartport.kafka import ensure_topics
 from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import KafkaSettings, MqttSettings, Settings
-from streams.rules.engine import command, evaluate
+from streams.rules.engine import command, declare, evaluate
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 
@@ -136,6 +136,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     telemetry = app.topic(telemetry_name, **raw)
     declarations = app.topic(declarations_name, **raw)
     alerts = app.topic(alerts_name, **raw)
+    transit = app.topic(topics.TRANSIT, **raw)
+    certificates = app.topic(topics.CERTIFICATES, **raw)
     declaration_table = app.Table(DECLARATIONS_TABLE, **raw)
     state_table = app.Table(STATE_TABLE, **raw)
     officers = AlertPublisher(mqtt_as(settings, STREAMS_USER), f"{app_id}-alerts")
@@ -145,18 +147,9 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     states = _Parsed(state_table, ContainerState.model_validate_json)
     current_declarations = _Parsed(declaration_table, Declaration.model_validate_json)
 
-    @app.agent(declarations, concurrency=1)
-    async def keep_declarations(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            key, value = event.key, event.value
-            if value is None:  # a tombstone: the declaration was withdrawn
-                declaration_table.pop(key, None)
-                continue
-            # Anyone who may write the topic could otherwise poison every later reading.
-            declaration = _parse(Declaration, event)
-            if declaration is None:
-                continue
-            current_declarations.put(key, declaration, value)
+    _keep_declarations(app, declarations, table=declaration_table,
+                       current_declarations=current_declarations, states=states,
+                       transit=transit)
 
     @app.agent(telemetry, concurrency=1)
     async def cross_validate(stream: StreamT[bytes]) -> None:
@@ -173,10 +166,14 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             declaration = current_declarations.get(key)
             evidence = Evidence.of(envelope, event.message.topic, event.message.partition,
                                    event.message.offset)
-            raised = evaluate(reading, declaration, state, thresholds, evidence)
+            outcome = evaluate(reading, declaration, state, thresholds, evidence, issuer=app_id)
             states.put(key, state, state.model_dump_json().encode())
-            for alert in raised:
+            for alert in outcome.alerts:
                 await publish(key, alert)
+            for step in outcome.transit:
+                await transit.send(key=key, value=encode(step))
+            if outcome.certificate is not None:
+                await certificates.send(key=key, value=encode(outcome.certificate))
 
     async def publish(key: bytes, alert: Alert) -> None:
         value = encode(alert)
@@ -203,6 +200,32 @@ def _parse(model: type[M], event: Any) -> M | None:
                     event.message.topic, model.__name__, event.message.partition,
                     event.message.offset, describe_validation_error(exc))
         return None
+
+
+def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
+                       current_declarations: _Parsed[Declaration],
+                       states: _Parsed[ContainerState], transit: Any) -> None:
+    """The agent that keeps each container's current declaration, and starts following the
+    movement a declaration declares."""
+
+    @app.agent(declarations, concurrency=1)
+    async def keep_declarations(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key, value = event.key, event.value
+            if value is None:  # a tombstone: the declaration was withdrawn
+                table.pop(key, None)
+                continue
+            # Anyone who may write the topic could otherwise poison every later reading.
+            declaration = _parse(Declaration, event)
+            if declaration is None:
+                continue
+            current_declarations.put(key, declaration, value)
+            state = states.get(key) or ContainerState()
+            steps = declare(state, declaration)
+            if steps:
+                states.put(key, state, state.model_dump_json().encode())
+            for step in steps:
+                await transit.send(key=key, value=encode(step))
 
 
 def _officer_commands(app: faust.App, commands: Any, *, states: _Parsed[ContainerState],

@@ -13,6 +13,7 @@ from schemas.declaration import RELEASED_STATUSES
 from schemas.telemetry import AnyReading, ContainerReading, CraneReading, RtgReading
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
+from streams.transit.state import OPEN_PHASES
 
 MOVES = frozenset({"lift_start", "lift_end", "twistlock_lock", "twistlock_unlock", "pick", "drop",
                    "move"})
@@ -102,6 +103,10 @@ def vessel_mismatch(reading: AnyReading, declaration: Declaration | None,
                     state: ContainerState, thresholds: Thresholds) -> Finding | None:
     if declaration is None or not isinstance(reading, CraneReading) or reading.vessel_imo is None:
         return None
+    movement, transit = declaration.movement, state.transit
+    if movement is not None and transit is not None and transit.phase in OPEN_PHASES and (
+            reading.port in (movement.origin, movement.destination)):
+        return None  # a lift of the movement: its barge is judged by the transit's identity
     return Finding(Rule.VESSEL_MISMATCH, reading.vessel_imo != declaration.vessel_imo,
                    {"vessel_imo": reading.vessel_imo}, {"vessel_imo": declaration.vessel_imo})
 

@@ -13,14 +13,16 @@ from a device that reported the condition, so an unrelated device cannot end it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas import Alert, AlertCommand, AlertState, Declaration, Evidence, Rule, Severity
 from schemas.telemetry import AnyReading, reading_id
+from schemas.transit import DischargeCertificate, TransitEvent
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
+from streams.transit.tracker import Leg, on_declaration, on_reading
 
 
 @dataclass(frozen=True)
@@ -130,23 +132,48 @@ def command(state: ContainerState, order: AlertCommand, declaration: Declaration
                   thresholds=thresholds, command=order)
 
 
+@dataclass
+class Outcome:
+    """What one reading causes: alert events, and for a container on a declared movement its
+    steps and, at a clean arrival, the discharge certificate."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    transit: list[TransitEvent] = field(default_factory=list)
+    certificate: DischargeCertificate | None = None
+
+
+def declare(state: ContainerState, declaration: Declaration) -> list[TransitEvent]:
+    """A new declaration version: follow its movement, if it declares one."""
+    state.transit, outcome = on_declaration(state.transit, declaration)
+    return outcome.events
+
+
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,
-             thresholds: Thresholds, evidence: Evidence) -> list[Alert]:
-    """Every alert event one reading causes (``state`` is updated in place)."""
+             thresholds: Thresholds, evidence: Evidence, *, issuer: str = "smartport-streams"
+             ) -> Outcome:
+    """Everything one reading causes (``state`` is updated in place); ``issuer`` signs off a
+    discharge certificate."""
     container_no = getattr(reading, "container_no", None)
     if container_no is None or not state.first_time(
             reading.device_id, evidence.reading_id or reading_id(reading)):
-        return []
+        return Outcome()
     context = Context(container_no, reading.port, declaration, reading.ts)
     events: list[Alert] = []
     version = declaration.version if declaration else None
     if version != state.declaration_version:
         events += clear_all(state, context, thresholds)
         state.declaration_version = version
-    for check in CHECKS.values():
-        finding = check(reading, declaration, state, thresholds)
-        if finding is not None:
-            event = apply(state, finding, context, evidence, thresholds)
-            if event is not None:
-                events.append(event)
-    return events
+    findings = [finding for check in CHECKS.values()
+                if (finding := check(reading, declaration, state, thresholds)) is not None]
+    outcome = Outcome()
+    leg = Leg.of(declaration, thresholds, issuer)
+    if leg is not None and state.transit is not None:
+        followed = on_reading(state.transit, leg, reading, evidence)
+        findings += followed.findings
+        outcome.transit, outcome.certificate = followed.events, followed.certificate
+    for finding in findings:
+        event = apply(state, finding, context, evidence, thresholds)
+        if event is not None:
+            events.append(event)
+    outcome.alerts = events
+    return outcome

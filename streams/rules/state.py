@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from schemas import Evidence, Rule
+from streams.transit.state import TransitState
 
 RECENT_PER_DEVICE = 512  # reading ids kept per device: redeliveries arrive close to the original
 EVIDENCE_KEPT = 10
@@ -36,6 +37,7 @@ class ContainerState(BaseModel):
     undeclared_last: datetime | None = None
     alerts: dict[Rule, OpenAlert] = Field(default_factory=dict)
     incidents: dict[Rule, int] = Field(default_factory=dict)
+    transit: TransitState | None = None  # its declared movement between linked ports
 
     def first_time(self, device_id: str, reading_id: str) -> bool:
         """Record a reading's id; False when it was already processed (a redelivery). A seq

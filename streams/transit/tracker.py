@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 
-from pydantic import BaseModel, Field
-
 from schemas import Declaration, Evidence, Rule
 from schemas.declaration import RELEASED_STATUSES
 from schemas.telemetry import AnyReading, ContainerReading, CraneReading
@@ -36,34 +34,12 @@ from schemas.transit import (
 from streams.rules.checks import Finding
 from streams.rules.thresholds import Thresholds
 from streams.transit.corridor import off_corridor_m
+from streams.transit.state import OPEN_PHASES, TransitState
 
 EVIDENCE_KEPT = 5  # per check: the first ones, which show when the trouble began
 MAX_REPORTS = 20_000  # tracker report times kept per leg (a report a second for 5 h)
 LIFT_DONE = "lift_end"  # a quay crane finished a lift: onto the barge at the origin, off it at
 # the destination (DCSA LOAD and DISC)
-OPEN_PHASES = frozenset({TransitPhase.RELEASED, TransitPhase.DEPARTED})
-
-
-class TransitState(BaseModel):
-    """What the leg's evidence says so far (kept in the container's state)."""
-
-    movement_id: str
-    declaration_id: str
-    declaration_version: int
-    phase: TransitPhase = TransitPhase.LODGED
-    released_at: datetime | None = None
-    departed_at: datetime | None = None
-    arrived_at: datetime | None = None
-    departure: Evidence | None = None
-    departure_carrier: str | None = None
-    reports: list[datetime] = Field(default_factory=list)
-    reports_dropped: int = 0
-    off_corridor: list[Evidence] = Field(default_factory=list)
-    worst_off_corridor_m: float = 0.0
-    breaches: list[Evidence] = Field(default_factory=list)
-    breach_kinds: list[str] = Field(default_factory=list)
-    seals_read: list[str] = Field(default_factory=list)
-    seal_evidence: list[Evidence] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def _run(readings: list[dict[str, Any]], decl: Declaration | None,
     events = []
     for offset, sample in enumerate(readings):
         reading = _reading(sample)
-        events += evaluate(reading, decl, state, TH, _evidence(reading, offset))
+        events += evaluate(reading, decl, state, TH, _evidence(reading, offset)).alerts
     return events, state
 
 
@@ -348,7 +348,7 @@ def test_simulator_ground_truth_precision_and_recall() -> None:
             continue
         evidence = _evidence(reading, offset)
         state = states.setdefault(container, ContainerState())
-        for event in evaluate(reading, declarations.get(container), state, TH, evidence):
+        for event in evaluate(reading, declarations.get(container), state, TH, evidence).alerts:
             if event.state is AlertState.RAISED:
                 assert (event.container_no, event.rule) not in raised, "a second incident"
                 raised.add((event.container_no, event.rule))

@@ -14,7 +14,8 @@ from schemas.telemetry import AnyReading, parse_telemetry
 from schemas.transit import GeoPoint, Movement, TransitPhase
 from streams.rules.thresholds import Thresholds
 from streams.transit.corridor import distance_to_polyline
-from streams.transit.tracker import Leg, TransitState, check_overdue, on_declaration, on_reading
+from streams.transit.state import TransitState
+from streams.transit.tracker import Leg, check_overdue, on_declaration, on_reading
 from tests.helpers import container_reading, crane_reading, declaration
 
 ORIGIN, DESTINATION = "CNSUD", "CNSHK"  # Shunde river port → Shekou
