@@ -28,6 +28,10 @@ class Rule(StrEnum):
     TRANSIT_OVERDUE = "transit_overdue"  # ... or missed its deadline
 
 
+# Raised by a linked-port movement's checks (streams.transit), not by one reading at a terminal.
+TRANSIT_RULES = frozenset({Rule.TRANSIT_DISCREPANCY, Rule.TRANSIT_OVERDUE})
+
+
 class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"

@@ -11,9 +11,10 @@ from schemas import Declaration, DeclarationStatus, Rule
 from schemas.alert import Scalar
 from schemas.declaration import RELEASED_STATUSES
 from schemas.telemetry import AnyReading, ContainerReading, CraneReading, RtgReading
+from schemas.transit import Movement
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
-from streams.transit.state import OPEN_PHASES
+from streams.transit.state import IN_TRANSIT
 
 MOVES = frozenset({"lift_start", "lift_end", "twistlock_lock", "twistlock_unlock", "pick", "drop",
                    "move"})
@@ -31,9 +32,24 @@ class Finding:
 Check = Callable[[AnyReading, Declaration | None, ContainerState, Thresholds], Finding | None]
 
 
+def in_transit(declaration: Declaration | None, state: ContainerState) -> Movement | None:
+    """The container's declared movement while it is under way (released, departed, late):
+    its seals, its barge and its mass at the destination are then the transit checks' to
+    judge, once, at arrival."""
+    transit = state.transit
+    if declaration is None or declaration.movement is None or transit is None or (
+            transit.movement_id != declaration.movement.movement_id
+            or transit.phase not in IN_TRANSIT):
+        return None
+    return declaration.movement
+
+
 def weight_mismatch(reading: AnyReading, declaration: Declaration | None,
                     state: ContainerState, thresholds: Thresholds) -> Finding | None:
     if declaration is None or isinstance(reading, ContainerReading) or reading.load_kg is None:
+        return None
+    movement = in_transit(declaration, state)
+    if movement is not None and reading.port == movement.destination:
         return None
     difference = abs(reading.load_kg - declaration.gross_mass_kg)
     tolerance = max(thresholds.weight_tolerance_ratio * declaration.gross_mass_kg,
@@ -50,7 +66,8 @@ def seal_broken(reading: AnyReading, declaration: Declaration | None,
         return None
     if reading.seal_state is None and reading.seal_id is None:
         return None
-    wrong_seal = reading.seal_id is not None and reading.seal_id not in declaration.seal_numbers
+    wrong_seal = reading.seal_id is not None and reading.seal_id not in declaration.seal_numbers \
+        and in_transit(declaration, state) is None
     broken = reading.seal_state == "broken"
     return Finding(Rule.SEAL_BROKEN, broken or wrong_seal,
                    {"seal_state": reading.seal_state, "seal_id": reading.seal_id},
@@ -103,9 +120,8 @@ def vessel_mismatch(reading: AnyReading, declaration: Declaration | None,
                     state: ContainerState, thresholds: Thresholds) -> Finding | None:
     if declaration is None or not isinstance(reading, CraneReading) or reading.vessel_imo is None:
         return None
-    movement, transit = declaration.movement, state.transit
-    if movement is not None and transit is not None and transit.phase in OPEN_PHASES and (
-            reading.port in (movement.origin, movement.destination)):
+    movement = in_transit(declaration, state)
+    if movement is not None and reading.port in (movement.origin, movement.destination):
         return None  # a lift of the movement: its barge is judged by the transit's identity
     return Finding(Rule.VESSEL_MISMATCH, reading.vessel_imo != declaration.vessel_imo,
                    {"vessel_imo": reading.vessel_imo}, {"vessel_imo": declaration.vessel_imo})

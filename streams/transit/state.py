@@ -10,9 +10,11 @@ from pydantic import BaseModel, Field
 from schemas import Evidence
 from schemas.transit import TransitPhase
 
-# Released or on the way: the deadline runs, and the origin's and destination's lifts are the
-# movement's (not judged against the ocean vessel).
+# Released or on the way: the deadline runs.
 OPEN_PHASES = frozenset({TransitPhase.RELEASED, TransitPhase.DEPARTED})
+# ... or late: until it arrives, the movement's own checks judge its seals, its barge and its
+# mass at the destination, not the terminal rules (one fault, one alert).
+IN_TRANSIT = OPEN_PHASES | {TransitPhase.OVERDUE}
 
 
 class TransitState(BaseModel):

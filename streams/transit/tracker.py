@@ -154,21 +154,14 @@ def _witness(state: TransitState, movement: Movement, reading: ContainerReading,
 def _arrive(state: TransitState, leg: Leg, lift: CraneReading, evidence: Evidence
             ) -> TransitOutcome:
     declaration, movement = leg.declaration, leg.movement
+    already_overdue = state.phase == TransitPhase.OVERDUE  # its alert was raised then
     state.arrived_at = lift.ts
     checks = _checks(state, leg, lift, evidence)
     outcome = TransitOutcome()
     state.phase = TransitPhase.ARRIVED
     outcome.events.append(_event(state, declaration, lift.ts, evidence=evidence, checks=checks))
     failed = [check for check in checks if not check.passed]
-    if failed:
-        state.phase = TransitPhase.DISCREPANCY
-        outcome.findings.append(Finding(
-            Rule.TRANSIT_DISCREPANCY, True,
-            {"failed_checks": ",".join(check.check.value for check in failed),
-             "detail": "; ".join(check.detail for check in failed)[:500]},
-            {"movement_id": movement.movement_id, "origin": movement.origin,
-             "destination": movement.destination}))
-    else:
+    if not failed:
         state.phase = TransitPhase.DISCHARGED
         assert state.released_at is not None
         assert state.departed_at is not None
@@ -179,6 +172,18 @@ def _arrive(state: TransitState, leg: Leg, lift: CraneReading, evidence: Evidenc
             destination=movement.destination, carrier_imo=movement.carrier_imo,
             released_at=state.released_at, departed_at=state.departed_at,
             arrived_at=lift.ts, checks=tuple(checks), issued_by=leg.issuer)
+    else:
+        state.phase = TransitPhase.DISCREPANCY
+        # An overdue movement's lateness was alerted when its deadline passed.
+        new = [check for check in failed
+               if not (already_overdue and check.check == CheckName.DEADLINE)]
+        if new:
+            outcome.findings.append(Finding(
+                Rule.TRANSIT_DISCREPANCY, True,
+                {"failed_checks": ",".join(check.check.value for check in new),
+                 "detail": "; ".join(check.detail for check in new)[:500]},
+                {"movement_id": movement.movement_id, "origin": movement.origin,
+                 "destination": movement.destination}))
     outcome.events.append(_event(state, declaration, lift.ts, evidence=evidence, checks=checks))
     return outcome
 

@@ -203,12 +203,15 @@ def test_overdue_when_the_deadline_passes_not_at_arrival() -> None:
     assert [e.phase for e in overdue.events] == [TransitPhase.OVERDUE]
     assert [f.rule for f in overdue.findings] == [Rule.TRANSIT_OVERDUE]
     assert check_overdue(leg.state, leg.leg, T0 + timedelta(hours=3)).events == []  # once
-    # It arrives after all: the checks still run, and the deadline is what failed.
+    # It arrives after all: the checks still run and the deadline failed, but its lateness
+    # was alerted already: one fault, one alert.
     for step in range(18):
         lat, lon = _along(step / 17)
         leg.read(_tracker(10 + step * 9, lat, lon, DESTINATION if step == 17 else ORIGIN))
     leg.read(_lift(170, DESTINATION))
-    assert leg.findings[-1].measured["failed_checks"] == "deadline"
+    assert leg.findings == []
+    assert leg.phases()[-1] == TransitPhase.DISCREPANCY
+    assert [c.check.value for c in leg.events[-1].checks if not c.passed] == ["deadline"]
 
 
 def test_readings_before_the_release_or_of_another_movement_are_not_evidence() -> None:

@@ -1,0 +1,191 @@
+"""A simulated linked port: containers declared and released at Shunde (CNSUD) go down the
+river by barge to Shekou (CNSHK) on one declaration, each leg witnessed by the container's own
+tracker and by the quay cranes that load and discharge it — or with one injected transit fault.
+
+Pure and reproducible like ``ingest.fleet``: the same seed and start give the same messages.
+The truth names, per faulty container, the alert it must raise and the check it must fail;
+every other container must yield exactly one discharge certificate.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ingest.fleet import EVENT_TIME_LAG, HOME_PORT, SimMessage
+from schemas import Declaration, DeclarationStatus, Rule, encode, iso6346
+from schemas.topics import mqtt_telemetry_topic
+from schemas.transit import CheckName, Corridor, GeoPoint, Movement
+
+LINKED_PORT = "CNSUD"  # Shunde: the river port linked to Shekou
+# A plausible river route from Shunde's wharf to Shekou's barge berths (not a survey).
+RIVER = ((22.8040, 113.2930), (22.7330, 113.4150), (22.6240, 113.5580), (22.5510, 113.6870),
+         (22.4950, 113.8230), (22.4800, 113.9000))
+CORRIDOR = Corridor(corridor_id="CNSUD-CNSHK-river", buffer_m=1500, max_gap_s=600,
+                    waypoints=tuple(GeoPoint(lat=lat, lon=lon) for lat, lon in RIVER))
+LEG = timedelta(minutes=30)  # departure to discharge, event time (compressed)
+FIX_EVERY = timedelta(minutes=2)
+DEADLINE_AFTER = timedelta(minutes=40)  # after the release
+LATE_BY = timedelta(minutes=14)  # an overdue barge discharges this long after a normal one
+# Transit faults and what each must cause: (rule, failed check; None for an overdue leg).
+FAULTS: dict[str, tuple[Rule, CheckName | None]] = {
+    "seal_swapped": (Rule.TRANSIT_DISCREPANCY, CheckName.SEALS),
+    "door_opened": (Rule.TRANSIT_DISCREPANCY, CheckName.INTEGRITY),
+    "corridor_deviation": (Rule.TRANSIT_DISCREPANCY, CheckName.CORRIDOR),
+    "tracker_silent": (Rule.TRANSIT_DISCREPANCY, CheckName.REPORTING),
+    "mass_mismatch": (Rule.TRANSIT_DISCREPANCY, CheckName.MASS),
+    "overdue": (Rule.TRANSIT_OVERDUE, None),
+}
+
+
+@dataclass(frozen=True)
+class LinkedConfig:
+    containers: int = 200  # the pilot moved 200 TEU
+    seed: int = 1
+    fault_rate: float = 0.0  # share of containers with one injected transit fault
+    origin: str = LINKED_PORT
+    destination: str = HOME_PORT
+    start: datetime = field(default_factory=lambda: (
+        datetime.now(UTC) - EVENT_TIME_LAG).replace(microsecond=0))
+
+    def __post_init__(self) -> None:
+        if self.containers < 1 or not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError("a linked-port run needs at least one container and a fault "
+                             f"rate between 0 and 1, got {self.containers}, {self.fault_rate}")
+
+
+@dataclass(frozen=True)
+class Transit:
+    declaration: Declaration
+    fault: str | None
+
+    @property
+    def expected(self) -> tuple[Rule, CheckName | None] | None:
+        return FAULTS[self.fault] if self.fault else None
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One reading of a container's script, numbered (seq) once all scripts are merged."""
+
+    at: datetime
+    order: int  # the container's index: a stable tie-break between scripts
+    port: str
+    kind: str
+    device: str
+    body: dict[str, Any]
+    truth: tuple[str, Rule] | None
+
+
+class LinkedPorts:
+    def __init__(self, config: LinkedConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._barges = [self._imo() for _ in range(max(1, config.containers // 40))]
+        self.transits = [self._transit(index) for index in range(config.containers)]
+
+    @property
+    def declarations(self) -> list[Declaration]:
+        return [transit.declaration for transit in self.transits]
+
+    def _imo(self) -> str:
+        digits = "".join(str(self._rng.randrange(1, 10)) for _ in range(6))
+        check = sum(int(d) * w for d, w in zip(digits, range(7, 1, -1), strict=True)) % 10
+        return f"{digits}{check}"
+
+    def _transit(self, index: int) -> Transit:
+        rng, config = self._rng, self.config
+        number = iso6346.with_check_digit(f"SUDU{index:06d}")
+        released = config.start + timedelta(seconds=rng.randrange(0, 480))
+        movement = Movement(
+            movement_id=f"{config.origin}-MV-{index + 1:05d}", origin=config.origin,
+            destination=config.destination, carrier_imo=rng.choice(self._barges),
+            corridor=CORRIDOR, seals=(f"SL{rng.randrange(10**7):07d}",),
+            deadline=released + DEADLINE_AFTER)
+        declaration = Declaration(
+            declaration_id=f"{config.origin}-DEC-{index + 1:06d}", container_no=number,
+            status=DeclarationStatus.RELEASED, gross_mass_kg=float(rng.randrange(8_000, 28_000)),
+            seal_numbers=movement.seals, hs_codes=("940360",),
+            vessel_imo=self._imo(), voyage=f"{rng.randrange(1, 99):03d}W",
+            port_of_loading=config.destination, port_of_discharge="NLRTM", movement=movement,
+            version=1, updated_at=released)
+        fault = rng.choice(sorted(FAULTS)) if rng.random() < config.fault_rate else None
+        return Transit(declaration, fault)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def messages(self) -> Iterator[SimMessage]:
+        """Every transit's messages, merged in event-time order; each device counts its
+        readings in that order."""
+        scripts = [self._script(index, transit) for index, transit in enumerate(self.transits)]
+        seqs: dict[str, int] = {}
+        for step in heapq.merge(*scripts, key=lambda step: (step.at, step.order)):
+            seq = seqs[step.device] = seqs.get(step.device, 0) + 1
+            reading = {"kind": step.kind, "device_id": step.device, "seq": seq,
+                       "ts": step.at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                       "port": step.port, **step.body}
+            yield SimMessage(mqtt_telemetry_topic(step.port, step.kind, step.device),
+                             encode(reading), step.device, seq, truth=step.truth)
+
+    def _script(self, index: int, transit: Transit) -> list[_Step]:
+        """One container's leg: release, load at the origin, fixes along the river, discharge
+        at the destination; the fault, if any, woven in."""
+        declaration, fault = transit.declaration, transit.fault
+        movement = declaration.movement
+        assert movement is not None
+        rng, config = self._rng, self.config
+        tracker = f"trk-{config.origin.lower()}-{index + 1:05d}"
+        departed = declaration.updated_at + timedelta(minutes=rng.randrange(2, 6))
+        arrives = departed + LEG + (LATE_BY if fault == "overdue" else timedelta(0))
+        script: list[_Step] = []
+
+        def emit(port: str, kind: str, device: str, body: dict[str, Any], at: datetime) -> None:
+            # The discharge reveals the fault (or follows an overdue alert).
+            truth = (declaration.container_no, FAULTS[fault][0]) if fault and at == arrives \
+                else None
+            script.append(_Step(at, index, port, kind, device,
+                                {"container_no": declaration.container_no, **body}, truth))
+
+        def fix(at: datetime, port: str, lat: float, lon: float, **changes: Any) -> None:
+            emit(port, "container", tracker, {
+                "lat": round(lat, 6), "lon": round(lon, 6), "door": "closed",
+                "seal_id": movement.seals[0], "seal_state": "intact",
+                "battery_pct": round(rng.uniform(40, 100), 1), **changes}, at)
+
+        lift_mass = declaration.gross_mass_kg * (1.25 if fault == "mass_mismatch" else
+                                                  1 + rng.gauss(0, 0.004))
+        fix(departed - timedelta(minutes=1), config.origin, *RIVER[0])
+        emit(config.origin, "crane", f"bqc-{config.origin.lower()}-{index % 4 + 1:02d}",
+             {"event": "lift_end", "load_kg": round(declaration.gross_mass_kg, 1),
+              "vessel_imo": movement.carrier_imo}, departed)
+        steps = int((arrives - departed) / FIX_EVERY)
+        silent = range(steps // 3, steps // 3 + 6) if fault == "tracker_silent" else range(0)
+        for step in range(1, steps):
+            if step in silent:
+                continue
+            lat, lon = _along(step / steps)
+            changes: dict[str, Any] = {}
+            if fault == "door_opened" and step == steps // 2:
+                changes["door"] = "open"
+            if fault == "corridor_deviation" and step in (steps // 2, steps // 2 + 1):
+                lat += 0.05  # ~5.5 km north of the river
+            fix(departed + step * FIX_EVERY, config.origin, lat, lon, **changes)
+        seal = f"SL{rng.randrange(10**7):07d}" if fault == "seal_swapped" else movement.seals[0]
+        fix(arrives - timedelta(seconds=30), config.destination, *RIVER[-1], seal_id=seal)
+        emit(config.destination, "crane", f"bqc-{config.destination.lower()}-{index % 4 + 1:02d}",
+             {"event": "lift_end", "load_kg": round(lift_mass, 1),
+              "vessel_imo": movement.carrier_imo}, arrives)
+        return sorted(script, key=lambda step: step.at)
+
+
+def _along(fraction: float) -> tuple[float, float]:
+    """The point ``fraction`` of the way along the river's waypoints (by index)."""
+    position = fraction * (len(RIVER) - 1)
+    index = min(int(position), len(RIVER) - 2)
+    (lat1, lon1), (lat2, lon2) = RIVER[index], RIVER[index + 1]
+    part = position - index
+    return lat1 + (lat2 - lat1) * part, lon1 + (lon2 - lon1) * part

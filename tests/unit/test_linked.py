@@ -1,0 +1,84 @@
+"""The simulated linked port, judged by the pure rule engine: every injected transit fault
+raises exactly one alert naming its failed check, every clean transit yields exactly one
+discharge certificate, and nothing else is raised."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
+from ingest.validation import Accepted, Limits, classify
+from schemas import AlertState, Evidence, Rule
+from schemas.transit import CheckName, DischargeCertificate, TransitPhase
+from streams.rules.engine import declare, evaluate
+from streams.rules.state import ContainerState
+from streams.rules.thresholds import Thresholds
+
+START = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+
+
+def _judge(linked: LinkedPorts) -> tuple[list[tuple[str, Rule, str]], list[DischargeCertificate],
+                                         Counter[TransitPhase]]:
+    declarations = {d.container_no: d for d in linked.declarations}
+    states = {number: ContainerState() for number in declarations}
+    phases: Counter[TransitPhase] = Counter()
+    for number, declaration in declarations.items():
+        phases.update(step.phase for step in declare(states[number], declaration))
+    raised: list[tuple[str, Rule, str]] = []
+    certificates: list[DischargeCertificate] = []
+    now = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    for offset, message in enumerate(linked.messages()):
+        accepted = classify(message.topic, message.payload, Limits(), now)
+        assert isinstance(accepted, Accepted), accepted
+        reading = accepted.reading
+        container = getattr(reading, "container_no", None)
+        assert container is not None
+        evidence = Evidence(topic="telemetry.v1", partition=0, offset=offset,
+                            device_id=reading.device_id, seq=reading.seq)
+        outcome = evaluate(reading, declarations[container], states[container], Thresholds(),
+                           evidence, issuer="test")
+        raised += [(a.container_no, a.rule, str(a.measured.get("failed_checks", "")))
+                   for a in outcome.alerts if a.state is AlertState.RAISED]
+        phases.update(step.phase for step in outcome.transit)
+        if outcome.certificate is not None:
+            certificates.append(outcome.certificate)
+    return raised, certificates, phases
+
+
+def test_a_clean_run_discharges_every_container_on_one_declaration() -> None:
+    linked = LinkedPorts(LinkedConfig(containers=30, seed=3, start=START))
+    raised, certificates, phases = _judge(linked)
+    assert raised == []
+    assert sorted(c.container_no for c in certificates) == sorted(
+        d.container_no for d in linked.declarations)
+    assert phases[TransitPhase.DISCHARGED] == 30
+
+
+def test_each_injected_fault_raises_one_alert_naming_its_check_and_nothing_else() -> None:
+    linked = LinkedPorts(LinkedConfig(containers=80, seed=7, fault_rate=0.5, start=START))
+    faulty = {t.declaration.container_no: t for t in linked.transits if t.fault}
+    assert {t.fault for t in faulty.values()} == set(FAULTS)  # every kind of fault is there
+    raised, certificates, _ = _judge(linked)
+    expected = sorted((number, *_named(t.expected)) for number, t in faulty.items())
+    assert sorted(raised) == expected
+    assert sorted(c.container_no for c in certificates) == sorted(
+        t.declaration.container_no for t in linked.transits if not t.fault)
+    truth = sorted(m.truth for m in linked.messages() if m.truth)
+    assert truth == sorted((number, t.expected[0]) for number, t in faulty.items()
+                           if t.expected)
+
+
+def _named(expected: tuple[Rule, CheckName | None] | None) -> tuple[Rule, str]:
+    assert expected is not None
+    rule, check = expected
+    return rule, check.value if check else ""
+
+
+def test_the_same_seed_gives_the_same_messages() -> None:
+    def payloads(seed: int) -> list[bytes]:
+        return [m.payload for m in LinkedPorts(LinkedConfig(
+            containers=5, seed=seed, fault_rate=0.5, start=START)).messages()]
+
+    assert payloads(4) == payloads(4)
+    assert payloads(4) != payloads(5)
