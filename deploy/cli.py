@@ -235,7 +235,7 @@ def simulate(
     import json
 
     from ingest import simulate as simulation
-    from ingest.fleet import Fleet, FleetConfig, step_for_rate
+    from ingest.fleet import HOME_PORT, Fleet, FleetConfig, step_for_rate
     from smartport.mqtt import edge_user, mqtt_as
 
     if duration is None and count is None:
@@ -249,8 +249,9 @@ def simulate(
         written = simulation.write_declarations(fleet, declarations_out)
         err.print(f"wrote {written} declarations to {declarations_out}")
     report = simulation.run(
-        fleet, fleet.messages(), mqtt_settings=mqtt_as(settings, edge_user(fleet.config.port)),
-        rate=rate, total=count, duration=duration, truth_out=truth, emit_jsonl=emit_jsonl,
+        fleet.messages(), rate=rate,
+        mqtt_settings=lambda port: mqtt_as(settings, edge_user(port or HOME_PORT)),
+        total=count, duration=duration, truth_out=truth, emit_jsonl=emit_jsonl,
         show_progress=err.is_terminal,
     )
     summary = json.dumps(report.as_dict())

@@ -33,7 +33,7 @@ from deploy.pipeline import Pipeline
 from deploy.reconcile import Reconciliation
 from ingest import declarations
 from ingest import simulate as simulation
-from ingest.fleet import Fleet, FleetConfig, step_for_rate
+from ingest.fleet import HOME_PORT, Fleet, FleetConfig, step_for_rate
 from schemas import topics
 from schemas.clickhouse import ANALYST_QUERIES
 from smartport import kafka
@@ -91,10 +91,10 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
                             lambda: reconcile.row_count(settings), console), \
                     ThreadPoolExecutor(1, "fault") as injector:
                 injected = injector.submit(fault, pipeline) if fault else None
-                edge = mqtt_as(settings, edge_user(fleet.config.port))
-                sim = simulation.run(fleet, published, mqtt_settings=edge, rate=rate, total=None,
-                                     duration=duration, truth_out=work / "truth.jsonl",
-                                     show_progress=False)
+                sim = simulation.run(
+                    published, rate=rate, total=None, duration=duration,
+                    mqtt_settings=lambda port: mqtt_as(settings, edge_user(port or HOME_PORT)),
+                    truth_out=work / "truth.jsonl", show_progress=False)
                 if injected is not None:
                     injected.result()
             report.published, report.valid = sim.published, sim.valid

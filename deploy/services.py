@@ -26,6 +26,7 @@ from deploy.mqtt_access import (
 from deploy.process import port_open
 from deploy.tls import ensure_tls
 from ingest.fleet import HOME_PORT
+from ingest.linked import LINKED_PORT
 from schemas.base import describe_validation_error
 from schemas.identifiers import DeviceId, UnLocode
 from schemas.telemetry import DEVICE_KINDS
@@ -255,12 +256,13 @@ class Mosquitto(Service):
         write_new(self.password_file_of(ADMIN_USER), password.encode(), mode=0o600)
 
     def provision(self) -> None:
-        """The stack's own users, once: the three roles and the home port's edge gateway,
-        each with a password kept for our processes (0600)."""
+        """The stack's own users, once: the three roles and the edge gateways of the two
+        simulated ports (Shekou and, linked to it, Shunde), each with a password kept for our
+        processes (0600)."""
         if self.anonymous:
             return
-        wanted = {**ROLE_ACLS, edge_user(HOME_PORT): publisher_acls(
-            edge_user(HOME_PORT), port=HOME_PORT, kind=EDGE_KIND)}
+        wanted = {**ROLE_ACLS, **{edge_user(port): publisher_acls(
+            edge_user(port), port=port, kind=EDGE_KIND) for port in (HOME_PORT, LINKED_PORT)}}
         for user, acls in wanted.items():
             kept = self.password_file_of(user)
             password = kept.read_text() if kept.is_file() else uuid.uuid4().hex

@@ -30,7 +30,7 @@ CORRIDOR = Corridor(corridor_id="CNSUD-CNSHK-river", buffer_m=1500, max_gap_s=60
 LEG = timedelta(minutes=30)  # departure to discharge, event time (compressed)
 FIX_EVERY = timedelta(minutes=2)
 DEADLINE_AFTER = timedelta(minutes=40)  # after the release
-LATE_BY = timedelta(minutes=14)  # an overdue barge discharges this long after a normal one
+AFTERWARDS = 3  # tracker reports in the destination's yard after the discharge, 5 min apart
 # Transit faults and what each must cause: (rule, failed check; None for an overdue leg).
 FAULTS: dict[str, tuple[Rule, CheckName | None]] = {
     "seal_swapped": (Rule.TRANSIT_DISCREPANCY, CheckName.SEALS),
@@ -86,6 +86,7 @@ class LinkedPorts:
         self.config = config
         self._rng = random.Random(config.seed)
         self._barges = [self._imo() for _ in range(max(1, config.containers // 40))]
+        self._numbers: set[str] = set()
         self.transits = [self._transit(index) for index in range(config.containers)]
 
     @property
@@ -97,9 +98,16 @@ class LinkedPorts:
         check = sum(int(d) * w for d, w in zip(digits, range(7, 1, -1), strict=True)) % 10
         return f"{digits}{check}"
 
+    def _container_number(self) -> str:
+        while (number := iso6346.with_check_digit(
+                f"SUDU{self._rng.randrange(10**6):06d}")) in self._numbers:
+            pass
+        self._numbers.add(number)
+        return number
+
     def _transit(self, index: int) -> Transit:
         rng, config = self._rng, self.config
-        number = iso6346.with_check_digit(f"SUDU{index:06d}")
+        number = self._container_number()
         released = config.start + timedelta(seconds=rng.randrange(0, 480))
         movement = Movement(
             movement_id=f"{config.origin}-MV-{index + 1:05d}", origin=config.origin,
@@ -140,13 +148,15 @@ class LinkedPorts:
         rng, config = self._rng, self.config
         tracker = f"trk-{config.origin.lower()}-{index + 1:05d}"
         departed = declaration.updated_at + timedelta(minutes=rng.randrange(2, 6))
-        arrives = departed + LEG + (LATE_BY if fault == "overdue" else timedelta(0))
+        arrives = departed + LEG
+        # The discharge reveals a fault; an overdue barge (stuck, its tracker silent) never
+        # arrives in the run: the clock of everyone else's readings passes its deadline.
+        revealed = departed if fault == "overdue" else arrives
         script: list[_Step] = []
 
         def emit(port: str, kind: str, device: str, body: dict[str, Any], at: datetime) -> None:
-            # The discharge reveals the fault (or follows an overdue alert).
-            truth = (declaration.container_no, FAULTS[fault][0]) if fault and at == arrives \
-                else None
+            truth = (declaration.container_no, FAULTS[fault][0]) if fault and at == revealed \
+                and kind == "crane" else None
             script.append(_Step(at, index, port, kind, device,
                                 {"container_no": declaration.container_no, **body}, truth))
 
@@ -162,6 +172,8 @@ class LinkedPorts:
         emit(config.origin, "crane", f"bqc-{config.origin.lower()}-{index % 4 + 1:02d}",
              {"event": "lift_end", "load_kg": round(declaration.gross_mass_kg, 1),
               "vessel_imo": movement.carrier_imo}, departed)
+        if fault == "overdue":
+            return sorted(script, key=lambda step: step.at)
         steps = int((arrives - departed) / FIX_EVERY)
         silent = range(steps // 3, steps // 3 + 6) if fault == "tracker_silent" else range(0)
         for step in range(1, steps):
@@ -179,6 +191,11 @@ class LinkedPorts:
         emit(config.destination, "crane", f"bqc-{config.destination.lower()}-{index % 4 + 1:02d}",
              {"event": "lift_end", "load_kg": round(lift_mass, 1),
               "vessel_imo": movement.carrier_imo}, arrives)
+        for later in range(1, AFTERWARDS + 1):  # in the yard: seals are no longer reported
+            emit(config.destination, "container", tracker, {
+                "lat": RIVER[-1][0], "lon": RIVER[-1][1], "door": "closed",
+                "battery_pct": round(rng.uniform(40, 100), 1)},
+                 arrives + later * timedelta(minutes=5))
         return sorted(script, key=lambda step: step.at)
 
 

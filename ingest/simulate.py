@@ -7,18 +7,19 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest.fleet import Fleet, SimMessage
-from schemas import encode
+from ingest.fleet import SimMessage
+from schemas import Declaration, encode
+from schemas.topics import parse_telemetry_topic
 from smartport.errors import StackError
 from smartport.mqtt import new_client
 from smartport.redaction import redact_url
@@ -176,16 +177,49 @@ def _record(report: SimulationReport, message: SimMessage, truth: TextIO | None)
             truth.write(json.dumps({"container_no": container_no, "rule": rule.value}) + "\n")
 
 
-def write_declarations(fleet: Fleet, path: Path) -> int:
-    path.write_text("".join(encode(d).decode() + "\n" for d in fleet.declarations))
-    return len(fleet.declarations)
+class Declared(Protocol):
+    """A simulated terminal (``Fleet``) or linked port (``LinkedPorts``)."""
+
+    @property
+    def declarations(self) -> list[Declaration]: ...
+
+
+def write_declarations(source: Declared, path: Path) -> int:
+    path.write_text("".join(encode(d).decode() + "\n" for d in source.declarations))
+    return len(source.declarations)
+
+
+class PortPublishers:
+    """One publisher per port, each logged in as that port's user (its edge gateway): a
+    linked-port run publishes at two ports."""
+
+    def __init__(self, settings_of: Callable[[str], MqttSettings]) -> None:
+        self._settings_of = settings_of
+        self._publishers: dict[str, MqttPublisher] = {}
+        self._published: Counter[str] = Counter()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        named = parse_telemetry_topic(topic)
+        port = named.port if named else ""
+        if port not in self._publishers:
+            self._publishers[port] = MqttPublisher(self._settings_of(port))
+        self._publishers[port].publish(topic, payload)
+        self._published[port] += 1
+
+    def close(self, report: SimulationReport) -> None:
+        """Wait for every publisher's acknowledgements and count them into ``report``."""
+        for port, publisher in self._publishers.items():
+            publisher.close(self._published[port])
+            report.acknowledged += publisher.acknowledged
+            report.refused += publisher.refused
+            report.unmatched += publisher.unmatched
+            report.undelivered += publisher.undelivered
 
 
 def run(
-    fleet: Fleet,
     messages: Iterable[SimMessage],
     *,
-    mqtt_settings: MqttSettings | None,
+    mqtt_settings: Callable[[str], MqttSettings] | None,
     rate: float,
     total: int | None,
     duration: float | None,
@@ -195,10 +229,11 @@ def run(
 ) -> SimulationReport:
     """Publish ``messages`` at ``rate``/s (0 = as fast as possible) until ``total`` or ``duration``.
 
-    With ``emit_jsonl`` the messages are written as {"topic", "payload"} lines instead.
+    ``mqtt_settings`` gives the settings of a port's publisher (its edge gateway's user). With
+    ``emit_jsonl`` the messages are written as {"topic", "payload"} lines instead.
     """
     report = SimulationReport()
-    publisher = MqttPublisher(mqtt_settings) if emit_jsonl is None and mqtt_settings else None
+    publisher = PortPublishers(mqtt_settings) if emit_jsonl is None and mqtt_settings else None
     sink = emit_jsonl.open("w") if emit_jsonl else None
     truth = truth_out.open("w") if truth_out else None
     started = time.monotonic()
@@ -226,9 +261,7 @@ def run(
             progress.update(task, completed=report.published)
     finally:
         if publisher is not None:
-            publisher.close(report.published)
-            report.acknowledged, report.refused = publisher.acknowledged, publisher.refused
-            report.unmatched, report.undelivered = publisher.unmatched, publisher.undelivered
+            publisher.close(report)
         for handle in (sink, truth):
             if handle is not None:
                 handle.close()

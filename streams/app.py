@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import faust
@@ -41,15 +42,19 @@ from smartport.kafka import ensure_topics
 from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import KafkaSettings, MqttSettings, Settings
-from streams.rules.engine import command, declare, evaluate
+from streams.rules.engine import Outcome, command, declare, evaluate, sweep_overdue
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
+from streams.transit.state import OPEN_PHASES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 APP_ID = "smartport-streams"
 DECLARATIONS_TABLE = "declarations"
 STATE_TABLE = "container-state"
+OPEN_MOVEMENTS_TABLE = "open-movements"
+OVERDUE_TICKS = "overdue-ticks"  # internal topic: <app id>-overdue-ticks
+OVERDUE_SWEEP_S = 10.0
 READY_GAUGE = Gauge("smartport_streams_ready",
                     "1 while the worker holds its partitions with its tables recovered")
 WATCHDOG_S = 5.0
@@ -78,6 +83,42 @@ class _Parsed(Generic[T]):
     def put(self, key: bytes, value: T, raw: bytes) -> None:
         self._table[key] = raw
         self._cache[key] = (raw, value)
+
+
+class _OpenMovements:
+    """Containers whose declared movement is under way, with its deadline: what the overdue
+    sweep looks at. A changelog-backed table (a restarted worker still knows them), written
+    only when a movement starts or ends, not per reading."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def note(self, key: bytes, state: ContainerState, declaration: Declaration | None) -> None:
+        movement = declaration.movement if declaration else None
+        transit = state.transit
+        if movement and transit and transit.movement_id == movement.movement_id and (
+                transit.phase in OPEN_PHASES):
+            deadline = movement.deadline.isoformat().encode()
+            if self._table.get(key) != deadline:
+                self._table[key] = deadline
+        elif self._table.get(key) is not None:
+            del self._table[key]
+
+    def due(self, now: datetime) -> list[bytes]:
+        return [key for key, deadline in list(self._table.items())
+                if datetime.fromisoformat(deadline.decode()) < now]
+
+
+class _EventClock:
+    """The latest event time this worker has seen: the clock deadlines are held to (readings
+    may lag the wall clock by hours: buffered at sea, or simulated)."""
+
+    def __init__(self) -> None:
+        self.now: datetime | None = None
+
+    def see(self, ts: datetime) -> None:
+        if self.now is None or ts > self.now:
+            self.now = ts
 
 
 class AlertPublisher(mode.Service):
@@ -140,6 +181,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     certificates = app.topic(topics.CERTIFICATES, **raw)
     declaration_table = app.Table(DECLARATIONS_TABLE, **raw)
     state_table = app.Table(STATE_TABLE, **raw)
+    open_movements = _OpenMovements(app.Table(OPEN_MOVEMENTS_TABLE, **raw))
+    clock = _EventClock()
     officers = AlertPublisher(mqtt_as(settings, STREAMS_USER), f"{app_id}-alerts")
     app.add_dependency(officers)  # started and stopped with the app (the worker)
 
@@ -147,9 +190,17 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     states = _Parsed(state_table, ContainerState.model_validate_json)
     current_declarations = _Parsed(declaration_table, Declaration.model_validate_json)
 
+    async def publish_outcome(key: bytes, outcome: Outcome) -> None:
+        for alert in outcome.alerts:
+            await publish(key, alert)
+        for step in outcome.transit:
+            await transit.send(key=key, value=encode(step))
+        if outcome.certificate is not None:
+            await certificates.send(key=key, value=encode(outcome.certificate))
+
     _keep_declarations(app, declarations, table=declaration_table,
                        current_declarations=current_declarations, states=states,
-                       transit=transit)
+                       open_movements=open_movements, publish=publish_outcome)
 
     @app.agent(telemetry, concurrency=1)
     async def cross_validate(stream: StreamT[bytes]) -> None:
@@ -166,14 +217,11 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             declaration = current_declarations.get(key)
             evidence = Evidence.of(envelope, event.message.topic, event.message.partition,
                                    event.message.offset)
+            clock.see(reading.ts)
             outcome = evaluate(reading, declaration, state, thresholds, evidence, issuer=app_id)
             states.put(key, state, state.model_dump_json().encode())
-            for alert in outcome.alerts:
-                await publish(key, alert)
-            for step in outcome.transit:
-                await transit.send(key=key, value=encode(step))
-            if outcome.certificate is not None:
-                await certificates.send(key=key, value=encode(outcome.certificate))
+            open_movements.note(key, state, declaration)
+            await publish_outcome(key, outcome)
 
     async def publish(key: bytes, alert: Alert) -> None:
         value = encode(alert)
@@ -184,10 +232,15 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     _officer_commands(app, app.topic(topics.ALERT_COMMANDS, **raw), states=states,
                       current_declarations=current_declarations, thresholds=thresholds,
                       publish=publish)
+    _overdue_sweeps(app, app.topic(f"{app_id}-{OVERDUE_TICKS}", **raw), clock=clock,
+                    open_movements=open_movements, states=states,
+                    current_declarations=current_declarations, thresholds=thresholds,
+                    publish=publish_outcome)
     return app
 
 
 Publish = Callable[[bytes, Alert], Awaitable[None]]
+PublishOutcome = Callable[[bytes, Outcome], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -204,7 +257,8 @@ def _parse(model: type[M], event: Any) -> M | None:
 
 def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
                        current_declarations: _Parsed[Declaration],
-                       states: _Parsed[ContainerState], transit: Any) -> None:
+                       states: _Parsed[ContainerState], open_movements: _OpenMovements,
+                       publish: PublishOutcome) -> None:
     """The agent that keeps each container's current declaration, and starts following the
     movement a declaration declares."""
 
@@ -224,8 +278,8 @@ def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
             steps = declare(state, declaration)
             if steps:
                 states.put(key, state, state.model_dump_json().encode())
-            for step in steps:
-                await transit.send(key=key, value=encode(step))
+            open_movements.note(key, state, declaration)
+            await publish(key, Outcome(transit=steps))
 
 
 def _officer_commands(app: faust.App, commands: Any, *, states: _Parsed[ContainerState],
@@ -252,6 +306,37 @@ def _officer_commands(app: faust.App, commands: Any, *, states: _Parsed[Containe
                 continue
             states.put(key, state, state.model_dump_json().encode())
             await publish(key, alert)
+
+
+def _overdue_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
+                    open_movements: _OpenMovements, states: _Parsed[ContainerState],
+                    current_declarations: _Parsed[Declaration], thresholds: Thresholds,
+                    publish: PublishOutcome) -> None:
+    """Overdue is raised when the deadline passes, even if the container's tracker fell
+    silent: every OVERDUE_SWEEP_S the worker sends a tick for each movement past its deadline
+    (event time) to an internal topic co-partitioned with the state, whose agent applies it
+    (faust lets tables change only inside a stream)."""
+
+    async def sweep() -> None:
+        if clock.now is None:
+            return
+        for key in open_movements.due(clock.now):
+            await ticks.send(key=key, value=clock.now.isoformat().encode())
+
+    app.timer(OVERDUE_SWEEP_S)(sweep)
+
+    @app.agent(ticks, concurrency=1)
+    async def overdue(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key, now = event.key, datetime.fromisoformat(event.value.decode())
+            state, declaration = states.get(key), current_declarations.get(key)
+            if state is None or declaration is None:
+                continue
+            outcome = sweep_overdue(state, declaration, thresholds, now)
+            if outcome.transit:
+                states.put(key, state, state.model_dump_json().encode())
+            open_movements.note(key, state, declaration)
+            await publish(key, outcome)
 
 
 def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
@@ -292,10 +377,13 @@ def _watch_readiness(app: faust.App, readiness: Readiness) -> None:
     app.timer(WATCHDOG_S)(_watchdog)
 
 
-def changelog_topics(app_id: str) -> dict[str, dict[str, str]]:
-    """The changelog topic of each table (faust names it ``<app id>-<table>-changelog``)."""
-    return {f"{app_id}-{table}-changelog": {"cleanup.policy": "compact"}
-            for table in (DECLARATIONS_TABLE, STATE_TABLE)}
+def internal_topics(app_id: str) -> dict[str, dict[str, str]]:
+    """The changelog topic of each table (faust names it ``<app id>-<table>-changelog``), and
+    the overdue ticks' topic: internal topics made before the agents start, with the right
+    partition count."""
+    return {**{f"{app_id}-{table}-changelog": {"cleanup.policy": "compact"}
+               for table in (DECLARATIONS_TABLE, STATE_TABLE, OPEN_MOVEMENTS_TABLE)},
+            f"{app_id}-{OVERDUE_TICKS}": {}}
 
 
 class WorkerCrashed(StackError):
@@ -323,7 +411,7 @@ def _exit_if_stop_hangs(app: faust.App, grace_s: float = CRASH_STOP_GRACE_S) -> 
 def run_worker(app: faust.App, settings: Settings, log_level: str = "info") -> None:
     """Run one worker until SIGTERM/SIGINT (faust handles the signals). Raises WorkerCrashed
     when an agent crashed (faust itself would exit 0)."""
-    ensure_topics(settings.kafka, changelog_topics(app.conf.id))
+    ensure_topics(settings.kafka, internal_topics(app.conf.id))
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
     _exit_if_stop_hangs(app)
     try:

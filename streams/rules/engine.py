@@ -22,7 +22,7 @@ from schemas.transit import DischargeCertificate, TransitEvent
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
-from streams.transit.tracker import Leg, on_declaration, on_reading
+from streams.transit.tracker import Leg, check_overdue, on_declaration, on_reading
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,15 @@ def _alert(context: Context, rule: Rule, open_alert: OpenAlert, *, state: AlertS
     )
 
 
-def apply(state: ContainerState, finding: Finding, context: Context, evidence: Evidence,
+def apply(state: ContainerState, finding: Finding, context: Context, evidence: Evidence | None,
           thresholds: Thresholds) -> Alert | None:
-    """Move the (container, rule) alert through its lifecycle; the event to publish, if any."""
+    """Move the (container, rule) alert through its lifecycle; the event to publish, if any.
+    ``evidence`` is None when the clock, not a reading, found it (a deadline passed)."""
     rule, current = finding.rule, state.alerts.get(finding.rule)
     if not finding.active:
         if current is None or context.ts < current.last_seen:
             return None  # nothing open, or a late reading older than the evidence
-        if latched(rule, thresholds) or evidence.device_id not in {
+        if latched(rule, thresholds) or evidence is None or evidence.device_id not in {
                 e.device_id for e in current.evidence}:
             return None  # an officer ends it, or a device that never saw it cannot
         del state.alerts[rule]
@@ -75,8 +76,8 @@ def apply(state: ContainerState, finding: Finding, context: Context, evidence: E
         state.incidents[rule] = incident
         current = OpenAlert(alert_id=f"{context.container_no}/{rule.value}/{incident}",
                             first_seen=context.ts, last_seen=context.ts, count=1, version=1,
-                            worst=finding.worst, evidence=[evidence],
-                            raised_by=evidence.reading_id)
+                            worst=finding.worst, evidence=[evidence] if evidence else [],
+                            raised_by=evidence.reading_id if evidence else None)
         state.alerts[rule] = current
         return _alert(context, rule, current, state=AlertState.RAISED, finding=finding,
                       thresholds=thresholds)
@@ -86,7 +87,8 @@ def apply(state: ContainerState, finding: Finding, context: Context, evidence: E
     current.last_seen = max(current.last_seen, context.ts)
     if finding.worst is not None:
         current.worst = max(current.worst or finding.worst, finding.worst)
-    current.evidence = [*current.evidence, evidence][-EVIDENCE_KEPT:]
+    if evidence is not None:
+        current.evidence = [*current.evidence, evidence][-EVIDENCE_KEPT:]
     return _alert(context, rule, current, state=AlertState.UPDATED, finding=finding,
                   thresholds=thresholds)
 
@@ -146,6 +148,20 @@ def declare(state: ContainerState, declaration: Declaration) -> list[TransitEven
     """A new declaration version: follow its movement, if it declares one."""
     state.transit, outcome = on_declaration(state.transit, declaration)
     return outcome.events
+
+
+def sweep_overdue(state: ContainerState, declaration: Declaration, thresholds: Thresholds,
+                  now: datetime) -> Outcome:
+    """The container's movement is still on its way at ``now`` (the latest event time the
+    worker has seen): past its deadline, it is overdue — with a silent tracker too."""
+    leg = Leg.of(declaration, thresholds, issuer="")
+    if leg is None or state.transit is None:
+        return Outcome()
+    followed = check_overdue(state.transit, leg, now)
+    context = Context(declaration.container_no, leg.movement.destination, declaration, now)
+    alerts = [alert for finding in followed.findings
+              if (alert := apply(state, finding, context, state.transit.departure, thresholds))]
+    return Outcome(alerts=alerts, transit=followed.events)
 
 
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,

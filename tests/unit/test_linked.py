@@ -11,7 +11,7 @@ from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
 from ingest.validation import Accepted, Limits, classify
 from schemas import AlertState, Evidence, Rule
 from schemas.transit import CheckName, DischargeCertificate, TransitPhase
-from streams.rules.engine import declare, evaluate
+from streams.rules.engine import declare, evaluate, sweep_overdue
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 
@@ -28,6 +28,7 @@ def _judge(linked: LinkedPorts) -> tuple[list[tuple[str, Rule, str]], list[Disch
     raised: list[tuple[str, Rule, str]] = []
     certificates: list[DischargeCertificate] = []
     now = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    clock = START
     for offset, message in enumerate(linked.messages()):
         accepted = classify(message.topic, message.payload, Limits(), now)
         assert isinstance(accepted, Accepted), accepted
@@ -43,6 +44,10 @@ def _judge(linked: LinkedPorts) -> tuple[list[tuple[str, Rule, str]], list[Disch
         phases.update(step.phase for step in outcome.transit)
         if outcome.certificate is not None:
             certificates.append(outcome.certificate)
+        clock = max(clock, reading.ts)
+    for number, declaration in declarations.items():  # the worker's overdue sweep
+        swept = sweep_overdue(states[number], declaration, Thresholds(), clock)
+        raised += [(a.container_no, a.rule, "") for a in swept.alerts]
     return raised, certificates, phases
 
 

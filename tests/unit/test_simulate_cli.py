@@ -9,7 +9,7 @@ import pytest
 
 from deploy.cli import main
 from ingest import simulate
-from ingest.fleet import Fleet, FleetConfig, SimMessage
+from ingest.fleet import SimMessage
 from schemas import Rule, parse_declaration
 
 
@@ -40,11 +40,10 @@ def test_count_or_duration_is_required(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_a_run_bounded_by_time_never_cuts_an_anomaly_short(tmp_path: Path) -> None:
-    fleet = Fleet(FleetConfig(devices=10))
     # One six-message scenario, then single messages: the deadline (50 ms) passes during the
     # scenario (10 messages/s), so the run stops right after the scenario's last message.
     messages = [SimMessage("port/CNSHK/telemetry/container/trk-1", b"{}", "trk-1", index,
                            ends_scenario=index in (5, 6, 7, 8)) for index in range(9)]
-    report = simulate.run(fleet, messages, mqtt_settings=None, rate=10, total=None,
+    report = simulate.run(messages, mqtt_settings=None, rate=10, total=None,
                           duration=0.05, emit_jsonl=tmp_path / "m.jsonl", show_progress=False)
     assert report.published == 6

@@ -231,3 +231,25 @@ def test_a_movement_names_two_ports_and_at_least_one_seal() -> None:
         Movement.model_validate_json(json.dumps(_movement(destination=ORIGIN)))
     with pytest.raises(ValidationError, match="seals"):
         Movement.model_validate_json(json.dumps(_movement(seals=[])))
+
+
+def test_a_silent_tracker_is_overdue_when_the_clock_passes_the_deadline() -> None:
+    """No reading of the container after its departure: the worker's clock (the latest event
+    time it saw) raises the overdue alert, once, with the departure as evidence."""
+    from schemas import AlertState
+    from streams.rules.engine import declare, evaluate, sweep_overdue
+    from streams.rules.state import ContainerState
+
+    declared = _declared()
+    state = ContainerState()
+    declare(state, declared)
+    reading = parse_telemetry(json.dumps(_lift(5, ORIGIN)))
+    evaluate(reading, declared, state, Thresholds(), _evidence(1, reading))
+    assert sweep_overdue(state, declared, Thresholds(), T0 + timedelta(hours=7)).alerts == []
+    late = sweep_overdue(state, declared, Thresholds(), T0 + timedelta(hours=8, minutes=1))
+    [alert] = late.alerts
+    assert (alert.rule, alert.state, alert.port) == (
+        Rule.TRANSIT_OVERDUE, AlertState.RAISED, DESTINATION)
+    assert [e.offset for e in alert.evidence] == [1]  # the departure
+    assert [e.phase for e in late.transit] == [TransitPhase.OVERDUE]
+    assert sweep_overdue(state, declared, Thresholds(), T0 + timedelta(hours=9)).alerts == []
