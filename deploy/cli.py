@@ -260,6 +260,44 @@ def simulate(
     err.print(summary, highlight=False, soft_wrap=True)
 
 
+@app.command("simulate-transit")
+def simulate_transit(
+    containers: Annotated[int, typer.Option(min=1, help="containers moved (the pilot: 200)")]
+    = 200,
+    fault_rate: Annotated[float, typer.Option(
+        min=0, max=1, help="share of containers with one injected transit fault")] = 0.0,
+    seed: Annotated[int, typer.Option(help="same seed, same containers and faults")] = 1,
+    rate: Annotated[float, typer.Option(min=0, help="messages per second (0 = max)")] = 200.0,
+    declarations_out: Annotated[Path | None, typer.Option(help="write declarations here")] = None,
+    truth: Annotated[Path | None, typer.Option(help="write each faulty container's expected "
+                                               "alert and check here")] = None,
+    emit_jsonl: Annotated[Path | None, typer.Option(help="write messages here, not MQTT")] = None,
+) -> None:
+    """Simulate linked ports: containers declared once at Shunde (CNSUD) go by barge to Shekou
+    (CNSHK), their devices publishing at both ports (each port's edge gateway)."""
+    import json
+
+    from ingest import simulate as simulation
+    from ingest.linked import LinkedConfig, LinkedPorts
+    from smartport.mqtt import edge_user, mqtt_as
+
+    settings = state.settings()
+    linked = LinkedPorts(LinkedConfig(containers=containers, seed=seed, fault_rate=fault_rate))
+    if declarations_out:
+        written = simulation.write_declarations(linked, declarations_out)
+        err.print(f"wrote {written} declarations to {declarations_out}")
+    if truth:
+        truth.write_text("".join(json.dumps({
+            "container_no": t.declaration.container_no, "fault": t.fault,
+            "rule": t.expected[0].value, "check": t.expected[1].value if t.expected[1] else None,
+        }) + "\n" for t in linked.transits if t.expected))
+    report = simulation.run(
+        linked.messages(), rate=rate, total=None, duration=None, emit_jsonl=emit_jsonl,
+        mqtt_settings=lambda port: mqtt_as(settings, edge_user(port)),
+        show_progress=err.is_terminal)
+    err.print(json.dumps(report.as_dict()), highlight=False, soft_wrap=True)
+
+
 @app.command("demo")
 def demo(
     duration: Annotated[float, typer.Option(min=1, help="seconds of simulated traffic")] = 60.0,
