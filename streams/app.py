@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import faust
@@ -37,12 +37,13 @@ from pydantic import BaseModel, ValidationError
 from schemas import Alert, AlertCommand, Declaration, Evidence, GatewayEnvelope, encode, topics
 from schemas.base import describe_validation_error
 from schemas.topics import mqtt_alert_topic
+from schemas.transit import TransitPhase
 from smartport.errors import StackError
 from smartport.kafka import ensure_topics
 from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import KafkaSettings, MqttSettings, Settings
-from streams.rules.engine import Outcome, command, declare, evaluate, sweep_overdue
+from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 from streams.transit.state import OPEN_PHASES
@@ -55,6 +56,7 @@ STATE_TABLE = "container-state"
 OPEN_MOVEMENTS_TABLE = "open-movements"
 OVERDUE_TICKS = "overdue-ticks"  # internal topic: <app id>-overdue-ticks
 OVERDUE_SWEEP_S = 10.0
+ARRIVED = b"arrived"  # an open movement's entry once it arrived: due for judging
 READY_GAUGE = Gauge("smartport_streams_ready",
                     "1 while the worker holds its partitions with its tables recovered")
 WATCHDOG_S = 5.0
@@ -86,9 +88,9 @@ class _Parsed(Generic[T]):
 
 
 class _OpenMovements:
-    """Containers whose declared movement is under way, with its deadline: what the overdue
-    sweep looks at. A changelog-backed table (a restarted worker still knows them), written
-    only when a movement starts or ends, not per reading."""
+    """Containers whose declared movement is under way (with its deadline) or arrived and
+    not judged yet: what the transit sweep looks at. A changelog-backed table (a restarted
+    worker still knows them), written when a movement changes phase, not per reading."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
@@ -97,16 +99,18 @@ class _OpenMovements:
         movement = declaration.movement if declaration else None
         transit = state.transit
         if movement and transit and transit.movement_id == movement.movement_id and (
-                transit.phase in OPEN_PHASES):
-            deadline = movement.deadline.isoformat().encode()
-            if self._table.get(key) != deadline:
-                self._table[key] = deadline
+                transit.phase in OPEN_PHASES | {TransitPhase.ARRIVED}):
+            due = (ARRIVED if transit.phase == TransitPhase.ARRIVED
+                   else movement.deadline.isoformat().encode())
+            if self._table.get(key) != due:
+                self._table[key] = due
         elif self._table.get(key) is not None:
             del self._table[key]
 
-    def due(self, now: datetime) -> list[bytes]:
-        return [key for key, deadline in list(self._table.items())
-                if datetime.fromisoformat(deadline.decode()) < now]
+    def due(self, clock: datetime) -> list[bytes]:
+        """Movements past their deadline at ``clock`` (event time), and arrivals to judge."""
+        return [key for key, due in list(self._table.items())
+                if due == ARRIVED or datetime.fromisoformat(due.decode()) < clock]
 
 
 class _EventClock:
@@ -218,7 +222,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             evidence = Evidence.of(envelope, event.message.topic, event.message.partition,
                                    event.message.offset)
             clock.see(reading.ts)
-            outcome = evaluate(reading, declaration, state, thresholds, evidence, issuer=app_id)
+            outcome = evaluate(reading, declaration, state, thresholds, evidence, issuer=app_id,
+                               now=datetime.now(UTC))
             states.put(key, state, state.model_dump_json().encode())
             open_movements.note(key, state, declaration)
             await publish_outcome(key, outcome)
@@ -232,10 +237,10 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     _officer_commands(app, app.topic(topics.ALERT_COMMANDS, **raw), states=states,
                       current_declarations=current_declarations, thresholds=thresholds,
                       publish=publish)
-    _overdue_sweeps(app, app.topic(f"{app_id}-{OVERDUE_TICKS}", **raw), clock=clock,
+    _transit_sweeps(app, app.topic(f"{app_id}-{OVERDUE_TICKS}", **raw), clock=clock,
                     open_movements=open_movements, states=states,
                     current_declarations=current_declarations, thresholds=thresholds,
-                    publish=publish_outcome)
+                    issuer=app_id, publish=publish_outcome)
     return app
 
 
@@ -308,14 +313,15 @@ def _officer_commands(app: faust.App, commands: Any, *, states: _Parsed[Containe
             await publish(key, alert)
 
 
-def _overdue_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
+def _transit_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
                     open_movements: _OpenMovements, states: _Parsed[ContainerState],
                     current_declarations: _Parsed[Declaration], thresholds: Thresholds,
-                    publish: PublishOutcome) -> None:
-    """Overdue is raised when the deadline passes, even if the container's tracker fell
-    silent: every OVERDUE_SWEEP_S the worker sends a tick for each movement past its deadline
-    (event time) to an internal topic co-partitioned with the state, whose agent applies it
-    (faust lets tables change only inside a stream)."""
+                    issuer: str, publish: PublishOutcome) -> None:
+    """What the clock decides: overdue is raised when the deadline passes, even if the
+    container's tracker fell silent, and an arrival is judged once its late evidence had
+    time. Every OVERDUE_SWEEP_S the worker sends a tick for each such movement to an internal
+    topic co-partitioned with the state, whose agent applies it (faust lets tables change
+    only inside a stream)."""
 
     async def sweep() -> None:
         if clock.now is None:
@@ -328,11 +334,12 @@ def _overdue_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
     @app.agent(ticks, concurrency=1)
     async def overdue(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
-            key, now = event.key, datetime.fromisoformat(event.value.decode())
+            key, ticked = event.key, datetime.fromisoformat(event.value.decode())
             state, declaration = states.get(key), current_declarations.get(key)
             if state is None or declaration is None:
                 continue
-            outcome = sweep_overdue(state, declaration, thresholds, now)
+            outcome = sweep_transit(state, declaration, thresholds, clock=ticked,
+                                    now=datetime.now(UTC), issuer=issuer)
             if outcome.transit:
                 states.put(key, state, state.model_dump_json().encode())
             open_movements.note(key, state, declaration)

@@ -22,7 +22,7 @@ from schemas.transit import DischargeCertificate, TransitEvent
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
-from streams.transit.tracker import Leg, check_overdue, on_declaration, on_reading
+from streams.transit.tracker import Leg, check_overdue, judge, on_declaration, on_reading
 
 
 @dataclass(frozen=True)
@@ -150,25 +150,30 @@ def declare(state: ContainerState, declaration: Declaration) -> list[TransitEven
     return outcome.events
 
 
-def sweep_overdue(state: ContainerState, declaration: Declaration, thresholds: Thresholds,
-                  now: datetime) -> Outcome:
-    """The container's movement is still on its way at ``now`` (the latest event time the
-    worker has seen): past its deadline, it is overdue — with a silent tracker too."""
-    leg = Leg.of(declaration, thresholds, issuer="")
+def sweep_transit(state: ContainerState, declaration: Declaration, thresholds: Thresholds, *,
+                  clock: datetime, now: datetime, issuer: str) -> Outcome:
+    """The clock's part of a movement: overdue once ``clock`` (the latest event time the
+    worker has seen) passed the deadline of a movement still on its way — with a silent
+    tracker too — and an arrival judged once its late evidence had time (``now``: wall)."""
+    leg = Leg.of(declaration, thresholds, issuer)
     if leg is None or state.transit is None:
         return Outcome()
-    followed = check_overdue(state.transit, leg, now)
-    context = Context(declaration.container_no, leg.movement.destination, declaration, now)
-    alerts = [alert for finding in followed.findings
-              if (alert := apply(state, finding, context, state.transit.departure, thresholds))]
-    return Outcome(alerts=alerts, transit=followed.events)
+    overdue = check_overdue(state.transit, leg, clock)
+    judged = judge(state.transit, leg, now)
+    context = Context(declaration.container_no, leg.movement.destination, declaration, clock)
+    evidence = state.transit.arrival or state.transit.departure
+    alerts = [alert for finding in (*overdue.findings, *judged.findings)
+              if (alert := apply(state, finding, context, evidence, thresholds))]
+    return Outcome(alerts=alerts, transit=overdue.events + judged.events,
+                   certificate=judged.certificate)
 
 
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,
-             thresholds: Thresholds, evidence: Evidence, *, issuer: str = "smartport-streams"
-             ) -> Outcome:
+             thresholds: Thresholds, evidence: Evidence, *, issuer: str = "smartport-streams",
+             now: datetime | None = None) -> Outcome:
     """Everything one reading causes (``state`` is updated in place); ``issuer`` signs off a
-    discharge certificate."""
+    discharge certificate, ``now`` is the wall clock (the reading's own time when not given:
+    replays and tests)."""
     container_no = getattr(reading, "container_no", None)
     if container_no is None or not state.first_time(
             reading.device_id, evidence.reading_id or reading_id(reading)):
@@ -184,9 +189,11 @@ def evaluate(reading: AnyReading, declaration: Declaration | None, state: Contai
     outcome = Outcome()
     leg = Leg.of(declaration, thresholds, issuer)
     if leg is not None and state.transit is not None:
-        followed = on_reading(state.transit, leg, reading, evidence)
-        findings += followed.findings
-        outcome.transit, outcome.certificate = followed.events, followed.certificate
+        followed = on_reading(state.transit, leg, reading, evidence, now=now or reading.ts)
+        judged = judge(state.transit, leg, now or reading.ts)
+        findings += followed.findings + judged.findings
+        outcome.transit = followed.events + judged.events
+        outcome.certificate = judged.certificate
     for finding in findings:
         event = apply(state, finding, context, evidence, thresholds)
         if event is not None:

@@ -35,6 +35,9 @@ class Thresholds(BaseModel):
         300.0, ge=0, description="reefer_excursion: out of range for at least this long")
     undeclared_grace_s: float = Field(
         600.0, ge=0, description="undeclared_container: no declaration for this long")
+    transit_settle_s: float = Field(
+        10.0, ge=0, description="linked ports: wall-clock seconds an arrival waits for late "
+        "evidence (two ports, two MQTT sessions) before its checks run")
     severities: dict[Rule, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITIES))
 
     def severity(self, rule: Rule) -> Severity:

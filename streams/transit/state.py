@@ -12,9 +12,20 @@ from schemas.transit import TransitPhase
 
 # Released or on the way: the deadline runs.
 OPEN_PHASES = frozenset({TransitPhase.RELEASED, TransitPhase.DEPARTED})
-# ... or late: until it arrives, the movement's own checks judge its seals, its barge and its
-# mass at the destination, not the terminal rules (one fault, one alert).
-IN_TRANSIT = OPEN_PHASES | {TransitPhase.OVERDUE}
+# ... or late, or arrived and not judged yet: until it is judged, the movement's own checks
+# judge its seals, its barge and its mass at the destination, not the terminal rules (one
+# fault, one alert).
+IN_TRANSIT = OPEN_PHASES | {TransitPhase.OVERDUE, TransitPhase.ARRIVED}
+
+
+class Sighting(BaseModel):
+    """One reading that matters to a check, with its event time: readings arrive late and out
+    of order (two ports, two MQTT sessions), so which ones fall inside the leg is decided when
+    the leg is judged."""
+
+    at: datetime
+    evidence: Evidence
+    note: str = ""  # what was seen: "door opened", a seal id, metres off the corridor
 
 
 class TransitState(BaseModel):
@@ -26,14 +37,15 @@ class TransitState(BaseModel):
     phase: TransitPhase = TransitPhase.LODGED
     released_at: datetime | None = None
     departed_at: datetime | None = None
-    arrived_at: datetime | None = None
     departure: Evidence | None = None
     departure_carrier: str | None = None
-    reports: list[datetime] = Field(default_factory=list)
+    arrived_at: datetime | None = None
+    arrival: Evidence | None = None
+    arrival_carrier: str | None = None
+    arrival_load_kg: float | None = None
+    arrival_seen_at: datetime | None = None  # wall clock: late evidence is awaited from then
+    reports: list[datetime] = Field(default_factory=list)  # every tracker report since release
     reports_dropped: int = 0
-    off_corridor: list[Evidence] = Field(default_factory=list)
-    worst_off_corridor_m: float = 0.0
-    breaches: list[Evidence] = Field(default_factory=list)
-    breach_kinds: list[str] = Field(default_factory=list)
-    seals_read: list[str] = Field(default_factory=list)
-    seal_evidence: list[Evidence] = Field(default_factory=list)
+    off_corridor: list[Sighting] = Field(default_factory=list)
+    breaches: list[Sighting] = Field(default_factory=list)
+    seals: list[Sighting] = Field(default_factory=list)  # seal ids read at the destination

@@ -3,20 +3,21 @@
 Phases: lodged → released (the declaration is released at the origin) → departed (a quay
 crane at the origin finished lifting it onto a barge) → arrived (a quay crane at the
 destination finished lifting it off) → discharged, or discrepancy; overdue when the deadline
-passes first. Between release and arrival the container's own tracker is the witness: every
-seal or door report, every position fix and every silence is kept, bounded. At arrival the
-checks of ``schemas.transit.CheckName`` run once: all passed, a ``DischargeCertificate``;
-any failed, a ``transit_discrepancy`` finding naming the failed checks (the alert lifecycle of
-``streams.rules.engine`` then raises it, latched until an officer closes it).
-
-Event time throughout: readings may arrive late or out of order; the clock that declares a
-movement overdue is the caller's (the latest event time it has seen).
+passes first. After the release the container's own tracker is the witness: every seal or
+door report, every position fix and every report time is kept, bounded, with its event time.
+Readings arrive late and out of order (the two ports publish through two MQTT sessions), so
+an arrival waits ``transit_settle_s`` of wall clock for late evidence; then the checks of
+``schemas.transit.CheckName`` run once (``judge``) over what falls inside the leg: all passed,
+a ``DischargeCertificate``; any failed, a ``transit_discrepancy`` finding naming the failed
+checks (the alert lifecycle of ``streams.rules.engine`` raises it, latched until an officer
+closes it). The clock that declares a movement overdue is the caller's: the latest event time
+it has seen.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 
 from schemas import Declaration, Evidence, Rule
@@ -34,9 +35,10 @@ from schemas.transit import (
 from streams.rules.checks import Finding
 from streams.rules.thresholds import Thresholds
 from streams.transit.corridor import off_corridor_m
-from streams.transit.state import OPEN_PHASES, TransitState
+from streams.transit.state import IN_TRANSIT, OPEN_PHASES, Sighting, TransitState
 
-EVIDENCE_KEPT = 5  # per check: the first ones, which show when the trouble began
+EVIDENCE_SHOWN = 5  # per check: the earliest, which show when the trouble began
+SIGHTINGS_KEPT = 50  # per kind, between the release and the judgement
 MAX_REPORTS = 20_000  # tracker report times kept per leg (a report a second for 5 h)
 LIFT_DONE = "lift_end"  # a quay crane finished a lift: onto the barge at the origin, off it at
 # the destination (DCSA LOAD and DISC)
@@ -85,9 +87,10 @@ def on_declaration(state: TransitState | None, declaration: Declaration
     return state, outcome
 
 
-def on_reading(state: TransitState, leg: Leg, reading: AnyReading, evidence: Evidence
-               ) -> TransitOutcome:
-    """What one reading of the container tells about its movement (``state`` in place)."""
+def on_reading(state: TransitState, leg: Leg, reading: AnyReading, evidence: Evidence, *,
+               now: datetime) -> TransitOutcome:
+    """What one reading of the container tells about its movement (``state`` in place);
+    ``now`` is the wall clock, from which late evidence of an arrival is awaited."""
     movement = leg.movement
     outcome = TransitOutcome()
     if state.movement_id != movement.movement_id or state.released_at is None or (
@@ -96,13 +99,20 @@ def on_reading(state: TransitState, leg: Leg, reading: AnyReading, evidence: Evi
     if isinstance(reading, ContainerReading):
         _witness(state, movement, reading, evidence)
     elif isinstance(reading, CraneReading) and reading.event == LIFT_DONE:
-        if reading.port == movement.origin and state.phase == TransitPhase.RELEASED:
-            state.phase, state.departed_at = TransitPhase.DEPARTED, reading.ts
-            state.departure, state.departure_carrier = evidence, reading.vessel_imo
+        if reading.port == movement.origin and state.departed_at is None and (
+                state.arrived_at is None or reading.ts <= state.arrived_at):
+            state.departed_at, state.departure = reading.ts, evidence
+            state.departure_carrier = reading.vessel_imo
+            if state.phase == TransitPhase.RELEASED:  # else it arrived first (out of order)
+                state.phase = TransitPhase.DEPARTED
+                outcome.events.append(_event(state, leg.declaration, reading.ts,
+                                             evidence=evidence))
+        elif reading.port == movement.destination and state.arrived_at is None and (
+                state.phase in (*OPEN_PHASES, TransitPhase.OVERDUE)):
+            state.phase, state.arrived_at = TransitPhase.ARRIVED, reading.ts
+            state.arrival, state.arrival_seen_at = evidence, now
+            state.arrival_carrier, state.arrival_load_kg = reading.vessel_imo, reading.load_kg
             outcome.events.append(_event(state, leg.declaration, reading.ts, evidence=evidence))
-        elif reading.port == movement.destination and state.phase in (
-                TransitPhase.DEPARTED, TransitPhase.OVERDUE):
-            return _arrive(state, leg, reading, evidence)
     overdue = check_overdue(state, leg, reading.ts)
     outcome.events += overdue.events
     outcome.findings += overdue.findings
@@ -125,41 +135,18 @@ def check_overdue(state: TransitState, leg: Leg, now: datetime) -> TransitOutcom
     return outcome
 
 
-def _witness(state: TransitState, movement: Movement, reading: ContainerReading,
-             evidence: Evidence) -> None:
-    """Keep what the container's tracker says between release and arrival."""
-    if state.phase not in (*OPEN_PHASES, TransitPhase.OVERDUE):
-        return
-    broken = [kind for kind, happened in (("seal broken", reading.seal_state == "broken"),
-                                          ("door opened", reading.door == "open")) if happened]
-    if broken:
-        state.breach_kinds = sorted({*state.breach_kinds, *broken})
-        _keep(state.breaches, evidence)
-    if state.departed_at is None or reading.ts < state.departed_at:
-        return
-    if len(state.reports) < MAX_REPORTS:
-        state.reports.append(reading.ts)
-    else:
-        state.reports_dropped += 1
-    if reading.lat is not None and reading.lon is not None:
-        off = off_corridor_m(GeoPoint(lat=reading.lat, lon=reading.lon), movement.corridor)
-        if off > 0:
-            state.worst_off_corridor_m = max(state.worst_off_corridor_m, off)
-            _keep(state.off_corridor, evidence)
-    if reading.port == movement.destination and reading.seal_id is not None:
-        state.seals_read = sorted({*state.seals_read, reading.seal_id})
-        _keep(state.seal_evidence, evidence)
-
-
-def _arrive(state: TransitState, leg: Leg, lift: CraneReading, evidence: Evidence
-            ) -> TransitOutcome:
+def judge(state: TransitState, leg: Leg, now: datetime) -> TransitOutcome:
+    """Run the checks of an arrived movement once its late evidence had ``transit_settle_s``
+    (wall clock) to come in: a certificate, or a discrepancy naming the failed checks."""
+    settle = timedelta(seconds=leg.thresholds.transit_settle_s)
+    if state.phase != TransitPhase.ARRIVED or state.arrival_seen_at is None or (
+            now < state.arrival_seen_at + settle):
+        return TransitOutcome()
+    assert state.arrived_at is not None
     declaration, movement = leg.declaration, leg.movement
-    already_overdue = state.phase == TransitPhase.OVERDUE  # its alert was raised then
-    state.arrived_at = lift.ts
-    checks = _checks(state, leg, lift, evidence)
+    was_overdue = state.arrived_at > movement.deadline  # its alert was raised then
+    checks = _checks(state, leg)
     outcome = TransitOutcome()
-    state.phase = TransitPhase.ARRIVED
-    outcome.events.append(_event(state, declaration, lift.ts, evidence=evidence, checks=checks))
     failed = [check for check in checks if not check.passed]
     if not failed:
         state.phase = TransitPhase.DISCHARGED
@@ -171,12 +158,12 @@ def _arrive(state: TransitState, leg: Leg, lift: CraneReading, evidence: Evidenc
             declaration_version=declaration.version, origin=movement.origin,
             destination=movement.destination, carrier_imo=movement.carrier_imo,
             released_at=state.released_at, departed_at=state.departed_at,
-            arrived_at=lift.ts, checks=tuple(checks), issued_by=leg.issuer)
+            arrived_at=state.arrived_at, checks=tuple(checks), issued_by=leg.issuer)
     else:
         state.phase = TransitPhase.DISCREPANCY
         # An overdue movement's lateness was alerted when its deadline passed.
         new = [check for check in failed
-               if not (already_overdue and check.check == CheckName.DEADLINE)]
+               if not (was_overdue and check.check == CheckName.DEADLINE)]
         if new:
             outcome.findings.append(Finding(
                 Rule.TRANSIT_DISCREPANCY, True,
@@ -184,57 +171,87 @@ def _arrive(state: TransitState, leg: Leg, lift: CraneReading, evidence: Evidenc
                  "detail": "; ".join(check.detail for check in new)[:500]},
                 {"movement_id": movement.movement_id, "origin": movement.origin,
                  "destination": movement.destination}))
-    outcome.events.append(_event(state, declaration, lift.ts, evidence=evidence, checks=checks))
+    outcome.events.append(_event(state, declaration, state.arrived_at, evidence=state.arrival,
+                                 checks=checks))
     return outcome
 
 
-def _checks(state: TransitState, leg: Leg, lift: CraneReading, arrival: Evidence
-            ) -> list[TransitCheck]:
+def _witness(state: TransitState, movement: Movement, reading: ContainerReading,
+             evidence: Evidence) -> None:
+    """Keep what the container's tracker says after its release; which of it falls inside
+    the leg is decided when the leg is judged (readings arrive out of order)."""
+    if state.phase not in IN_TRANSIT or (
+            state.arrived_at is not None and reading.ts > state.arrived_at):
+        return
+    for kind, happened in (("seal broken", reading.seal_state == "broken"),
+                           ("door opened", reading.door == "open")):
+        if happened:
+            _keep(state.breaches, Sighting(at=reading.ts, evidence=evidence, note=kind))
+    if len(state.reports) < MAX_REPORTS:
+        state.reports.append(reading.ts)
+    else:
+        state.reports_dropped += 1
+    if reading.lat is not None and reading.lon is not None:
+        off = off_corridor_m(GeoPoint(lat=reading.lat, lon=reading.lon), movement.corridor)
+        if off > 0:
+            _keep(state.off_corridor, Sighting(at=reading.ts, evidence=evidence,
+                                               note=f"{off:.0f}"))
+    if reading.port == movement.destination and reading.seal_id is not None:
+        _keep(state.seals, Sighting(at=reading.ts, evidence=evidence, note=reading.seal_id))
+
+
+def _checks(state: TransitState, leg: Leg) -> list[TransitCheck]:
     declaration, movement, thresholds = leg.declaration, leg.movement, leg.thresholds
-    assert state.departed_at is not None
-    ends = tuple(e for e in (state.departure, arrival) if e is not None)
-    read, sealed = set(state.seals_read), set(movement.seals)
-    gap_s, gap_from = _longest_silence(state.reports, state.departed_at, lift.ts)
+    released, arrived = state.released_at, state.arrived_at
+    assert released is not None
+    assert arrived is not None
+    departed = state.departed_at or arrived  # never seen loaded: the identity check says so
+    leg_only = [s for s in state.off_corridor if departed <= s.at <= arrived]
+    breaches = [s for s in state.breaches if released <= s.at <= arrived]
+    seals = [s for s in state.seals if departed <= s.at <= arrived]
+    read, sealed = {s.note for s in seals}, set(movement.seals)
+    gap_s, gap_from = _longest_silence(state.reports, departed, arrived)
     tolerance = max(thresholds.weight_tolerance_ratio * declaration.gross_mass_kg,
                     thresholds.weight_tolerance_kg)
-    carriers = {state.departure_carrier, lift.vessel_imo}
+    load = state.arrival_load_kg
+    ends = tuple(e for e in (state.departure, state.arrival) if e is not None)
+    arrival = tuple(e for e in (state.arrival,) if e is not None)
+    worst = max((float(s.note) for s in leg_only), default=0.0)
     return [
-        TransitCheck(check=CheckName.SEALS, passed=read == sealed, evidence=tuple(
-            state.seal_evidence), detail=f"read at {movement.destination}: "
-            f"{', '.join(sorted(read)) or 'none'}; applied at release: "
-            f"{', '.join(sorted(sealed))}"),
-        TransitCheck(check=CheckName.INTEGRITY, passed=not state.breaches,
-                     evidence=tuple(state.breaches), detail=(
-                         f"{' and '.join(state.breach_kinds)} between release and arrival"
-                         if state.breaches else "seal intact and door closed throughout")),
-        TransitCheck(check=CheckName.CORRIDOR, passed=not state.off_corridor,
-                     evidence=tuple(state.off_corridor), detail=(
-                         f"{len(state.off_corridor)}+ fixes outside corridor "
-                         f"{movement.corridor.corridor_id}, up to "
-                         f"{state.worst_off_corridor_m:.0f} m beyond its "
-                         f"{movement.corridor.buffer_m:.0f} m buffer" if state.off_corridor
-                         else f"every fix within {movement.corridor.buffer_m:.0f} m of "
-                         f"corridor {movement.corridor.corridor_id}")),
+        TransitCheck(check=CheckName.SEALS, passed=read == sealed, evidence=_shown(seals),
+                     detail=f"read at {movement.destination}: "
+                     f"{', '.join(sorted(read)) or 'none'}; applied at release: "
+                     f"{', '.join(sorted(sealed))}"),
+        TransitCheck(check=CheckName.INTEGRITY, passed=not breaches, evidence=_shown(breaches),
+                     detail=(f"{' and '.join(sorted({s.note for s in breaches}))} between "
+                             "release and arrival" if breaches
+                             else "seal intact and door closed throughout")),
+        TransitCheck(check=CheckName.CORRIDOR, passed=not leg_only, evidence=_shown(leg_only),
+                     detail=(f"{len(leg_only)} fixes outside corridor "
+                             f"{movement.corridor.corridor_id}, up to {worst:.0f} m beyond its "
+                             f"{movement.corridor.buffer_m:.0f} m buffer" if leg_only
+                             else f"every fix within {movement.corridor.buffer_m:.0f} m of "
+                             f"corridor {movement.corridor.corridor_id}")),
         TransitCheck(check=CheckName.REPORTING, passed=gap_s <= movement.corridor.max_gap_s,
                      evidence=ends, detail=(
-                         f"longest silence {gap_s:.0f} s from {gap_from:%Y-%m-%dT%H:%M:%SZ} "
-                         f"({len(state.reports)} reports); allowed "
-                         f"{movement.corridor.max_gap_s:.0f} s")),
-        TransitCheck(check=CheckName.DEADLINE, passed=lift.ts <= movement.deadline,
-                     evidence=(arrival,), detail=(
-                         f"arrived {lift.ts:%Y-%m-%dT%H:%M:%SZ}, deadline "
+                         f"longest silence {gap_s:.0f} s from {gap_from:%Y-%m-%dT%H:%M:%SZ}; "
+                         f"allowed {movement.corridor.max_gap_s:.0f} s")),
+        TransitCheck(check=CheckName.DEADLINE, passed=arrived <= movement.deadline,
+                     evidence=arrival, detail=(
+                         f"arrived {arrived:%Y-%m-%dT%H:%M:%SZ}, deadline "
                          f"{movement.deadline:%Y-%m-%dT%H:%M:%SZ}; transit "
-                         f"{(lift.ts - state.departed_at).total_seconds():.0f} s")),
-        TransitCheck(check=CheckName.MASS, passed=lift.load_kg is not None and abs(
-            lift.load_kg - declaration.gross_mass_kg) <= tolerance, evidence=(arrival,),
-            detail=f"measured {lift.load_kg if lift.load_kg is not None else 'nothing'} kg at "
+                         f"{(arrived - departed).total_seconds():.0f} s")),
+        TransitCheck(check=CheckName.MASS, passed=load is not None and abs(
+            load - declaration.gross_mass_kg) <= tolerance, evidence=arrival,
+            detail=f"measured {load if load is not None else 'nothing'} kg at "
             f"{movement.destination}, declared {declaration.gross_mass_kg:.0f} kg "
             f"± {tolerance:.0f}"),
-        TransitCheck(check=CheckName.IDENTITY, passed=carriers == {movement.carrier_imo},
-                     evidence=ends, detail=(
-                         f"loaded on {state.departure_carrier or 'no barge named'}, discharged "
-                         f"from {lift.vessel_imo or 'no barge named'}; declared barge "
-                         f"{movement.carrier_imo}")),
+        TransitCheck(check=CheckName.IDENTITY, passed={
+            state.departure_carrier, state.arrival_carrier} == {movement.carrier_imo},
+            evidence=ends, detail=(
+                f"loaded on {state.departure_carrier or 'no barge seen'}, discharged from "
+                f"{state.arrival_carrier or 'no barge named'}; declared barge "
+                f"{movement.carrier_imo}")),
     ]
 
 
@@ -246,9 +263,17 @@ def _longest_silence(reports: list[datetime], departed: datetime, arrived: datet
     return max(((b - a).total_seconds(), a) for a, b in pairwise(times))
 
 
-def _keep(kept: list[Evidence], evidence: Evidence) -> None:
-    if len(kept) < EVIDENCE_KEPT and evidence not in kept:
-        kept.append(evidence)
+def _keep(kept: list[Sighting], sighting: Sighting) -> None:
+    """The earliest sightings, bounded: they show when the trouble began."""
+    if any(s.evidence == sighting.evidence for s in kept):
+        return  # a redelivery
+    kept.append(sighting)
+    kept.sort(key=lambda s: s.at)
+    del kept[SIGHTINGS_KEPT:]
+
+
+def _shown(sightings: list[Sighting]) -> tuple[Evidence, ...]:
+    return tuple(s.evidence for s in sightings[:EVIDENCE_SHOWN])
 
 
 def _event(state: TransitState, declaration: Declaration, at: datetime, *,

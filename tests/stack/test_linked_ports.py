@@ -59,7 +59,7 @@ def _certificates(settings: Settings, since: dict[int, int]
 def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_verifies(
     stack: Settings, worker: PipelineProcess, tmp_path: Path
 ) -> None:
-    linked = LinkedPorts(LinkedConfig(containers=24, seed=11, fault_rate=0.5))
+    linked = LinkedPorts(LinkedConfig(containers=24, seed=1, fault_rate=0.5))
     faulty = {t.declaration.container_no: t for t in linked.transits if t.fault}
     assert {t.fault for t in faulty.values()} == set(FAULTS)
     clean = {t.declaration.container_no for t in linked.transits if not t.fault}

@@ -5,13 +5,13 @@ discharge certificate, and nothing else is raised."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
 from ingest.validation import Accepted, Limits, classify
 from schemas import AlertState, Evidence, Rule
 from schemas.transit import CheckName, DischargeCertificate, TransitPhase
-from streams.rules.engine import declare, evaluate, sweep_overdue
+from streams.rules.engine import declare, evaluate, sweep_transit
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 
@@ -45,9 +45,14 @@ def _judge(linked: LinkedPorts) -> tuple[list[tuple[str, Rule, str]], list[Disch
         if outcome.certificate is not None:
             certificates.append(outcome.certificate)
         clock = max(clock, reading.ts)
-    for number, declaration in declarations.items():  # the worker's overdue sweep
-        swept = sweep_overdue(states[number], declaration, Thresholds(), clock)
-        raised += [(a.container_no, a.rule, "") for a in swept.alerts]
+    for number, declaration in declarations.items():  # the worker's sweep, a day later
+        swept = sweep_transit(states[number], declaration, Thresholds(), clock=clock,
+                              now=clock + timedelta(days=1), issuer="test")
+        raised += [(a.container_no, a.rule, str(a.measured.get("failed_checks", "")))
+                   for a in swept.alerts if a.state is AlertState.RAISED]
+        phases.update(step.phase for step in swept.transit)
+        if swept.certificate is not None:
+            certificates.append(swept.certificate)
     return raised, certificates, phases
 
 

@@ -15,7 +15,14 @@ from schemas.transit import GeoPoint, Movement, TransitPhase
 from streams.rules.thresholds import Thresholds
 from streams.transit.corridor import distance_to_polyline
 from streams.transit.state import TransitState
-from streams.transit.tracker import Leg, check_overdue, on_declaration, on_reading
+from streams.transit.tracker import (
+    Leg,
+    TransitOutcome,
+    check_overdue,
+    judge,
+    on_declaration,
+    on_reading,
+)
 from tests.helpers import container_reading, crane_reading, declaration
 
 ORIGIN, DESTINATION = "CNSUD", "CNSHK"  # Shunde river port → Shekou
@@ -80,7 +87,16 @@ class Followed:
         assert self.leg is not None
         reading = parse_telemetry(json.dumps(body))
         self.offset += 1
-        outcome = on_reading(self.state, self.leg, reading, _evidence(self.offset, reading))
+        self._take(on_reading(self.state, self.leg, reading, _evidence(self.offset, reading),
+                              now=reading.ts))
+        self._take(judge(self.state, self.leg, reading.ts))
+
+    def settle(self) -> None:
+        """The late evidence of the arrival had its time (wall clock)."""
+        assert self.leg is not None
+        self._take(judge(self.state, self.leg, T0 + timedelta(days=1)))
+
+    def _take(self, outcome: TransitOutcome) -> None:
         self.events += outcome.events
         self.findings += outcome.findings
         if outcome.certificate:
@@ -120,6 +136,7 @@ def _journey(leg: Followed, *, skip: frozenset[str] = frozenset(),
             continue
         leg.read(_tracker(minutes, lat, lon, port, tracker if step == 9 else None))
     leg.read(_lift(end_minutes, DESTINATION, lift))
+    leg.settle()
 
 
 def _along(fraction: float) -> tuple[float, float]:
@@ -176,6 +193,7 @@ def test_each_transit_fault_fails_exactly_its_check(fault: str, failed: str) -> 
                 leg.read(_tracker(10 + step * 9, lat, lon, DESTINATION if step == 17 else ORIGIN,
                                   swapped))
             leg.read(_lift(180, DESTINATION))
+            leg.settle()
         case "door opened mid-leg":
             _journey(leg, tracker={"door": "open"})
         case "corridor deviation":
@@ -209,6 +227,7 @@ def test_overdue_when_the_deadline_passes_not_at_arrival() -> None:
         lat, lon = _along(step / 17)
         leg.read(_tracker(10 + step * 9, lat, lon, DESTINATION if step == 17 else ORIGIN))
     leg.read(_lift(170, DESTINATION))
+    leg.settle()
     assert leg.findings == []
     assert leg.phases()[-1] == TransitPhase.DISCREPANCY
     assert [c.check.value for c in leg.events[-1].checks if not c.passed] == ["deadline"]
@@ -223,7 +242,7 @@ def test_readings_before_the_release_or_of_another_movement_are_not_evidence() -
                          phase=TransitPhase.RELEASED, released_at=T0)
     assert leg.leg is not None
     reading = parse_telemetry(json.dumps(_lift(6, ORIGIN)))
-    assert on_reading(other, leg.leg, reading, _evidence(1, reading)).events == []
+    assert on_reading(other, leg.leg, reading, _evidence(1, reading), now=T0).events == []
 
 
 def test_a_movement_names_two_ports_and_at_least_one_seal() -> None:
@@ -237,7 +256,7 @@ def test_a_silent_tracker_is_overdue_when_the_clock_passes_the_deadline() -> Non
     """No reading of the container after its departure: the worker's clock (the latest event
     time it saw) raises the overdue alert, once, with the departure as evidence."""
     from schemas import AlertState
-    from streams.rules.engine import declare, evaluate, sweep_overdue
+    from streams.rules.engine import declare, evaluate, sweep_transit
     from streams.rules.state import ContainerState
 
     declared = _declared()
@@ -245,11 +264,14 @@ def test_a_silent_tracker_is_overdue_when_the_clock_passes_the_deadline() -> Non
     declare(state, declared)
     reading = parse_telemetry(json.dumps(_lift(5, ORIGIN)))
     evaluate(reading, declared, state, Thresholds(), _evidence(1, reading))
-    assert sweep_overdue(state, declared, Thresholds(), T0 + timedelta(hours=7)).alerts == []
-    late = sweep_overdue(state, declared, Thresholds(), T0 + timedelta(hours=8, minutes=1))
+    def sweep(clock: datetime) -> Any:
+        return sweep_transit(state, declared, Thresholds(), clock=clock, now=clock, issuer="t")
+
+    assert sweep(T0 + timedelta(hours=7)).alerts == []
+    late = sweep(T0 + timedelta(hours=8, minutes=1))
     [alert] = late.alerts
     assert (alert.rule, alert.state, alert.port) == (
         Rule.TRANSIT_OVERDUE, AlertState.RAISED, DESTINATION)
     assert [e.offset for e in alert.evidence] == [1]  # the departure
     assert [e.phase for e in late.transit] == [TransitPhase.OVERDUE]
-    assert sweep_overdue(state, declared, Thresholds(), T0 + timedelta(hours=9)).alerts == []
+    assert sweep(T0 + timedelta(hours=9)).alerts == []
