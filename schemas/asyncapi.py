@@ -81,6 +81,12 @@ def build() -> dict[str, Any]:
             "released, departed, arrived with its checks, discharged, discrepancy, overdue).",
             "container number",
         ),
+        "clearance": _channel(
+            topics.CLEARANCE, "kafka", "Clearance",
+            "Linked ports, compacted: per container, green (declared once, transit verified: "
+            "release without a second declaration) or held with the reasons.",
+            "container number",
+        ),
         "dischargeCertificates": _channel(
             topics.CERTIFICATES, "kafka", "DischargeCertificate",
             "Linked ports: a clean transit's certificate, every check passed; anchored like "
@@ -112,6 +118,8 @@ def build() -> dict[str, Any]:
         "streamsConsumeAlertCommands": ("receive", "alertCommands"),
         "streamsProduceTransitMovements": ("send", "transitMovements"),
         "streamsProduceDischargeCertificates": ("send", "dischargeCertificates"),
+        "streamsProduceClearance": ("send", "clearance"),
+        "customsConsumeClearance": ("receive", "clearance"),
         "anchorerProducesAnchors": ("send", "anchors"),
     }
     return {

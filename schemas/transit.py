@@ -102,6 +102,20 @@ class TransitEvent(Message):
     evidence: tuple[Evidence, ...] = ()
 
 
+class Clearance(Message):
+    """What customs at the destination subscribes to (value of ``customs.clearance.v1``,
+    compacted, keyed by container): ``green`` — declared once, transit verified: release
+    without a second declaration — or ``held`` with the reasons."""
+
+    container_no: ContainerNumber
+    movement_id: MovementId
+    declaration_id: str
+    destination: UnLocode
+    status: Literal["green", "held"]
+    reasons: tuple[Annotated[str, Field(max_length=500)], ...] = ()
+    at: UtcDatetime
+
+
 class DischargeCertificate(Message):
     """A clean transit (value of ``transit.certificates.v1``, anchored like every record):
     customs at the destination accepts the origin's declaration on the strength of it."""

@@ -181,8 +181,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     telemetry = app.topic(telemetry_name, **raw)
     declarations = app.topic(declarations_name, **raw)
     alerts = app.topic(alerts_name, **raw)
-    transit = app.topic(topics.TRANSIT, **raw)
-    certificates = app.topic(topics.CERTIFICATES, **raw)
+    transit = {name: app.topic(name, **raw)
+               for name in (topics.TRANSIT, topics.CERTIFICATES, topics.CLEARANCE)}
     declaration_table = app.Table(DECLARATIONS_TABLE, **raw)
     state_table = app.Table(STATE_TABLE, **raw)
     open_movements = _OpenMovements(app.Table(OPEN_MOVEMENTS_TABLE, **raw))
@@ -198,9 +198,11 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
         for alert in outcome.alerts:
             await publish(key, alert)
         for step in outcome.transit:
-            await transit.send(key=key, value=encode(step))
-        if outcome.certificate is not None:
-            await certificates.send(key=key, value=encode(outcome.certificate))
+            await transit[topics.TRANSIT].send(key=key, value=encode(step))
+        for name, made in ((topics.CERTIFICATES, outcome.certificate),
+                           (topics.CLEARANCE, outcome.clearance)):
+            if made is not None:
+                await transit[name].send(key=key, value=encode(made))
 
     _keep_declarations(app, declarations, table=declaration_table,
                        current_declarations=current_declarations, states=states,

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from schemas import Alert, AlertCommand, AlertState, Declaration, Evidence, Rule, Severity
 from schemas.telemetry import AnyReading, reading_id
-from schemas.transit import DischargeCertificate, TransitEvent
+from schemas.transit import Clearance, DischargeCertificate, TransitEvent
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
@@ -142,6 +142,7 @@ class Outcome:
     alerts: list[Alert] = field(default_factory=list)
     transit: list[TransitEvent] = field(default_factory=list)
     certificate: DischargeCertificate | None = None
+    clearance: Clearance | None = None
 
 
 def declare(state: ContainerState, declaration: Declaration) -> list[TransitEvent]:
@@ -165,7 +166,8 @@ def sweep_transit(state: ContainerState, declaration: Declaration, thresholds: T
     alerts = [alert for finding in (*overdue.findings, *judged.findings)
               if (alert := apply(state, finding, context, evidence, thresholds))]
     return Outcome(alerts=alerts, transit=overdue.events + judged.events,
-                   certificate=judged.certificate)
+                   certificate=judged.certificate,
+                   clearance=judged.clearance or overdue.clearance)
 
 
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,
@@ -194,6 +196,7 @@ def evaluate(reading: AnyReading, declaration: Declaration | None, state: Contai
         findings += followed.findings + judged.findings
         outcome.transit = followed.events + judged.events
         outcome.certificate = judged.certificate
+        outcome.clearance = judged.clearance or followed.clearance
     for finding in findings:
         event = apply(state, finding, context, evidence, thresholds)
         if event is not None:

@@ -25,6 +25,7 @@ from schemas.declaration import RELEASED_STATUSES
 from schemas.telemetry import AnyReading, ContainerReading, CraneReading
 from schemas.transit import (
     CheckName,
+    Clearance,
     DischargeCertificate,
     GeoPoint,
     Movement,
@@ -65,6 +66,7 @@ class Leg:
 class TransitOutcome:
     events: list[TransitEvent] = field(default_factory=list)
     certificate: DischargeCertificate | None = None
+    clearance: Clearance | None = None
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -127,6 +129,9 @@ def check_overdue(state: TransitState, leg: Leg, now: datetime) -> TransitOutcom
         return outcome
     state.phase = TransitPhase.OVERDUE
     outcome.events.append(_event(state, leg.declaration, now))
+    outcome.clearance = _clearance(leg, now, [
+        f"overdue: not discharged at {movement.destination} by its deadline "
+        f"{movement.deadline:%Y-%m-%dT%H:%M:%SZ}"])
     outcome.findings.append(Finding(
         Rule.TRANSIT_OVERDUE, True,
         {"movement_id": movement.movement_id, "phase_before": "departed"
@@ -159,8 +164,11 @@ def judge(state: TransitState, leg: Leg, now: datetime) -> TransitOutcome:
             destination=movement.destination, carrier_imo=movement.carrier_imo,
             released_at=state.released_at, departed_at=state.departed_at,
             arrived_at=state.arrived_at, checks=tuple(checks), issued_by=leg.issuer)
+        outcome.clearance = _clearance(leg, state.arrived_at, [])
     else:
         state.phase = TransitPhase.DISCREPANCY
+        outcome.clearance = _clearance(leg, state.arrived_at, [
+            f"{check.check.value}: {check.detail}" for check in failed])
         # An overdue movement's lateness was alerted when its deadline passed.
         new = [check for check in failed
                if not (was_overdue and check.check == CheckName.DEADLINE)]
@@ -274,6 +282,14 @@ def _keep(kept: list[Sighting], sighting: Sighting) -> None:
 
 def _shown(sightings: list[Sighting]) -> tuple[Evidence, ...]:
     return tuple(s.evidence for s in sightings[:EVIDENCE_SHOWN])
+
+
+def _clearance(leg: Leg, at: datetime, reasons: list[str]) -> Clearance:
+    return Clearance(container_no=leg.declaration.container_no,
+                     movement_id=leg.movement.movement_id,
+                     declaration_id=leg.declaration.declaration_id,
+                     destination=leg.movement.destination,
+                     status="held" if reasons else "green", reasons=tuple(reasons), at=at)
 
 
 def _event(state: TransitState, declaration: Declaration, at: datetime, *,

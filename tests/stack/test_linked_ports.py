@@ -22,7 +22,7 @@ from ingest import declarations
 from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
 from ingest.simulate import SimulationReport, run, write_declarations
 from schemas import Alert, topics
-from schemas.transit import DischargeCertificate
+from schemas.transit import Clearance, DischargeCertificate
 from smartport.kafka import high_watermarks, read_range
 from smartport.mqtt import edge_user, mqtt_as
 from smartport.settings import Settings
@@ -71,6 +71,7 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
     gateway = GatewayProcess(unique("gw"), None, tmp_path).start()
     alerts_since = high_watermarks(stack.kafka, topics.ALERTS)
     certificates_since = high_watermarks(stack.kafka, topics.CERTIFICATES)
+    clearance_since = high_watermarks(stack.kafka, topics.CLEARANCE)
     report = SimulationReport()
 
     def publish() -> None:
@@ -95,6 +96,10 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
     assert set(certificates) == clean  # exactly one each (a dict would hide a second)
     assert sum(1 for _ in read_range(stack.kafka, topics.CERTIFICATES,
                                      certificates_since)) == len(clean)
+    statuses = {c.container_no: c.status for c in (
+        Clearance.model_validate_json(m.value() or b"")
+        for m in read_range(stack.kafka, topics.CLEARANCE, clearance_since))}
+    assert statuses == {number: "held" if number in faulty else "green" for number in everyone}
 
     # Offline: the certificate's record → its anchored batch → the ledger.
     settings = stack.model_copy(update={"batches": stack.batches.model_copy(

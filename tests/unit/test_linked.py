@@ -5,28 +5,34 @@ discharge certificate, and nothing else is raised."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
 from ingest.validation import Accepted, Limits, classify
 from schemas import AlertState, Evidence, Rule
-from schemas.transit import CheckName, DischargeCertificate, TransitPhase
-from streams.rules.engine import declare, evaluate, sweep_transit
+from schemas.transit import CheckName, Clearance, DischargeCertificate, TransitPhase
+from streams.rules.engine import Outcome, declare, evaluate, sweep_transit
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 
 START = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
 
 
-def _judge(linked: LinkedPorts) -> tuple[list[tuple[str, Rule, str]], list[DischargeCertificate],
-                                         Counter[TransitPhase]]:
+@dataclass
+class Judged:
+    raised: list[tuple[str, Rule, str]] = field(default_factory=list)
+    certificates: list[DischargeCertificate] = field(default_factory=list)
+    phases: Counter[TransitPhase] = field(default_factory=Counter)
+    clearance: dict[str, Clearance] = field(default_factory=dict)  # the latest, as compacted
+
+
+def _judge(linked: LinkedPorts) -> Judged:
+    judged = Judged()
     declarations = {d.container_no: d for d in linked.declarations}
     states = {number: ContainerState() for number in declarations}
-    phases: Counter[TransitPhase] = Counter()
     for number, declaration in declarations.items():
-        phases.update(step.phase for step in declare(states[number], declaration))
-    raised: list[tuple[str, Rule, str]] = []
-    certificates: list[DischargeCertificate] = []
+        judged.phases.update(step.phase for step in declare(states[number], declaration))
     now = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
     clock = START
     for offset, message in enumerate(linked.messages()):
@@ -39,41 +45,49 @@ def _judge(linked: LinkedPorts) -> tuple[list[tuple[str, Rule, str]], list[Disch
                             device_id=reading.device_id, seq=reading.seq)
         outcome = evaluate(reading, declarations[container], states[container], Thresholds(),
                            evidence, issuer="test")
-        raised += [(a.container_no, a.rule, str(a.measured.get("failed_checks", "")))
-                   for a in outcome.alerts if a.state is AlertState.RAISED]
-        phases.update(step.phase for step in outcome.transit)
-        if outcome.certificate is not None:
-            certificates.append(outcome.certificate)
+        _take(judged, outcome)
         clock = max(clock, reading.ts)
     for number, declaration in declarations.items():  # the worker's sweep, a day later
         swept = sweep_transit(states[number], declaration, Thresholds(), clock=clock,
                               now=clock + timedelta(days=1), issuer="test")
-        raised += [(a.container_no, a.rule, str(a.measured.get("failed_checks", "")))
-                   for a in swept.alerts if a.state is AlertState.RAISED]
-        phases.update(step.phase for step in swept.transit)
-        if swept.certificate is not None:
-            certificates.append(swept.certificate)
-    return raised, certificates, phases
+        _take(judged, swept)
+    return judged
+
+
+def _take(judged: Judged, outcome: Outcome) -> None:
+    judged.raised += [(a.container_no, a.rule, str(a.measured.get("failed_checks", "")))
+                      for a in outcome.alerts if a.state is AlertState.RAISED]
+    judged.phases.update(step.phase for step in outcome.transit)
+    if outcome.certificate is not None:
+        judged.certificates.append(outcome.certificate)
+    if outcome.clearance is not None:
+        judged.clearance[outcome.clearance.container_no] = outcome.clearance
 
 
 def test_a_clean_run_discharges_every_container_on_one_declaration() -> None:
     linked = LinkedPorts(LinkedConfig(containers=30, seed=3, start=START))
-    raised, certificates, phases = _judge(linked)
-    assert raised == []
-    assert sorted(c.container_no for c in certificates) == sorted(
+    judged = _judge(linked)
+    assert judged.raised == []
+    assert sorted(c.container_no for c in judged.certificates) == sorted(
         d.container_no for d in linked.declarations)
-    assert phases[TransitPhase.DISCHARGED] == 30
+    assert judged.phases[TransitPhase.DISCHARGED] == 30
+    assert {c.status for c in judged.clearance.values()} == {"green"}
 
 
 def test_each_injected_fault_raises_one_alert_naming_its_check_and_nothing_else() -> None:
     linked = LinkedPorts(LinkedConfig(containers=80, seed=7, fault_rate=0.5, start=START))
     faulty = {t.declaration.container_no: t for t in linked.transits if t.fault}
     assert {t.fault for t in faulty.values()} == set(FAULTS)  # every kind of fault is there
-    raised, certificates, _ = _judge(linked)
+    judged = _judge(linked)
     expected = sorted((number, *_named(t.expected)) for number, t in faulty.items())
-    assert sorted(raised) == expected
-    assert sorted(c.container_no for c in certificates) == sorted(
+    assert sorted(judged.raised) == expected
+    assert sorted(c.container_no for c in judged.certificates) == sorted(
         t.declaration.container_no for t in linked.transits if not t.fault)
+    assert {n: c.status for n, c in judged.clearance.items()} == {
+        t.declaration.container_no: "held" if t.fault else "green" for t in linked.transits}
+    for number, transit in faulty.items():  # held, with the failed check as the reason
+        check = _named(transit.expected)[1]
+        assert judged.clearance[number].reasons[0].startswith(check or "overdue")
     truth = sorted(m.truth for m in linked.messages() if m.truth)
     assert truth == sorted((number, t.expected[0]) for number, t in faulty.items()
                            if t.expected)
