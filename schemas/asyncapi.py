@@ -81,6 +81,12 @@ def build() -> dict[str, Any]:
             "released, departed, arrived with its checks, discharged, discrepancy, overdue).",
             "container number",
         ),
+        "portEvents": _channel(
+            topics.PORT_EVENTS, "kafka", "PortEvent",
+            "DCSA Track & Trace equipment events the terminal derived (LOAD, DISC; TNT 2.2, "
+            "event domain 2.0.2), each with the readings it was derived from.",
+            "container number",
+        ),
         "clearance": _channel(
             topics.CLEARANCE, "kafka", "Clearance",
             "Linked ports, compacted: per container, green (declared once, transit verified: "
@@ -119,6 +125,7 @@ def build() -> dict[str, Any]:
         "streamsProduceTransitMovements": ("send", "transitMovements"),
         "streamsProduceDischargeCertificates": ("send", "dischargeCertificates"),
         "streamsProduceClearance": ("send", "clearance"),
+        "streamsProducePortEvents": ("send", "portEvents"),
         "customsConsumeClearance": ("receive", "clearance"),
         "anchorerProducesAnchors": ("send", "anchors"),
     }

@@ -13,7 +13,7 @@ from schemas.anchoring import AnchorRecord, Receipt
 from schemas.declaration import Declaration
 from schemas.envelope import DlqRecord, GatewayEnvelope
 from schemas.telemetry import TELEMETRY_ADAPTER
-from schemas.transit import Clearance, DischargeCertificate, TransitEvent
+from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitEvent
 
 # Public message names, as used in the AsyncAPI document and the exported file names.
 MESSAGES: dict[str, TypeAdapter[Any]] = {
@@ -28,6 +28,7 @@ MESSAGES: dict[str, TypeAdapter[Any]] = {
     "TransitEvent": TypeAdapter(TransitEvent),
     "DischargeCertificate": TypeAdapter(DischargeCertificate),
     "Clearance": TypeAdapter(Clearance),
+    "PortEvent": TypeAdapter(PortEvent),
 }
 
 

@@ -14,9 +14,10 @@ ANCHORS = "anchors.v1"
 TRANSIT = "transit.movements.v1"  # linked ports: each step of a declared movement
 CERTIFICATES = "transit.certificates.v1"  # ... and the discharge certificate of a clean one
 CLEARANCE = "customs.clearance.v1"  # ... and, per container, green or held
+PORT_EVENTS = "dcsa.events.v1"  # DCSA Track & Trace equipment events the terminal derived
 
 KAFKA_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS, ALERTS, ALERT_COMMANDS, TELEMETRY_DLQ,
-                                 ANCHORS, TRANSIT, CERTIFICATES, CLEARANCE)
+                                 ANCHORS, TRANSIT, CERTIFICATES, CLEARANCE, PORT_EVENTS)
 # Compacted topics keep the latest value per key (the current declaration of a container).
 COMPACTED_TOPICS = frozenset({DECLARATIONS, CLEARANCE})
 # Topics read by keyed stream tasks must have the same partition count (co-partitioning).

@@ -9,7 +9,7 @@ at arrival, checks it (``TransitCheck``). A clean transit yields a ``DischargeCe
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -100,6 +100,19 @@ class TransitEvent(Message):
     at: UtcDatetime
     checks: tuple[TransitCheck, ...] = ()
     evidence: tuple[Evidence, ...] = ()
+
+
+class PortEvent(Message):
+    """A DCSA Track & Trace equipment event the terminal derived (value of ``dcsa.events.v1``,
+    keyed by container): ``dcsa`` is the event exactly as DCSA defines it (TNT 2.2, event
+    domain 2.0.2: ``LOAD``, ``DISC``), the rest says what it was derived from."""
+
+    container_no: ContainerNumber
+    movement_id: MovementId
+    declaration_id: str
+    dcsa: dict[str, Any] = Field(description="the DCSA equipmentEvent (camelCase, DCSA codes)")
+    evidence: tuple[Evidence, ...] = Field(description="the readings it was derived from; each "
+                                           "record can be proven with `smartport receipt`")
 
 
 class Clearance(Message):

@@ -161,7 +161,7 @@ class Settings(BaseSettings):
         "eip155:<chain>:<address> accounts")
     anchor_hash: HashAlgorithm = "blake3"
     anchor_topics: tuple[str, ...] = Field(
-        ("telemetry.v1", "transit.certificates.v1"),
+        ("telemetry.v1", "transit.certificates.v1", "dcsa.events.v1"),
         description="topics the anchorer batches (alerts, declarations too)")
     batches: BatchSettings = BatchSettings()
     max_payload_bytes: int = Field(

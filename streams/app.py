@@ -181,8 +181,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     telemetry = app.topic(telemetry_name, **raw)
     declarations = app.topic(declarations_name, **raw)
     alerts = app.topic(alerts_name, **raw)
-    transit = {name: app.topic(name, **raw)
-               for name in (topics.TRANSIT, topics.CERTIFICATES, topics.CLEARANCE)}
+    transit = {name: app.topic(name, **raw) for name in (
+        topics.TRANSIT, topics.CERTIFICATES, topics.CLEARANCE, topics.PORT_EVENTS)}
     declaration_table = app.Table(DECLARATIONS_TABLE, **raw)
     state_table = app.Table(STATE_TABLE, **raw)
     open_movements = _OpenMovements(app.Table(OPEN_MOVEMENTS_TABLE, **raw))
@@ -199,6 +199,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             await publish(key, alert)
         for step in outcome.transit:
             await transit[topics.TRANSIT].send(key=key, value=encode(step))
+        for port_event in outcome.port_events:
+            await transit[topics.PORT_EVENTS].send(key=key, value=encode(port_event))
         for name, made in ((topics.CERTIFICATES, outcome.certificate),
                            (topics.CLEARANCE, outcome.clearance)):
             if made is not None:

@@ -18,10 +18,11 @@ from datetime import datetime
 
 from schemas import Alert, AlertCommand, AlertState, Declaration, Evidence, Rule, Severity
 from schemas.telemetry import AnyReading, reading_id
-from schemas.transit import Clearance, DischargeCertificate, TransitEvent
+from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitEvent
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
+from streams.transit.dcsa import port_event
 from streams.transit.tracker import Leg, check_overdue, judge, on_declaration, on_reading
 
 
@@ -143,6 +144,12 @@ class Outcome:
     transit: list[TransitEvent] = field(default_factory=list)
     certificate: DischargeCertificate | None = None
     clearance: Clearance | None = None
+    port_events: list[PortEvent] = field(default_factory=list)  # DCSA LOAD / DISC
+
+
+def _port_events(steps: list[TransitEvent], declaration: Declaration, created: datetime
+                 ) -> list[PortEvent]:
+    return [event for step in steps if (event := port_event(step, declaration, created))]
 
 
 def declare(state: ContainerState, declaration: Declaration) -> list[TransitEvent]:
@@ -165,9 +172,10 @@ def sweep_transit(state: ContainerState, declaration: Declaration, thresholds: T
     evidence = state.transit.arrival or state.transit.departure
     alerts = [alert for finding in (*overdue.findings, *judged.findings)
               if (alert := apply(state, finding, context, evidence, thresholds))]
-    return Outcome(alerts=alerts, transit=overdue.events + judged.events,
-                   certificate=judged.certificate,
-                   clearance=judged.clearance or overdue.clearance)
+    steps = overdue.events + judged.events
+    return Outcome(alerts=alerts, transit=steps, certificate=judged.certificate,
+                   clearance=judged.clearance or overdue.clearance,
+                   port_events=_port_events(steps, declaration, now))
 
 
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,
@@ -197,6 +205,7 @@ def evaluate(reading: AnyReading, declaration: Declaration | None, state: Contai
         outcome.transit = followed.events + judged.events
         outcome.certificate = judged.certificate
         outcome.clearance = judged.clearance or followed.clearance
+        outcome.port_events = _port_events(outcome.transit, leg.declaration, now or reading.ts)
     for finding in findings:
         event = apply(state, finding, context, evidence, thresholds)
         if event is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ingest import declarations
 from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
 from ingest.simulate import SimulationReport, run, write_declarations
 from schemas import Alert, topics
-from schemas.transit import Clearance, DischargeCertificate
+from schemas.transit import Clearance, DischargeCertificate, PortEvent
 from smartport.kafka import high_watermarks, read_range
 from smartport.mqtt import edge_user, mqtt_as
 from smartport.settings import Settings
@@ -72,6 +73,7 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
     alerts_since = high_watermarks(stack.kafka, topics.ALERTS)
     certificates_since = high_watermarks(stack.kafka, topics.CERTIFICATES)
     clearance_since = high_watermarks(stack.kafka, topics.CLEARANCE)
+    port_events_since = high_watermarks(stack.kafka, topics.PORT_EVENTS)
     report = SimulationReport()
 
     def publish() -> None:
@@ -100,8 +102,21 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
         Clearance.model_validate_json(m.value() or b"")
         for m in read_range(stack.kafka, topics.CLEARANCE, clearance_since))}
     assert statuses == {number: "held" if number in faulty else "green" for number in everyone}
+    codes = Counter(
+        (event.container_no, event.dcsa["equipmentEventTypeCode"]) for event in (
+            PortEvent.model_validate_json(m.value() or b"")
+            for m in read_range(stack.kafka, topics.PORT_EVENTS, port_events_since)))
+    stuck = {n for n, t in faulty.items() if t.fault == "overdue"}
+    assert codes == Counter({**{(n, "LOAD"): 1 for n in everyone},
+                             **{(n, "DISC"): 1 for n in everyone - stuck}})
 
-    # Offline: the certificate's record → its anchored batch → the ledger.
+    certificate, partition, offset = certificates[sorted(clean)[0]]
+    _verify_offline(stack, certificate, partition, offset)
+
+
+def _verify_offline(stack: Settings, certificate: DischargeCertificate, partition: int,
+                    offset: int) -> None:
+    """The certificate's record → its anchored batch → the ledger; a changed byte fails."""
     settings = stack.model_copy(update={"batches": stack.batches.model_copy(
         update={"anchor_seconds": 1.0})})
     ledger = open_ledger(settings)
@@ -109,7 +124,6 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
     anchoring = threading.Thread(target=anchorer.run, kwargs={"idle_exit_s": 4.0})
     anchoring.start()
     anchoring.join(120)
-    certificate, partition, offset = certificates[sorted(clean)[0]]
     receipt, record = receipts.build(settings, topics.CERTIFICATES, partition, offset)
     trusted = {ledger.ledger_id}
     verify.verify(receipt, record, open_ledger(settings, writable=False), trusted)
