@@ -65,7 +65,7 @@ def engine(containers: int) -> dict[str, float]:
 
 
 def pipeline(containers: int) -> dict[str, float]:
-    from deploy.pipeline import streams_worker
+    from deploy.pipeline import Pipeline
     from ingest import declarations as intake
     from ingest.simulate import run, write_declarations
     from schemas import topics
@@ -74,19 +74,21 @@ def pipeline(containers: int) -> dict[str, float]:
     from smartport.mqtt import edge_user, mqtt_as
     from smartport.polling import wait_until
     from smartport.settings import Settings
-    from tests.stack.pipeline import GatewayProcess
 
     settings = Settings()
     work = Path(tempfile.mkdtemp())
     linked = LinkedPorts(LinkedConfig(containers=containers, seed=6))
-    run_id = f"transit-bench-{uuid.uuid4().hex[:6]}"
-    worker = streams_worker(run_id, work / "streams.log").start()
-    gateway = GatewayProcess(run_id, None, work).start()
-    try:
-        write_declarations(linked, work / "declarations.jsonl")
-        intake.load(settings, work / "declarations.jsonl")
+    pipeline = Pipeline(settings, f"transit-bench-{uuid.uuid4().hex[:6]}", work)
+    with pipeline:  # the real processes: streams worker, gateway, anchorer, sink
         telemetry_since = high_watermarks(settings.kafka, topics.TELEMETRY)
         since = high_watermarks(settings.kafka, topics.CERTIFICATES)
+        steps_since = high_watermarks(settings.kafka, topics.TRANSIT)
+        write_declarations(linked, work / "declarations.jsonl")
+        intake.load(settings, work / "declarations.jsonl")
+        # Declarations come hours before a barge leaves; here seconds: let the worker have
+        # them first (it follows no movement it has no declaration of yet).
+        wait_until(lambda: sum(1 for _ in read_range(settings.kafka, topics.TRANSIT, steps_since))
+                   >= 2 * containers, 120, interval=1.0)
         run(linked.messages(), rate=0, total=None, duration=None, show_progress=False,
             mqtt_settings=lambda port: mqtt_as(settings, edge_user(port)))
 
@@ -102,10 +104,7 @@ def pipeline(containers: int) -> dict[str, float]:
             if reading["kind"] == "crane" and reading["port"] == linked.config.destination:
                 lifts[reading["container_no"]] = message.timestamp()[1]
         latencies = [(stamp - lifts[c.container_no]) / 1000 for c, stamp in certificates()]
-    finally:
-        gateway.stop()
-        gateway.forget_session(settings)
-        worker.stop()
+    pipeline.clean_up()
     return {"certificates": len(latencies),
             "latency_p50_s": round(statistics.median(latencies), 2),
             "latency_max_s": round(max(latencies), 2)}

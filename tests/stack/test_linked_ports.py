@@ -23,7 +23,7 @@ from ingest import declarations
 from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
 from ingest.simulate import SimulationReport, run, write_declarations
 from schemas import Alert, topics
-from schemas.transit import Clearance, DischargeCertificate, PortEvent
+from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitEvent
 from smartport.kafka import high_watermarks, read_range
 from smartport.mqtt import edge_user, mqtt_as
 from smartport.settings import Settings
@@ -67,13 +67,20 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
     expected = sorted((number, rule.value, check.value if check else "")
                       for number, (rule, check) in
                       ((n, t.expected) for n, t in faulty.items() if t.expected))
-    write_declarations(linked, tmp_path / "declarations.jsonl")
-    declarations.load(stack, tmp_path / "declarations.jsonl")
-    gateway = GatewayProcess(unique("gw"), None, tmp_path).start()
     alerts_since = high_watermarks(stack.kafka, topics.ALERTS)
     certificates_since = high_watermarks(stack.kafka, topics.CERTIFICATES)
     clearance_since = high_watermarks(stack.kafka, topics.CLEARANCE)
     port_events_since = high_watermarks(stack.kafka, topics.PORT_EVENTS)
+    transit_since = high_watermarks(stack.kafka, topics.TRANSIT)
+    write_declarations(linked, tmp_path / "declarations.jsonl")
+    declarations.load(stack, tmp_path / "declarations.jsonl")
+    # Declarations come hours before a barge leaves; here seconds: wait until the worker has
+    # them (a reading of a container it has no declaration for is not a movement's evidence).
+    everyone = set(faulty) | clean
+    wait_for(lambda: {TransitEvent.model_validate_json(m.value() or b"").container_no
+                      for m in read_range(stack.kafka, topics.TRANSIT, transit_since)}
+             >= everyone, 60, "the worker to follow every declared movement")
+    gateway = GatewayProcess(unique("gw"), None, tmp_path).start()
     report = SimulationReport()
 
     def publish() -> None:
@@ -92,7 +99,6 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
         gateway.stop()
         gateway.forget_session(stack)
     assert report.acknowledged == report.published > 0  # both ports' edge gateways took them
-    everyone = set(faulty) | clean
     assert _raised(stack, alerts_since, everyone) == expected  # nothing else raised
     certificates = _certificates(stack, certificates_since)
     assert set(certificates) == clean  # exactly one each (a dict would hide a second)
