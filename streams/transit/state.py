@@ -44,6 +44,7 @@ class TransitState(BaseModel):
     arrival_carrier: str | None = None
     arrival_load_kg: float | None = None
     arrival_seen_at: datetime | None = None  # wall clock: late evidence is awaited from then
+    overdue_raised: bool = False  # its lateness was alerted: arriving late is not a new alert
     reports: list[datetime] = Field(default_factory=list)  # every tracker report since release
     reports_dropped: int = 0
     off_corridor: list[Sighting] = Field(default_factory=list)

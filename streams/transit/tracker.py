@@ -118,6 +118,7 @@ def on_reading(state: TransitState, leg: Leg, reading: AnyReading, evidence: Evi
     overdue = check_overdue(state, leg, reading.ts)
     outcome.events += overdue.events
     outcome.findings += overdue.findings
+    outcome.clearance = overdue.clearance
     return outcome
 
 
@@ -127,7 +128,7 @@ def check_overdue(state: TransitState, leg: Leg, now: datetime) -> TransitOutcom
     outcome = TransitOutcome()
     if state.phase not in OPEN_PHASES or now <= movement.deadline:
         return outcome
-    state.phase = TransitPhase.OVERDUE
+    state.phase, state.overdue_raised = TransitPhase.OVERDUE, True
     outcome.events.append(_event(state, leg.declaration, now))
     outcome.clearance = _clearance(leg, now, [
         f"overdue: not discharged at {movement.destination} by its deadline "
@@ -149,7 +150,7 @@ def judge(state: TransitState, leg: Leg, now: datetime) -> TransitOutcome:
         return TransitOutcome()
     assert state.arrived_at is not None
     declaration, movement = leg.declaration, leg.movement
-    was_overdue = state.arrived_at > movement.deadline  # its alert was raised then
+
     checks = _checks(state, leg)
     outcome = TransitOutcome()
     failed = [check for check in checks if not check.passed]
@@ -171,7 +172,7 @@ def judge(state: TransitState, leg: Leg, now: datetime) -> TransitOutcome:
             f"{check.check.value}: {check.detail}" for check in failed])
         # An overdue movement's lateness was alerted when its deadline passed.
         new = [check for check in failed
-               if not (was_overdue and check.check == CheckName.DEADLINE)]
+               if not (state.overdue_raised and check.check == CheckName.DEADLINE)]
         if new:
             outcome.findings.append(Finding(
                 Rule.TRANSIT_DISCREPANCY, True,

@@ -275,3 +275,30 @@ def test_a_silent_tracker_is_overdue_when_the_clock_passes_the_deadline() -> Non
     assert [e.offset for e in alert.evidence] == [1]  # the departure
     assert [e.phase for e in late.transit] == [TransitPhase.OVERDUE]
     assert sweep(T0 + timedelta(hours=9)).alerts == []
+
+
+def test_a_late_discharge_nobody_saw_coming_is_a_deadline_discrepancy() -> None:
+    """No reading and no sweep between the deadline and the discharge: the lateness was never
+    alerted as overdue, so the judged leg raises it (it must not fall through)."""
+    leg = Followed(_declared(deadline=(T0 + timedelta(hours=2)).isoformat()))
+    leg.read(_lift(5, ORIGIN))
+    for step in range(12):  # every fix before the deadline
+        lat, lon = _along(step / 17)
+        leg.read(_tracker(10 + step * 9, lat, lon, DESTINATION if step == 11 else ORIGIN))
+    leg.read(_lift(130, DESTINATION))  # 10 min late
+    leg.settle()
+    [finding] = leg.findings
+    assert (finding.rule, finding.measured["failed_checks"]) == (
+        Rule.TRANSIT_DISCREPANCY, "deadline")
+
+
+def test_a_reading_after_the_deadline_makes_it_overdue_and_holds_the_container() -> None:
+    leg = Followed(_declared(deadline=(T0 + timedelta(hours=1)).isoformat()))
+    leg.read(_lift(5, ORIGIN))
+    assert leg.leg is not None
+    reading = parse_telemetry(json.dumps(_tracker(61, *_along(0.5))))
+    outcome = on_reading(leg.state, leg.leg, reading, _evidence(99, reading), now=reading.ts)
+    assert [f.rule for f in outcome.findings] == [Rule.TRANSIT_OVERDUE]
+    assert outcome.clearance is not None
+    assert outcome.clearance.status == "held"
+    assert outcome.clearance.reasons[0].startswith("overdue")
