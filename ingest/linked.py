@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -179,7 +179,7 @@ class LinkedPorts:
         for step in range(1, steps):
             if step in silent:
                 continue
-            lat, lon = _along(step / steps)
+            lat, lon = along(RIVER, step / steps)
             changes: dict[str, Any] = {}
             if fault == "door_opened" and step == steps // 2:
                 changes["door"] = "open"
@@ -199,10 +199,10 @@ class LinkedPorts:
         return sorted(script, key=lambda step: step.at)
 
 
-def _along(fraction: float) -> tuple[float, float]:
-    """The point ``fraction`` of the way along the river's waypoints (by index)."""
-    position = fraction * (len(RIVER) - 1)
-    index = min(int(position), len(RIVER) - 2)
-    (lat1, lon1), (lat2, lon2) = RIVER[index], RIVER[index + 1]
+def along(waypoints: Sequence[tuple[float, float]], fraction: float) -> tuple[float, float]:
+    """The point ``fraction`` of the way along ``waypoints`` (lat, lon), by index."""
+    position = fraction * (len(waypoints) - 1)
+    index = min(int(position), len(waypoints) - 2)
+    (lat1, lon1), (lat2, lon2) = waypoints[index], waypoints[index + 1]
     part = position - index
     return lat1 + (lat2 - lat1) * part, lon1 + (lon2 - lon1) * part

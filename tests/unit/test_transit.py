@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from ingest.linked import along
 from schemas import Declaration, Evidence, Rule
 from schemas.telemetry import AnyReading, parse_telemetry
 from schemas.transit import GeoPoint, Movement, TransitPhase
@@ -140,12 +141,7 @@ def _journey(leg: Followed, *, skip: frozenset[str] = frozenset(),
 
 
 def _along(fraction: float) -> tuple[float, float]:
-    """A point ``fraction`` of the way along the corridor's waypoints (by index)."""
-    position = fraction * (len(WAYPOINTS) - 1)
-    index = min(int(position), len(WAYPOINTS) - 2)
-    (lat1, lon1), (lat2, lon2) = WAYPOINTS[index], WAYPOINTS[index + 1]
-    part = position - index
-    return lat1 + (lat2 - lat1) * part, lon1 + (lon2 - lon1) * part
+    return along(WAYPOINTS, fraction)
 
 
 def test_a_clean_transit_yields_one_certificate_with_every_check_passed() -> None:
