@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Tables whose layout changed in a version: migrated (renamed, recreated, copied) on upgrade.
-CHANGED_IN: dict[int, tuple[str, ...]] = {2: ("telemetry", "alerts", "declarations")}
+# Version 3 only adds the linked ports' tables (movements, certificates, clearance,
+# port_events): created, nothing to migrate.
+CHANGED_IN: dict[int, tuple[str, ...]] = {2: ("telemetry", "alerts", "declarations"), 3: ()}
 VERSION_TABLE = "smartport_schema_version"
 
 TIME, TIME_MS = "time", "time_ms"  # column kinds that differ between server generations
@@ -36,6 +38,9 @@ class Table:
     order_by: str
     time_column: str  # partitions (by month) and TTL
     monthly: bool = True  # daily partitions only where the time is our own clock
+    # Of rows with one identity, the one with the greatest value of this column is kept (else
+    # any one): the latest Kafka record, where a record can restate an earlier one's identity.
+    version_column: str | None = None
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -78,7 +83,34 @@ REJECTS = Table("sink_rejects", _cols(
     f"reason:{TEXT} raw:{TEXT}"), "(topic, kafka_partition, kafka_offset)", "rejected_at",
     monthly=False)
 
-TABLES: tuple[Table, ...] = (TELEMETRY, ALERTS, DECLARATIONS, ANCHORS, DLQ, REJECTS)
+# Linked ports: every step of a declared movement, with the failed checks named; a step repeated
+# by a restarted worker folds on (container, movement, phase, time). A movement id is the
+# declarant's, unique only with its container.
+MOVEMENTS = Table("movements", _cols(
+    f"at:{TIME_MS} movement_id:{TEXT} container_no:{TEXT} declaration_id:{TEXT} origin:{LOW} "
+    f"destination:{LOW} phase:{LOW} failed_checks:Array(String) checks:{TEXT} "
+    f"kafka_partition:UInt16 kafka_offset:UInt64 raw:{TEXT}"),
+    "(container_no, movement_id, phase, at)", "at", version_column="kafka_offset")
+# One per clean transit; kafka_partition/offset name the record `smartport receipt` proves.
+CERTIFICATES = Table("certificates", _cols(
+    f"arrived_at:{TIME_MS} movement_id:{TEXT} container_no:{TEXT} declaration_id:{TEXT} "
+    f"declaration_version:UInt32 origin:{LOW} destination:{LOW} corridor_id:{LOW} "
+    f"carrier_imo:{TEXT} released_at:{TIME_MS} departed_at:{TIME_MS} "
+    f"transit_seconds:Float64 issued_by:{LOW} kafka_partition:UInt16 kafka_offset:UInt64 "
+    f"raw:{TEXT}"), "(container_no, movement_id)", "arrived_at", version_column="kafka_offset")
+CLEARANCE = Table("clearance", _cols(
+    f"at:{TIME_MS} container_no:{TEXT} movement_id:{TEXT} declaration_id:{TEXT} "
+    f"destination:{LOW} status:{LOW} reasons:{TEXT} kafka_partition:UInt16 "
+    f"kafka_offset:UInt64 raw:{TEXT}"),
+    "(container_no, movement_id, status, at)", "at", version_column="kafka_offset")
+PORT_EVENTS = Table("port_events", _cols(
+    f"event_datetime:{TIME_MS} event_id:{TEXT} event_type_code:{LOW} container_no:{TEXT} "
+    f"un_location:{LOW} movement_id:{TEXT} declaration_id:{TEXT} kafka_partition:UInt16 "
+    f"kafka_offset:UInt64 raw:{TEXT}"),
+    "event_id", "event_datetime", version_column="kafka_offset")
+
+TABLES: tuple[Table, ...] = (TELEMETRY, ALERTS, DECLARATIONS, ANCHORS, DLQ, REJECTS,
+                             MOVEMENTS, CERTIFICATES, CLEARANCE, PORT_EVENTS)
 VERSIONS = Table(VERSION_TABLE, _cols("version:UInt32 applied_at:DateTime"), "version",
                  "applied_at", monthly=False)
 
@@ -140,6 +172,19 @@ ANALYST_QUERIES: dict[str, str] = {
     "Anchored batches per topic":
         "SELECT topic, count() AS batches, sum(count) AS records, max(created_at) AS latest "
         "FROM anchors FINAL GROUP BY topic",
+    "Transit time per corridor (certified transits)":
+        "SELECT corridor_id, origin, destination, count() AS transits, "
+        "round(avg(transit_seconds)) AS avg_seconds, max(transit_seconds) AS max_seconds "
+        "FROM certificates FINAL GROUP BY corridor_id, origin, destination "
+        "ORDER BY transits DESC",
+    "Transit discrepancies by failed check":
+        "SELECT failed_check, count() AS movements FROM movements FINAL "
+        "ARRAY JOIN failed_checks AS failed_check WHERE phase = 'discrepancy' "
+        "GROUP BY failed_check ORDER BY movements DESC",
+    "Containers cleared on one declaration per day":
+        "SELECT toDate(at) AS day, destination, uniqExact(container_no) AS containers "
+        "FROM clearance FINAL WHERE status = 'green' GROUP BY day, destination "
+        "ORDER BY day DESC, destination",
 }
 
 
@@ -168,13 +213,14 @@ class Dialect:
 
 def create_table(table: Table, dialect: Dialect, ttl_days: int | None) -> str:
     partition = "toYYYYMM" if table.monthly else "toYYYYMMDD"
+    version = f"(`{table.version_column}`)" if table.version_column else ""
     columns = ",\n    ".join(f"`{c.name}` {dialect.type_of(c.kind)}" for c in table.columns)
     ttl = ""
     if ttl_days and dialect.modern:
         ttl = f"\nTTL toDateTime(`{table.time_column}`) + INTERVAL {ttl_days} DAY"
     return (f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {columns}\n)\n"
-            f"ENGINE = ReplacingMergeTree\nPARTITION BY {partition}(`{table.time_column}`)\n"
-            f"ORDER BY {table.order_by}{ttl}")
+            f"ENGINE = ReplacingMergeTree{version}\n"
+            f"PARTITION BY {partition}(`{table.time_column}`)\nORDER BY {table.order_by}{ttl}")
 
 
 def ddl(dialect: Dialect, ttl_days: int | None = None) -> list[str]:

@@ -140,6 +140,7 @@ class DischargeCertificate(Message):
     declaration_version: Annotated[int, Field(ge=1)]
     origin: UnLocode
     destination: UnLocode
+    corridor_id: MovementId
     carrier_imo: ImoNumber
     released_at: UtcDatetime
     departed_at: UtcDatetime

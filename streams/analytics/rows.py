@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from schemas import Alert, AnchorRecord, Declaration, DlqRecord, GatewayEnvelope, topics
 from schemas import clickhouse as ch
 from schemas.base import describe_validation_error
+from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitEvent
 
 Row = dict[str, Any]
 
@@ -79,12 +80,69 @@ def _dlq(value: bytes, partition: int, offset: int) -> Row:
     }
 
 
+def _movement(value: bytes, partition: int, offset: int) -> Row:
+    step = TransitEvent.model_validate_json(value)
+    return {
+        "at": step.at, "movement_id": step.movement_id, "container_no": step.container_no,
+        "declaration_id": step.declaration_id, "origin": step.origin,
+        "destination": step.destination, "phase": step.phase.value,
+        "failed_checks": [check.check.value for check in step.checks if not check.passed],
+        "checks": json.dumps([check.model_dump(mode="json", exclude={"evidence"})
+                              for check in step.checks], sort_keys=True),
+        "kafka_partition": partition, "kafka_offset": offset, "raw": value.decode(),
+    }
+
+
+def _certificate(value: bytes, partition: int, offset: int) -> Row:
+    certificate = DischargeCertificate.model_validate_json(value)
+    return {
+        "arrived_at": certificate.arrived_at, "movement_id": certificate.movement_id,
+        "container_no": certificate.container_no,
+        "declaration_id": certificate.declaration_id,
+        "declaration_version": certificate.declaration_version, "origin": certificate.origin,
+        "destination": certificate.destination, "corridor_id": certificate.corridor_id,
+        "carrier_imo": certificate.carrier_imo, "released_at": certificate.released_at,
+        "departed_at": certificate.departed_at,
+        "transit_seconds": (certificate.arrived_at - certificate.departed_at).total_seconds(),
+        "issued_by": certificate.issued_by, "kafka_partition": partition,
+        "kafka_offset": offset, "raw": value.decode(),
+    }
+
+
+def _clearance(value: bytes, partition: int, offset: int) -> Row:
+    clearance = Clearance.model_validate_json(value)
+    return {
+        "at": clearance.at, "container_no": clearance.container_no,
+        "movement_id": clearance.movement_id, "declaration_id": clearance.declaration_id,
+        "destination": clearance.destination, "status": clearance.status,
+        "reasons": "; ".join(clearance.reasons), "kafka_partition": partition,
+        "kafka_offset": offset, "raw": value.decode(),
+    }
+
+
+def _port_event(value: bytes, partition: int, offset: int) -> Row:
+    event = PortEvent.model_validate_json(value)
+    dcsa = event.dcsa
+    return {
+        "event_datetime": datetime.fromisoformat(dcsa["eventDateTime"]),
+        "event_id": dcsa["eventID"], "event_type_code": dcsa["equipmentEventTypeCode"],
+        "container_no": event.container_no,
+        "un_location": dcsa["eventLocation"]["UNLocationCode"],
+        "movement_id": event.movement_id, "declaration_id": event.declaration_id,
+        "kafka_partition": partition, "kafka_offset": offset, "raw": value.decode(),
+    }
+
+
 CONVERTERS = {
     topics.TELEMETRY: (ch.TELEMETRY, _telemetry),
     topics.ALERTS: (ch.ALERTS, _alert),
     topics.DECLARATIONS: (ch.DECLARATIONS, _declaration),
     topics.ANCHORS: (ch.ANCHORS, _anchor),
     topics.TELEMETRY_DLQ: (ch.DLQ, _dlq),
+    topics.TRANSIT: (ch.MOVEMENTS, _movement),
+    topics.CERTIFICATES: (ch.CERTIFICATES, _certificate),
+    topics.CLEARANCE: (ch.CLEARANCE, _clearance),
+    topics.PORT_EVENTS: (ch.PORT_EVENTS, _port_event),
 }
 SINK_TOPICS: tuple[str, ...] = tuple(CONVERTERS)
 
@@ -97,9 +155,12 @@ def to_row(topic: str, partition: int, offset: int, value: bytes | None,
         table, convert = CONVERTERS[topic]
         try:
             return table, convert(value, partition, offset)
-        except (ValidationError, UnicodeDecodeError) as exc:
-            reason = str(exc).splitlines()[0] if isinstance(exc, UnicodeDecodeError) else (
-                f"not a valid {table.name} message: {describe_validation_error(exc)}")
+        except ValidationError as exc:
+            reason = f"not a valid {table.name} message: {describe_validation_error(exc)}"
+        except UnicodeDecodeError as exc:
+            reason = str(exc).splitlines()[0]
+        except (ValueError, KeyError, TypeError) as exc:  # a DCSA event without its fields
+            reason = f"not a valid {table.name} message: {type(exc).__name__} {exc}"[:2000]
     return ch.REJECTS, reject_row(topic, partition, offset, value, reason=reason, now=now)
 
 

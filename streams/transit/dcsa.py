@@ -3,7 +3,8 @@
 ``LOAD`` when a quay crane at the origin lifted the container onto the declared barge, ``DISC``
 when one at the destination lifted it off: TNT 2.2 (event domain 2.0.2) field names and codes,
 validated in the tests against DCSA's own schemas (``tests/data/dcsa``). The event id is a UUID
-derived from the movement and the code, so a replayed step gives the same event.
+derived from the container, the movement and the code, so a replayed step gives the same event
+(a movement id is the declarant's: two containers' movements may share one).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from schemas import Declaration
 from schemas.transit import PortEvent, TransitEvent, TransitPhase
 
-# The namespace of smartport's DCSA event ids (uuid5 of "<movement id>/<event code>").
+# The namespace of smartport's DCSA event ids (uuid5 of "<container>/<movement id>/<code>").
 EVENT_ID_NAMESPACE = uuid.UUID("6f1f0a52-4a57-5c3b-9a4e-3d3c2b9b7e10")
 CODES = {TransitPhase.DEPARTED: "LOAD", TransitPhase.ARRIVED: "DISC"}
 
@@ -33,7 +34,8 @@ def port_event(step: TransitEvent, declaration: Declaration, created: datetime
         return None
     port = movement.origin if code == "LOAD" else movement.destination
     dcsa: dict[str, Any] = {
-        "eventID": str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{movement.movement_id}/{code}")),
+        "eventID": str(uuid.uuid5(EVENT_ID_NAMESPACE, "/".join(
+            (declaration.container_no, movement.movement_id, code)))),
         "eventType": "EQUIPMENT",
         "eventClassifierCode": "ACT",
         "eventDateTime": _timestamp(step.at),

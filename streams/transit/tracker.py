@@ -162,7 +162,8 @@ def judge(state: TransitState, leg: Leg, now: datetime) -> TransitOutcome:
             movement_id=movement.movement_id, container_no=declaration.container_no,
             declaration_id=declaration.declaration_id,
             declaration_version=declaration.version, origin=movement.origin,
-            destination=movement.destination, carrier_imo=movement.carrier_imo,
+            destination=movement.destination, corridor_id=movement.corridor.corridor_id,
+            carrier_imo=movement.carrier_imo,
             released_at=state.released_at, departed_at=state.departed_at,
             arrived_at=state.arrived_at, checks=tuple(checks), issued_by=leg.issuer)
         outcome.clearance = _clearance(leg, state.arrived_at, [])

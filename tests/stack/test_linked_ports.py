@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,14 +20,19 @@ from anchoring.errors import VerificationFailed
 from anchoring.ledgers.factory import open_ledger
 from anchoring.service import Anchorer
 from deploy.pipeline import PipelineProcess, streams_worker
+from deploy.services import CLICKHOUSE_PORT, HOST
 from ingest import declarations
 from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
 from ingest.simulate import SimulationReport, run, write_declarations
 from schemas import Alert, topics
+from schemas import clickhouse as ch
 from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitEvent
 from smartport.kafka import high_watermarks, read_range
 from smartport.mqtt import edge_user, mqtt_as
 from smartport.settings import Settings
+from streams.analytics.migrations import ensure_schema
+from streams.analytics.sink import Sink
+from streams.analytics.store import open_store
 from tests.stack.pipeline import GatewayProcess, unique, wait_for
 
 
@@ -118,6 +124,18 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
 
     certificate, partition, offset = certificates[sorted(clean)[0]]
     _verify_offline(stack, certificate, partition, offset)
+    for store_url in (f"chdb://{tmp_path / 'chdb'}", _server_database()):
+        _analysts_see_the_same(
+            stack, store_url, since={
+                "movements": transit_since, "certificates": certificates_since,
+                "clearance": clearance_since, "port_events": port_events_since},
+            clean=clean, failed={number: check for number, rule, check in expected
+                                 if rule == "transit_discrepancy"},
+            port_events=sum(codes.values()))
+
+
+def _server_database() -> str:
+    return f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{unique('linked').replace('-', '_')}"
 
 
 def _verify_offline(stack: Settings, certificate: DischargeCertificate, partition: int,
@@ -138,3 +156,44 @@ def _verify_offline(stack: Settings, certificate: DischargeCertificate, partitio
     assert forged != record
     with pytest.raises(VerificationFailed, match=r"^record hash"):
         verify.verify(receipt, forged, open_ledger(settings, writable=False), trusted)
+
+
+def _analysts_see_the_same(stack: Settings, store_url: str, *,
+                           since: dict[str, dict[int, int]], clean: set[str],
+                           failed: dict[str, str], port_events: int) -> None:
+    """The sink stores the run's movements, certificates, clearances and DCSA events; the
+    README's linked-port queries answer from them."""
+    store = open_store(store_url)
+    try:
+        ensure_schema(store, ttl_days=None)
+        Sink(stack, store, group=unique("linked-sink"), source_topics=(
+            topics.TRANSIT, topics.CERTIFICATES, topics.CLEARANCE, topics.PORT_EVENTS)).run(
+            idle_exit_s=4.0)
+
+        def this_run(columns: str, table: str, where: str = "1") -> list[tuple[Any, ...]]:
+            """Rows of the records this test produced (the topics hold earlier runs of the same
+            scenario: same identities, and the latest record is the one kept)."""
+            _, rows = store.query(f"SELECT kafka_partition, kafka_offset, {columns} "
+                                  f"FROM {table} FINAL WHERE {where}")
+            return [row[2:] for row in rows if row[1] >= since[table].get(row[0], 0)]
+
+        certified = this_run("container_no, transit_seconds", "certificates")
+        assert sorted(number for number, _ in certified) == sorted(clean)  # one each
+        assert all(seconds > 0 for _, seconds in certified)
+        discrepancies = this_run("container_no, failed_checks", "movements",
+                                 "phase = 'discrepancy'")
+        assert sorted((number, ",".join(checks)) for number, checks in discrepancies) == sorted(
+            failed.items())
+        green = this_run("container_no", "clearance", "status = 'green'")
+        assert sorted(number for number, in green) == sorted(clean)
+        assert len(this_run("event_id", "port_events")) == port_events
+        for name in ("Transit time per corridor (certified transits)",
+                     "Transit discrepancies by failed check"):
+            store.query(ch.ANALYST_QUERIES[name])  # runs on this back-end
+        _, cleared = store.query(ch.ANALYST_QUERIES[
+            "Containers cleared on one declaration per day"])
+        assert sum(int(row[2]) for row in cleared) >= len(clean)
+    finally:
+        if store_url.startswith("clickhouse://"):
+            store.execute(f"DROP DATABASE IF EXISTS {store_url.rsplit('/', 1)[1]}")
+        store.close()

@@ -96,3 +96,15 @@ def test_what_dcsa_forbids_is_caught(equipment_event: Draft4Validator) -> None:
     no_mode = {**event.dcsa, "transportCall": {
         k: v for k, v in event.dcsa["transportCall"].items() if k != "modeOfTransport"}}
     assert not equipment_event.is_valid(no_mode)
+
+
+def test_two_containers_moved_under_one_movement_id_get_their_own_events() -> None:
+    """A movement id is the declarant's: two scenarios (two declarants) both use MV-0001, and
+    a DCSA event id must still name one container's event (it was the movement's alone, so
+    the analysts' store kept one of two containers' LOAD events)."""
+    first, second = (_port_events(LinkedPorts(LinkedConfig(containers=2, seed=seed, start=START)))
+                     for seed in (3, 4))
+    assert {e.movement_id for e in first} == {e.movement_id for e in second}
+    assert {e.container_no for e in first}.isdisjoint({e.container_no for e in second})
+    ids = [event.dcsa["eventID"] for event in first + second]
+    assert len(set(ids)) == len(ids) == 8

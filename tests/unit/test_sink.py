@@ -57,6 +57,13 @@ def test_readings_are_identified_by_their_id_and_partitioned_by_our_clock() -> N
         assert "PARTITION BY toYYYYMM(" in ch.create_table(table, ch.Dialect(modern=True), None)
 
 
+def test_a_restated_linked_port_record_keeps_the_latest() -> None:
+    for table in (ch.MOVEMENTS, ch.CERTIFICATES, ch.CLEARANCE, ch.PORT_EVENTS):
+        ddl = ch.create_table(table, ch.Dialect.for_version("18.16.1"), None)
+        assert "ENGINE = ReplacingMergeTree(`kafka_offset`)" in ddl
+    assert "ENGINE = ReplacingMergeTree\n" in ch.create_table(ch.TELEMETRY, ch.Dialect(True), None)
+
+
 def test_readme_lists_every_analyst_query() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     for name, sql in ch.ANALYST_QUERIES.items():

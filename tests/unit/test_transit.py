@@ -10,11 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from ingest.linked import along
-from schemas import Declaration, Evidence, Rule
+from schemas import Declaration, Evidence, Rule, encode, topics
+from schemas import clickhouse as ch
 from schemas.telemetry import AnyReading, parse_telemetry
-from schemas.transit import GeoPoint, Movement, TransitPhase
+from schemas.transit import CheckName, GeoPoint, Movement, TransitPhase
+from streams.analytics.rows import to_row
 from streams.rules.thresholds import Thresholds
 from streams.transit.corridor import distance_to_polyline
+from streams.transit.dcsa import port_event
 from streams.transit.state import TransitState
 from streams.transit.tracker import (
     Leg,
@@ -298,3 +301,32 @@ def test_a_reading_after_the_deadline_makes_it_overdue_and_holds_the_container()
     assert outcome.clearance is not None
     assert outcome.clearance.status == "held"
     assert outcome.clearance.reasons[0].startswith("overdue")
+
+
+def test_a_movement_and_its_certificate_become_the_analysts_rows() -> None:
+    clean, faulty = Followed(_declared()), Followed(_declared())
+    _journey(clean)
+    _journey(faulty, lift={"load_kg": 27_000.0})
+    [certificate] = clean.certificates
+    table, row = to_row(topics.CERTIFICATES, 1, 9, encode(certificate), T0)
+    assert table is ch.CERTIFICATES
+    assert set(row) == set(ch.CERTIFICATES.column_names)
+    assert (row["corridor_id"], row["transit_seconds"], row["kafka_offset"]) == (
+        "SUD-SHK-river", 175 * 60.0, 9)
+    table, row = to_row(topics.TRANSIT, 0, 3, encode(faulty.events[-1]), T0)
+    assert table is ch.MOVEMENTS
+    assert set(row) == set(ch.MOVEMENTS.column_names)
+    assert (row["phase"], row["failed_checks"]) == ("discrepancy", ["mass"])
+    assert [c["check"] for c in json.loads(row["checks"])] == [c.value for c in CheckName]
+    declared = _declared()
+    step = clean.events[2]  # departed: DCSA's LOAD
+    event = port_event(step, declared, T0)
+    assert event is not None
+    table, row = to_row(topics.PORT_EVENTS, 0, 4, encode(event), T0)
+    assert (table, row["event_type_code"], row["un_location"]) == (ch.PORT_EVENTS, "LOAD",
+                                                                   ORIGIN)
+    assert row["event_datetime"] == step.at
+    broken = encode(event).replace(b'"eventDateTime"', b'"eventDate"')
+    table, row = to_row(topics.PORT_EVENTS, 0, 5, broken, T0)
+    assert table is ch.REJECTS
+    assert "KeyError" in row["reason"]
