@@ -304,13 +304,17 @@ def demo(
     rate: Annotated[float, typer.Option(min=1, help="messages per second")] = 500.0,
     devices: Annotated[int, typer.Option(min=3, help="devices in the fleet")] = 200,
     seed: Annotated[int, typer.Option(help="fleet seed")] = 1,
+    linked: Annotated[int, typer.Option(min=0, help=(
+        "containers of the linked-port scenario after the fleet (declared at Shunde, moved by "
+        "barge to Shekou; a tenth with a transit fault); 0 = none"))] = 200,
     ledger: Annotated[str, typer.Option(
         help="file (embedded, Ed25519-signed) or evm (the stack's local chain)")] = "file",
     clickhouse: Annotated[str, typer.Option(
         help="clickhouse://host:9000/db for a ClickHouse server; empty = embedded chDB")] = "",
 ) -> None:
     """The main job: fleet → MQTT → gateway → Kafka → streams, anchorer, sink for DURATION,
-    with a live status view; then reconcile every count and exit 1 if anything does not."""
+    with a live status view, then the linked-port scenario (the pilot's 200 TEU); then
+    reconcile every count and exit 1 if anything does not."""
     from deploy import demo as main_job
     from deploy.services import ANVIL_PORT, Anvil
 
@@ -330,7 +334,7 @@ def demo(
     if state.config is not None:  # the started processes read the same file
         env["SMARTPORT_CONFIG"] = str(state.config.resolve())
     report = main_job.run(settings.model_copy(update=overrides), duration=duration, rate=rate,
-                          devices=devices, seed=seed, console=err, env=env)
+                          devices=devices, seed=seed, console=err, env=env, linked=linked)
     main_job.render(report, out)
     if not report.reconciled:
         raise typer.Exit(1)

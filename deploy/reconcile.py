@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from anchoring import receipts, verify
 from anchoring.anchors import anchor_records
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.factory import open_ledger, own_ledger_id
-from schemas import Alert, encode, topics
+from schemas import Alert, Rule, encode, topics
+from schemas.transit import Clearance, DischargeCertificate, TransitEvent
 from smartport import kafka
 from smartport.errors import SmartportError, StackError
 from smartport.settings import Settings
@@ -53,6 +55,7 @@ class Reconciliation:
     store: str = "chDB"
     ledger: str = "file"
     exited: list[str] = field(default_factory=list)  # processes that died on their own
+    transit: TransitReconciliation | None = None  # the linked-port scenario, when it ran
 
     @property
     def counts_match(self) -> bool:
@@ -70,7 +73,42 @@ class Reconciliation:
     def reconciled(self) -> bool:
         return (self.counts_match and self.stored_match and self.alerts_match
                 and self.anchored == self.batches_verified > 0 and bool(self.receipt)
-                and not self.exited)
+                and not self.exited and (self.transit is None or self.transit.reconciled))
+
+
+@dataclass
+class TransitReconciliation:
+    """The linked-port scenario against its ground truth: every clean transit discharged on
+    one declaration (exactly one certificate, clearance green), every injected fault found
+    once by an alert naming the check it must fail, and nothing else."""
+
+    clearance_expected: dict[str, str] = field(default_factory=dict)  # container → status
+    injected: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    # ^ faulty container → (fault, rule, check it must fail; "" for overdue)
+    found: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # ^ container → (rule, failed checks) of the transit alerts raised
+    certificates: Counter[str] = field(default_factory=Counter)  # container → records
+    transit_s: list[float] = field(default_factory=list)  # departure → discharge, certified
+    clearance: dict[str, str] = field(default_factory=dict)  # container → latest status
+    receipt: str = ""  # the certificate whose receipt was verified
+
+    @property
+    def clean(self) -> set[str]:
+        return set(self.clearance_expected) - set(self.injected)
+
+    @property
+    def faults_match(self) -> bool:
+        return self.found == {number: (rule, check) for number, (_, rule, check)
+                              in self.injected.items()}
+
+    @property
+    def certificates_match(self) -> bool:
+        return self.certificates == Counter(dict.fromkeys(self.clean, 1))
+
+    @property
+    def reconciled(self) -> bool:
+        return (self.faults_match and self.certificates_match and bool(self.receipt)
+                and self.clearance == self.clearance_expected)
 
 
 def _json(value: bytes | None) -> dict[str, Any]:
@@ -105,10 +143,11 @@ def count_run(settings: Settings, report: Reconciliation, gateway_id: str,
 
 def count_alerts(settings: Settings, report: Reconciliation, since: dict[int, int],
                   containers: set[str]) -> bool:
-    """This run's raised alerts, (container, rule) pairs and distinct incidents; True once
-    every injected anomaly has one."""
+    """This run's raised alerts, (container, rule) pairs and distinct incidents, and the
+    checks each transit alert names; True once every injected anomaly has one."""
     raised: set[tuple[str, str]] = set()
     incidents: set[str] = set()
+    found: dict[str, tuple[str, str]] = {}
     for message in kafka.read_range(settings.kafka, topics.ALERTS, since):
         try:
             alert = Alert.model_validate_json(message.value() or b"")
@@ -117,25 +156,70 @@ def count_alerts(settings: Settings, report: Reconciliation, since: dict[int, in
         if alert.container_no in containers and alert.state.value == "raised":
             raised.add((alert.container_no, alert.rule.value))
             incidents.add(alert.alert_id)
+            if alert.rule in (Rule.TRANSIT_DISCREPANCY, Rule.TRANSIT_OVERDUE):
+                found[alert.container_no] = (alert.rule.value,
+                                             str(alert.measured.get("failed_checks", "")))
     report.raised, report.incidents = raised, len(incidents)
+    if report.transit is not None:
+        report.transit.found = found
     return report.truth <= report.raised
 
 
-def verify_one_receipt(settings: Settings, gateway_id: str, since: dict[int, int],
-                        work: Path) -> str:
-    """Receipt of the run's first record, written to ``work`` and verified against the ledger."""
-    for message in kafka.read_range(settings.kafka, topics.TELEMETRY, since):
-        if _json(message.value()).get("gateway_id") == gateway_id:
+def count_transit(settings: Settings, transit: TransitReconciliation,
+                  since: dict[str, dict[int, int]]) -> bool:
+    """This run's discharge certificates and clearances; True once every clean transit has
+    its certificate and every container its expected clearance."""
+    containers = transit.clearance_expected
+    transit.certificates, transit.transit_s = Counter(), []
+    for message in kafka.read_range(settings.kafka, topics.CERTIFICATES,
+                                    since[topics.CERTIFICATES]):
+        try:
+            certificate = DischargeCertificate.model_validate_json(message.value() or b"")
+        except ValueError:
+            continue
+        if certificate.container_no in containers:
+            transit.certificates[certificate.container_no] += 1
+            transit.transit_s.append(
+                (certificate.arrived_at - certificate.departed_at).total_seconds())
+    for message in kafka.read_range(settings.kafka, topics.CLEARANCE, since[topics.CLEARANCE]):
+        try:
+            clearance = Clearance.model_validate_json(message.value() or b"")
+        except ValueError:
+            continue
+        if clearance.container_no in containers:
+            transit.clearance[clearance.container_no] = clearance.status
+    return transit.clean <= set(transit.certificates) and (
+        transit.clearance == transit.clearance_expected)
+
+
+def following(settings: Settings, since: dict[int, int], containers: set[str]) -> bool:
+    """Whether the streams worker follows every one of ``containers``' declared movements
+    (its first steps are on transit.movements.v1)."""
+    followed = set()
+    for message in kafka.read_range(settings.kafka, topics.TRANSIT, since):
+        try:
+            followed.add(TransitEvent.model_validate_json(message.value() or b"").container_no)
+        except ValueError:
+            continue
+    return containers <= followed
+
+
+def verify_one_receipt(settings: Settings, topic: str, since: dict[int, int], work: Path,
+                       ours: Callable[[dict[str, Any]], bool]) -> str:
+    """Receipt of the run's first record of ``topic`` (``ours`` tells), written to ``work``
+    (``<topic>.receipt.json``, ``<topic>.record.bin``) and verified against the ledger."""
+    for message in kafka.read_range(settings.kafka, topic, since):
+        if ours(_json(message.value())):
             break
     else:
-        raise StackError("no record of this run is in telemetry.v1 to build a receipt for")
+        raise StackError(f"no record of this run is in {topic} to build a receipt for")
     partition, offset = message.partition() or 0, message.offset() or 0
-    receipt, record = receipts.build(settings, topics.TELEMETRY, partition, offset)
-    (work / "receipt.json").write_bytes(encode(receipt) + b"\n")
-    (work / "record.bin").write_bytes(record)
+    receipt, record = receipts.build(settings, topic, partition, offset)
+    (work / f"{topic}.receipt.json").write_bytes(encode(receipt) + b"\n")
+    (work / f"{topic}.record.bin").write_bytes(record)
     verify.verify(receipt, record, open_ledger(settings, writable=False),
                   {own_ledger_id(settings)})
-    return f"{topics.TELEMETRY}/{partition}@{offset}"
+    return f"{topic}/{partition}@{offset}"
 
 
 def ask(settings: Settings, sql: str) -> Result:

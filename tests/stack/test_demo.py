@@ -15,15 +15,21 @@ def _assert_reconciled(output: str) -> None:
 
 
 def test_short_demo_reconciles(stack: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--duration", "5", "--rate", "200", "--devices", "50"]) == 0
+    assert main(["demo", "--duration", "5", "--rate", "200", "--devices", "50",
+                 "--linked", "40"]) == 0
     output = capsys.readouterr().out
     _assert_reconciled(output)
+    assert "one declaration, two ports" in output
+    assert "transit faults against the ground truth" in output
+    assert "discharge certificate verified offline and on the ledger: transit.certificates.v1/" \
+        in output
     assert "stored in ClickHouse (chDB, FINAL)" in output
     assert "anchored to the file ledger" in output
 
 
 def test_demo_on_the_real_services(stack: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--duration", "5", "--rate", "200", "--devices", "50", "--ledger", "evm",
+    assert main(["demo", "--duration", "5", "--rate", "200", "--devices", "50", "--linked", "0",
+                 "--ledger", "evm",
                  "--clickhouse", "clickhouse://127.0.0.1:9000/default"]) == 0
     output = capsys.readouterr().out
     _assert_reconciled(output)
