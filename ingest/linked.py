@@ -27,7 +27,8 @@ RIVER = ((22.8040, 113.2930), (22.7330, 113.4150), (22.6240, 113.5580), (22.5510
          (22.4950, 113.8230), (22.4800, 113.9000))
 CORRIDOR = Corridor(corridor_id="CNSUD-CNSHK-river", buffer_m=1500, max_gap_s=600,
                     waypoints=tuple(GeoPoint(lat=lat, lon=lon) for lat, lon in RIVER))
-LEG = timedelta(minutes=30)  # departure to discharge, event time (compressed)
+LEG = timedelta(minutes=30)  # departure to discharge, event time (compressed), give or take
+LEG_SPREAD_S = (-240, 180)  # ... this: currents and locks (arrival stays before the deadline)
 FIX_EVERY = timedelta(minutes=2)
 DEADLINE_AFTER = timedelta(minutes=40)  # after the release
 AFTERWARDS = 3  # tracker reports in the destination's yard after the discharge, 5 min apart
@@ -148,7 +149,7 @@ class LinkedPorts:
         rng, config = self._rng, self.config
         tracker = f"trk-{config.origin.lower()}-{index + 1:05d}"
         departed = declaration.updated_at + timedelta(minutes=rng.randrange(2, 6))
-        arrives = departed + LEG
+        arrives = departed + LEG + timedelta(seconds=rng.randrange(*LEG_SPREAD_S))
         # The discharge reveals a fault; an overdue barge (stuck, its tracker silent) never
         # arrives in the run: the clock of everyone else's readings passes its deadline.
         revealed = departed if fault == "overdue" else arrives

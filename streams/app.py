@@ -44,7 +44,7 @@ from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import KafkaSettings, MqttSettings, Settings
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
-from streams.rules.state import ContainerState
+from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
 from streams.transit.state import OPEN_PHASES
 
@@ -208,7 +208,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
 
     _keep_declarations(app, declarations, table=declaration_table,
                        current_declarations=current_declarations, states=states,
-                       open_movements=open_movements, publish=publish_outcome)
+                       open_movements=open_movements, thresholds=thresholds, issuer=app_id,
+                       publish=publish_outcome)
 
     @app.agent(telemetry, concurrency=1)
     async def cross_validate(stream: StreamT[bytes]) -> None:
@@ -267,7 +268,7 @@ def _parse(model: type[M], event: Any) -> M | None:
 def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
                        current_declarations: _Parsed[Declaration],
                        states: _Parsed[ContainerState], open_movements: _OpenMovements,
-                       publish: PublishOutcome) -> None:
+                       thresholds: Thresholds, issuer: str, publish: PublishOutcome) -> None:
     """The agent that keeps each container's current declaration, and starts following the
     movement a declaration declares."""
 
@@ -284,11 +285,15 @@ def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
                 continue
             current_declarations.put(key, declaration, value)
             state = states.get(key) or ContainerState()
-            steps = declare(state, declaration)
-            if steps:
-                states.put(key, state, state.model_dump_json().encode())
+            if state.early_dropped:
+                log.warning("%s: %d readings before its declaration were beyond the %d kept "
+                            "and are not replayed for its movement", declaration.container_no,
+                            state.early_dropped, EARLY_KEPT)
+            outcome = declare(state, declaration, thresholds, issuer=issuer,
+                              now=datetime.now(UTC))
+            states.put(key, state, state.model_dump_json().encode())
             open_movements.note(key, state, declaration)
-            await publish(key, Outcome(transit=steps))
+            await publish(key, outcome)
 
 
 def _officer_commands(app: faust.App, commands: Any, *, states: _Parsed[ContainerState],

@@ -17,13 +17,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas import Alert, AlertCommand, AlertState, Declaration, Evidence, Rule, Severity
-from schemas.telemetry import AnyReading, reading_id
+from schemas.telemetry import (
+    AnyReading,
+    ContainerReading,
+    CraneReading,
+    parse_telemetry,
+    reading_id,
+)
 from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitEvent
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
 from streams.transit.dcsa import port_event
-from streams.transit.tracker import Leg, check_overdue, judge, on_declaration, on_reading
+from streams.transit.tracker import (
+    LIFT_DONE,
+    Leg,
+    check_overdue,
+    judge,
+    on_declaration,
+    on_reading,
+)
 
 
 @dataclass(frozen=True)
@@ -152,10 +165,30 @@ def _port_events(steps: list[TransitEvent], declaration: Declaration, created: d
     return [event for step in steps if (event := port_event(step, declaration, created))]
 
 
-def declare(state: ContainerState, declaration: Declaration) -> list[TransitEvent]:
-    """A new declaration version: follow its movement, if it declares one."""
-    state.transit, outcome = on_declaration(state.transit, declaration)
-    return outcome.events
+def declare(state: ContainerState, declaration: Declaration, thresholds: Thresholds, *,
+            issuer: str, now: datetime) -> Outcome:
+    """A new declaration version: follow its movement, if it declares one, from the readings
+    that came before it too (kept in ``state.early``: a replay, or a declaration read a moment
+    after the first readings, must not lose the departure)."""
+    state.transit, declared = on_declaration(state.transit, declaration)
+    early, state.early, state.early_dropped = state.early, [], 0
+    leg = Leg.of(declaration, thresholds, issuer)
+    outcome = Outcome(transit=declared.events)
+    if leg is None or state.transit is None:
+        return outcome
+    findings = []
+    for kept in early:  # in the order they came
+        reading = parse_telemetry(kept.reading)
+        followed = on_reading(state.transit, leg, reading, kept.evidence, now=now)
+        findings += [(finding, reading, kept.evidence) for finding in followed.findings]
+        outcome.transit += followed.events
+        outcome.clearance = followed.clearance or outcome.clearance
+    for finding, reading, evidence in findings:
+        context = Context(declaration.container_no, reading.port, declaration, reading.ts)
+        if (alert := apply(state, finding, context, evidence, thresholds)) is not None:
+            outcome.alerts.append(alert)
+    outcome.port_events = _port_events(outcome.transit, declaration, now)
+    return outcome
 
 
 def sweep_transit(state: ContainerState, declaration: Declaration, thresholds: Thresholds, *,
@@ -178,6 +211,12 @@ def sweep_transit(state: ContainerState, declaration: Declaration, thresholds: T
                    port_events=_port_events(steps, declaration, now))
 
 
+def _movement_evidence(reading: AnyReading) -> bool:
+    """What a movement's checks read: the container's tracker, and quay-crane lifts."""
+    return isinstance(reading, ContainerReading) or (
+        isinstance(reading, CraneReading) and reading.event == LIFT_DONE)
+
+
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,
              thresholds: Thresholds, evidence: Evidence, *, issuer: str = "smartport-streams",
              now: datetime | None = None) -> Outcome:
@@ -198,6 +237,8 @@ def evaluate(reading: AnyReading, declaration: Declaration | None, state: Contai
                 if (finding := check(reading, declaration, state, thresholds)) is not None]
     outcome = Outcome()
     leg = Leg.of(declaration, thresholds, issuer)
+    if declaration is None and state.transit is None and _movement_evidence(reading):
+        state.keep_early(reading.model_dump_json(), evidence)
     if leg is not None and state.transit is not None:
         followed = on_reading(state.transit, leg, reading, evidence, now=now or reading.ts)
         judged = judge(state.transit, leg, now or reading.ts)

@@ -12,6 +12,17 @@ from streams.transit.state import TransitState
 
 RECENT_PER_DEVICE = 512  # reading ids kept per device: redeliveries arrive close to the original
 EVIDENCE_KEPT = 10
+# Readings of a container the worker has no declaration for yet, kept for the movement its
+# declaration may bring (declarations and telemetry are two topics, read by two agents): the
+# earliest, which hold the departure. Bounded: an undeclared container is written per reading.
+EARLY_KEPT = 64
+
+
+class EarlyReading(BaseModel):
+    """A reading that came before its container's declaration (its canonical JSON)."""
+
+    reading: str
+    evidence: Evidence
 
 
 class OpenAlert(BaseModel):
@@ -38,6 +49,14 @@ class ContainerState(BaseModel):
     alerts: dict[Rule, OpenAlert] = Field(default_factory=dict)
     incidents: dict[Rule, int] = Field(default_factory=dict)
     transit: TransitState | None = None  # its declared movement between linked ports
+    early: list[EarlyReading] = Field(default_factory=list)  # before any declaration
+    early_dropped: int = 0  # ... beyond EARLY_KEPT: not replayed (logged when it is declared)
+
+    def keep_early(self, reading: str, evidence: Evidence) -> None:
+        if len(self.early) < EARLY_KEPT:
+            self.early.append(EarlyReading(reading=reading, evidence=evidence))
+        else:
+            self.early_dropped += 1
 
     def first_time(self, device_id: str, reading_id: str) -> bool:
         """Record a reading's id; False when it was already processed (a redelivery). A seq

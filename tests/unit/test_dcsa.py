@@ -52,7 +52,7 @@ def _port_events(linked: LinkedPorts) -> list[PortEvent]:
     declarations = {d.container_no: d for d in linked.declarations}
     states = {number: ContainerState() for number in declarations}
     for number, declaration in declarations.items():
-        declare(states[number], declaration)
+        declare(states[number], declaration, Thresholds(), issuer="test", now=START)
     events: list[PortEvent] = []
     clock = START
     for offset, message in enumerate(linked.messages()):

@@ -13,7 +13,7 @@ from ingest.validation import Accepted, Limits, classify
 from schemas import AlertState, Evidence, Rule
 from schemas.transit import CheckName, Clearance, DischargeCertificate, TransitPhase
 from streams.rules.engine import Outcome, declare, evaluate, sweep_transit
-from streams.rules.state import ContainerState
+from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
 
 START = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
@@ -27,12 +27,20 @@ class Judged:
     clearance: dict[str, Clearance] = field(default_factory=dict)  # the latest, as compacted
 
 
-def _judge(linked: LinkedPorts) -> Judged:
+def _judge(linked: LinkedPorts, *, declared_first: bool = True) -> Judged:
+    """Through the engine as the worker runs it; with ``declared_first=False`` every reading
+    reaches it before its container's declaration (a replay that loads them together)."""
     judged = Judged()
     declarations = {d.container_no: d for d in linked.declarations}
     states = {number: ContainerState() for number in declarations}
-    for number, declaration in declarations.items():
-        judged.phases.update(step.phase for step in declare(states[number], declaration))
+
+    def declare_all() -> None:
+        for number, declaration in declarations.items():
+            _take(judged, declare(states[number], declaration, Thresholds(), issuer="test",
+                                 now=START))
+
+    if declared_first:
+        declare_all()
     now = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
     clock = START
     for offset, message in enumerate(linked.messages()):
@@ -43,10 +51,12 @@ def _judge(linked: LinkedPorts) -> Judged:
         assert container is not None
         evidence = Evidence(topic="telemetry.v1", partition=0, offset=offset,
                             device_id=reading.device_id, seq=reading.seq)
-        outcome = evaluate(reading, declarations[container], states[container], Thresholds(),
-                           evidence, issuer="test")
+        outcome = evaluate(reading, declarations[container] if declared_first else None,
+                           states[container], Thresholds(), evidence, issuer="test")
         _take(judged, outcome)
         clock = max(clock, reading.ts)
+    if not declared_first:
+        declare_all()
     for number, declaration in declarations.items():  # the worker's sweep, a day later
         swept = sweep_transit(states[number], declaration, Thresholds(), clock=clock,
                               now=clock + timedelta(days=1), issuer="test")
@@ -106,3 +116,41 @@ def test_the_same_seed_gives_the_same_messages() -> None:
 
     assert payloads(4) == payloads(4)
     assert payloads(4) != payloads(5)
+
+
+def test_readings_that_beat_their_declaration_are_replayed_when_it_comes() -> None:
+    """Declarations and telemetry are two topics read by two agents: a reading may reach the
+    worker before its container's declaration. The movement must still be judged on it (it
+    was not: the departure lift was lost, and every container failed 'identity')."""
+    linked = LinkedPorts(LinkedConfig(containers=40, seed=7, fault_rate=0.3, start=START))
+    faulty = {t.declaration.container_no: t for t in linked.transits if t.fault}
+    judged = _judge(linked, declared_first=False)
+    assert sorted(c.container_no for c in judged.certificates) == sorted(
+        d.container_no for d in linked.declarations if d.container_no not in faulty)
+    transit_rules = {Rule.TRANSIT_DISCREPANCY, Rule.TRANSIT_OVERDUE}
+    raised = sorted((n, rule, checks) for n, rule, checks in judged.raised
+                    if rule in transit_rules)
+    assert raised == sorted((n, t.expected[0], t.expected[1].value if t.expected[1] else "")
+                            for n, t in faulty.items() if t.expected)
+    # Until its declaration came, each container was an undeclared one: that is an alert
+    # of its own (the terminal's), which the declaration clears.
+    assert {rule for _, rule, _ in judged.raised} - transit_rules <= {Rule.UNDECLARED_CONTAINER}
+
+
+def test_an_undeclared_flood_is_kept_bounded() -> None:
+    state = ContainerState()
+    linked = LinkedPorts(LinkedConfig(containers=1, seed=2, start=START))
+    [declaration] = linked.declarations
+    for offset, message in enumerate(linked.messages()):
+        accepted = classify(message.topic, message.payload, Limits(), START + timedelta(days=1))
+        assert isinstance(accepted, Accepted)
+        for copy in range(5):  # five distinct readings each (seq moved on)
+            reading = accepted.reading.model_copy(update={"seq": accepted.reading.seq * 10
+                                                          + copy})
+            evaluate(reading, None, state, Thresholds(), Evidence(
+                topic="telemetry.v1", partition=0, offset=offset * 10 + copy,
+                device_id=reading.device_id, seq=reading.seq))
+    assert len(state.early) == EARLY_KEPT
+    assert state.early_dropped > 0
+    declare(state, declaration, Thresholds(), issuer="test", now=START)
+    assert (state.early, state.early_dropped) == ([], 0)

@@ -260,7 +260,7 @@ def test_a_silent_tracker_is_overdue_when_the_clock_passes_the_deadline() -> Non
 
     declared = _declared()
     state = ContainerState()
-    declare(state, declared)
+    declare(state, declared, Thresholds(), issuer="t", now=T0)
     reading = parse_telemetry(json.dumps(_lift(5, ORIGIN)))
     evaluate(reading, declared, state, Thresholds(), _evidence(1, reading))
     def sweep(clock: datetime) -> Any:
