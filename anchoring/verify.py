@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from anchoring import batches, merkle
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.base import Ledger
 from schemas import AggregateProof, AnchorManifest, AnchorRecord, LedgerRef, Receipt
+from schemas.transit import DischargeCertificate
+from smartport.ed25519 import fingerprint, verify_signature
 
 
 def check_batch_root(manifest: AnchorManifest, records: Sequence[tuple[int, bytes]]
@@ -102,3 +106,29 @@ def verify(receipt: Receipt, record: bytes, ledger: Ledger, trusted: Collection[
     verify_offline(receipt, record)
     check_trusted(receipt.ledger, trusted)
     ledger.check(receipt.ledger, receipt.aggregate.root, receipt.manifest.hash_alg)
+
+
+def verify_certificate(record: bytes, trusted_terminals: Collection[str]) -> str:
+    """A discharge certificate's record is signed by a terminal the verifier trusts (its key
+    id, learnt from the terminal through a channel the verifier trusts); the key id. Raises
+    VerificationFailed."""
+    try:
+        certificate = DischargeCertificate.model_validate_json(record)
+    except ValueError:
+        raise VerificationFailed("certificate", "the record is not a discharge "
+                                 "certificate") from None
+    signature = certificate.signature
+    if signature is None:
+        raise VerificationFailed("terminal signature", "the certificate is not signed")
+    public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(signature.public_key))
+    if fingerprint(public) != signature.key_id:
+        raise VerificationFailed("terminal signature", f"key id {signature.key_id} is not "
+                                 "the fingerprint of the public key it names")
+    if signature.key_id not in trusted_terminals:
+        raise VerificationFailed("terminal signature", f"signed by key {signature.key_id}, "
+                                 "which is not a terminal you trust "
+                                 f"({', '.join(sorted(trusted_terminals)) or 'none named'})")
+    if not verify_signature(public, signature.value, certificate.signed_bytes()):
+        raise VerificationFailed("terminal signature", "the signature does not match the "
+                                 "certificate: it was changed after the terminal signed it")
+    return signature.key_id

@@ -406,15 +406,19 @@ def verify(
     receipt_file: Annotated[Path, typer.Argument(help="receipt JSON")],
     record: Annotated[Path, typer.Option(help="file holding the record's exact bytes")],
     trust_ledger: TrustLedger = None,
+    trust_terminal: Annotated[list[str] | None, typer.Option(
+        help="for a discharge certificate: a terminal key id you trust (repeatable; setting: "
+        "trusted_terminals), as the terminal published it (`smartport terminal-key`)")] = None,
 ) -> None:
     """Check a receipt's proofs offline, then its anchor on a ledger you trust (exit 1 if
     invalid). Proves: these exact bytes are the record at the receipt's topic/partition/offset,
-    in a batch the named ledger anchored."""
+    in a batch the named ledger anchored. A discharge certificate must also carry the signature
+    of a terminal you trust."""
     from pydantic import ValidationError
 
     from anchoring import verify as verification
     from anchoring.ledgers.factory import open_ledger
-    from schemas import Receipt
+    from schemas import Receipt, topics
     from smartport.files import read_bounded
 
     settings = state.settings()
@@ -426,9 +430,30 @@ def verify(
     except ValidationError as exc:
         raise InputRejected(f"{receipt_file} is not a smartport receipt: {exc}") from None
     verification.verify(parsed, record_bytes, open_ledger(settings, writable=False), trusted)
+    signed = ""
+    if parsed.record.topic == topics.CERTIFICATES:
+        terminals = set(trust_terminal or settings.trusted_terminals)
+        if not terminals:
+            raise ConfigError("a discharge certificate is vouched for by its terminal: name the "
+                              "terminal key you trust with --trust-terminal ID (or the setting "
+                              "trusted_terminals); `smartport terminal-key` prints it on the "
+                              "terminal's side")
+        signed = (", signed by terminal key "
+                  f"{verification.verify_certificate(record_bytes, terminals)}")
     out.print(f"[green]valid[/]: {parsed.record.topic}/{parsed.record.partition}@"
               f"{parsed.record.offset} is in batch {parsed.manifest.batch_id}, anchored as "
-              f"{parsed.ledger.kind} ledger {parsed.ledger.ledger_id} entry {parsed.ledger.entry}")
+              f"{parsed.ledger.kind} ledger {parsed.ledger.ledger_id} entry {parsed.ledger.entry}"
+              f"{signed}")
+
+
+@app.command("terminal-key")
+def terminal_key() -> None:
+    """Print the id of the key this terminal signs discharge certificates with (made on first
+    use): publish it for customs and trade partners (`smartport verify --trust-terminal`)."""
+    from smartport.ed25519 import fingerprint, own_key
+
+    key = own_key(state.settings().resolved_terminal_key_file)
+    out.print(fingerprint(key.public_key()), highlight=False)
 
 
 @ledger_app.command("id")

@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from anchoring.anchors import anchored_through
+from anchoring.verify import verify_certificate
 from deploy import reconcile, stack
 from deploy.demo_view import Counted, LiveStatus
 from deploy.pipeline import Pipeline
@@ -47,6 +48,7 @@ from ingest.linked import LinkedConfig, LinkedPorts
 from schemas import topics
 from schemas.clickhouse import ANALYST_QUERIES
 from smartport import kafka
+from smartport.ed25519 import fingerprint, own_key
 from smartport.errors import StackError
 from smartport.mqtt import edge_user, mqtt_as
 from smartport.polling import wait_until
@@ -187,8 +189,12 @@ def _verify_receipts(settings: Settings, report: Reconciliation, *, work: Path,
         report.transit.receipt = reconcile.verify_one_receipt(
             settings, topics.CERTIFICATES, since[topics.CERTIFICATES], work,
             lambda record: record.get("container_no") in clean)
+        terminal = fingerprint(own_key(settings.resolved_terminal_key_file).public_key())
+        report.transit.signed_by = verify_certificate(
+            (work / f"{topics.CERTIFICATES}.record.bin").read_bytes(), {terminal})
         console.print(f"[green]✓[/] discharge certificate {report.transit.receipt} verified "
-                      f"offline: {work / (topics.CERTIFICATES + '.receipt.json')}")
+                      f"offline, signed by terminal key {terminal[:16]}…: "
+                      f"{work / (topics.CERTIFICATES + '.receipt.json')}")
 
 
 def _load_declarations(settings: Settings, work: Path, fleet: Fleet,
@@ -305,4 +311,5 @@ def _render_transit(transit: reconcile.TransitReconciliation, console: Console) 
                       f"min {minutes[0]:.1f} min, median {statistics.median(minutes):.1f} min, "
                       f"max {minutes[-1]:.1f} min")
     console.print(f"discharge certificate verified offline and on the ledger: "
-                  f"{transit.receipt or '[red]none[/]'}")
+                  f"{transit.receipt or '[red]none[/]'}, signed by terminal key "
+                  f"{transit.signed_by or '[red]none[/]'}")

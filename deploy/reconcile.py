@@ -91,6 +91,7 @@ class TransitReconciliation:
     transit_s: list[float] = field(default_factory=list)  # departure → discharge, certified
     clearance: dict[str, str] = field(default_factory=dict)  # container → latest status
     receipt: str = ""  # the certificate whose receipt was verified
+    signed_by: str = ""  # ... and the terminal key whose signature on it verified
 
     @property
     def clean(self) -> set[str]:
@@ -108,7 +109,7 @@ class TransitReconciliation:
     @property
     def reconciled(self) -> bool:
         return (self.faults_match and self.certificates_match and bool(self.receipt)
-                and self.clearance == self.clearance_expected)
+                and bool(self.signed_by) and self.clearance == self.clearance_expected)
 
 
 def _json(value: bytes | None) -> dict[str, Any]:

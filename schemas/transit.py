@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from schemas.alert import Evidence
 from schemas.base import Message
+from schemas.canonical import encode
 from schemas.identifiers import ContainerNumber, ImoNumber, SealNumber, UnLocode, UtcDatetime
 from schemas.telemetry import Latitude, Longitude
 
@@ -129,9 +130,28 @@ class Clearance(Message):
     at: UtcDatetime
 
 
+# What a terminal signs: these bytes, then the certificate's canonical encoding without its
+# signature (domain-separated: a signature over a certificate is over nothing else).
+CERTIFICATE_DOMAIN = b"smartport/discharge-certificate/v1\n"
+HexKeyId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class TerminalSignature(Message):
+    """The issuing terminal's Ed25519 signature of a certificate."""
+
+    alg: Literal["ed25519"] = "ed25519"
+    key_id: HexKeyId = Field(description="SHA-256 of the raw public key: what verifiers trust "
+                             "(`smartport terminal-key`)")
+    public_key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="raw, hex")]
+    value: Annotated[str, Field(pattern=r"^[0-9a-f]{128}$", description=(
+        "signature over CERTIFICATE_DOMAIN ‖ the canonical certificate without `signature`"))]
+
+
 class DischargeCertificate(Message):
     """A clean transit (value of ``transit.certificates.v1``, anchored like every record):
-    customs at the destination accepts the origin's declaration on the strength of it."""
+    customs at the destination accepts the origin's declaration on the strength of it. Signed
+    by the terminal that issued it (who vouches for it) and anchored (since when it exists
+    unchanged)."""
 
     kind: Literal["discharge_certificate"] = "discharge_certificate"
     movement_id: MovementId
@@ -148,6 +168,11 @@ class DischargeCertificate(Message):
     checks: tuple[TransitCheck, ...]
     issued_by: Annotated[str, Field(min_length=1, max_length=128, description=(
         "the terminal's streams application id"))]
+    signature: TerminalSignature | None = None
+
+    def signed_bytes(self) -> bytes:
+        """What the terminal's signature covers."""
+        return CERTIFICATE_DOMAIN + encode(self.model_copy(update={"signature": None}))
 
     @model_validator(mode="after")
     def _clean(self) -> DischargeCertificate:

@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     trusted_ledgers: tuple[str, ...] = Field(
         (), description="ledger ids `smartport verify` accepts: file key fingerprints, "
         "eip155:<chain>:<address> accounts")
+    terminal_key_file: Path | None = Field(
+        None, description="the terminal's Ed25519 key (PEM) that signs discharge certificates; "
+        "empty = STATE_DIR/keys/terminal.key, made on first use")
+    trusted_terminals: tuple[str, ...] = Field(
+        (), description="terminal key ids `smartport verify` accepts on certificates")
     anchor_hash: HashAlgorithm = "blake3"
     anchor_topics: tuple[str, ...] = Field(
         ("telemetry.v1", "transit.certificates.v1", "dcsa.events.v1"),
@@ -182,6 +187,10 @@ class Settings(BaseSettings):
     def query_token_file(self) -> Path:
         """The token analysts send to the sink's query server (0600, made by the sink)."""
         return self.state_dir / "query.token"
+
+    @property
+    def resolved_terminal_key_file(self) -> Path:
+        return self.terminal_key_file or self.state_dir / "keys" / "terminal.key"
 
     @property
     def resolved_ledger_url(self) -> str:

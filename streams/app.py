@@ -38,6 +38,7 @@ from schemas import Alert, AlertCommand, Declaration, Evidence, GatewayEnvelope,
 from schemas.base import describe_validation_error
 from schemas.topics import mqtt_alert_topic
 from schemas.transit import TransitPhase
+from smartport.ed25519 import own_key
 from smartport.errors import StackError
 from smartport.kafka import ensure_topics
 from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
@@ -46,6 +47,7 @@ from smartport.settings import KafkaSettings, MqttSettings, Settings
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
 from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
+from streams.transit.signature import sign
 from streams.transit.state import OPEN_PHASES
 
 log = logging.getLogger(__name__)
@@ -146,16 +148,11 @@ class AlertPublisher(mode.Service):
         self._client.publish(topic, payload, qos=1)
 
 
-def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
-               store: str = "memory://", offset_reset: str = "earliest",
-               web_port: int | None = None,
-               topic_names: tuple[str, str, str] = (topics.TELEMETRY, topics.DECLARATIONS,
-                                                    topics.ALERTS)) -> faust.App:
-    """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches."""
-    partitions = settings.kafka.partitions
+def _faust_app(settings: Settings, app_id: str, *, store: str, offset_reset: str,
+               web_port: int | None) -> faust.App:
     datadir = settings.state_dir / "streams" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         broker_credentials=faust_credentials(settings.kafka),
@@ -164,7 +161,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
         web_port=web_port or 6066,
         web_bind="127.0.0.1",
         processing_guarantee="at_least_once",  # faust's exactly_once has open bugs
-        topic_partitions=partitions,
+        topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
@@ -176,6 +173,17 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
         # in 5). Nothing is lost: what was not acknowledged is not committed, so it is replayed.
         stream_wait_empty=False,
     )
+
+
+def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
+               store: str = "memory://", offset_reset: str = "earliest",
+               web_port: int | None = None,
+               topic_names: tuple[str, str, str] = (topics.TELEMETRY, topics.DECLARATIONS,
+                                                    topics.ALERTS)) -> faust.App:
+    """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches."""
+    partitions = settings.kafka.partitions
+    app = _faust_app(settings, app_id, store=store, offset_reset=offset_reset,
+                     web_port=web_port)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
     telemetry_name, declarations_name, alerts_name = topic_names
     telemetry = app.topic(telemetry_name, **raw)
@@ -188,6 +196,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     open_movements = _OpenMovements(app.Table(OPEN_MOVEMENTS_TABLE, **raw))
     clock = _EventClock()
     officers = AlertPublisher(mqtt_as(settings, STREAMS_USER), f"{app_id}-alerts")
+    terminal_key = own_key(settings.resolved_terminal_key_file)  # signs its certificates
     app.add_dependency(officers)  # started and stopped with the app (the worker)
 
     _watch_readiness(app, Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s))
@@ -201,7 +210,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             await transit[topics.TRANSIT].send(key=key, value=encode(step))
         for port_event in outcome.port_events:
             await transit[topics.PORT_EVENTS].send(key=key, value=encode(port_event))
-        for name, made in ((topics.CERTIFICATES, outcome.certificate),
+        certificate = outcome.certificate and sign(outcome.certificate, terminal_key)
+        for name, made in ((topics.CERTIFICATES, certificate),
                            (topics.CLEARANCE, outcome.clearance)):
             if made is not None:
                 await transit[name].send(key=key, value=encode(made))

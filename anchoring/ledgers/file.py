@@ -32,6 +32,7 @@ from anchoring.ledgers import keys
 from anchoring.ledgers.base import Anchored
 from schemas import AnchorRecord, LedgerCheckpoint, LedgerRef, encode
 from schemas.anchoring import HashAlgorithm
+from smartport import ed25519
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class FileLedger:
         if writable and not public.exists():
             self._create_key()
         try:
-            genesis = keys.load_public(public)
+            genesis = ed25519.load_public(public)
         except FileNotFoundError:
             raise LedgerError(f"no ledger at {directory} (missing {PUBLIC_KEY}): check the "
                               "ledger URL, or run the anchorer once to create it") from None
@@ -85,18 +86,18 @@ class FileLedger:
         if key_path.exists():
             raise LedgerError(f"{key_path} exists without {PUBLIC_KEY}: restore the public key "
                               "rather than start a new ledger beside the old one")
-        keys.write_private(key_path, private)
+        ed25519.write_private(key_path, private)
         (self.directory / PUBLIC_KEY).write_bytes(private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
     def _current_private_key(self) -> Ed25519PrivateKey:
         path = self.directory / PRIVATE_KEY
         staged = path.with_suffix(".new")
-        if staged.exists() and keys.fingerprint(
-                keys.load_private(staged).public_key()) == self.keys.current.key_id:
+        if staged.exists() and ed25519.fingerprint(
+                ed25519.load_private(staged).public_key()) == self.keys.current.key_id:
             staged.replace(path)  # a rotation was recorded, then interrupted: finish it
-        private = keys.load_private(path)
-        if keys.fingerprint(private.public_key()) != self.keys.current.key_id:
+        private = ed25519.load_private(path)
+        if ed25519.fingerprint(private.public_key()) != self.keys.current.key_id:
             raise LedgerError(f"{path} is not the ledger's current key "
                               f"{self.keys.current.key_id} (see {keys.ROTATIONS})")
         return private
@@ -172,7 +173,7 @@ class FileLedger:
                                      f"{computed}, recorded {entry.get('entry_hash')}")
         epoch = self.keys.signs_entry(index)
         named = entry.get("key_id", self.keys.ledger_id)
-        if named != epoch.key_id or not keys.verify_signature(
+        if named != epoch.key_id or not ed25519.verify_signature(
                 epoch.key, str(entry.get("signature")), bytes.fromhex(computed)):
             raise VerificationFailed("ledger signature", f"entry {index} is not signed by "
                                      f"ledger key {epoch.key_id}")
@@ -250,7 +251,7 @@ class FileLedger:
             raise VerificationFailed("ledger", f"the checkpoint is of ledger "
                                      f"{checkpoint.ledger_id}, this is {self.ledger_id}")
         key = self.keys.key(checkpoint.key_id)
-        if key is None or not keys.verify_signature(key, checkpoint.signature or "",
+        if key is None or not ed25519.verify_signature(key, checkpoint.signature or "",
                                                     checkpoint_body(checkpoint)):
             raise VerificationFailed("checkpoint signature", "the checkpoint is not signed by "
                                      f"a key of ledger {self.ledger_id}")
@@ -320,7 +321,7 @@ class FileLedger:
             fcntl.flock(lock, fcntl.LOCK_EX)
             new = Ed25519PrivateKey.generate()
             staged = (self.directory / PRIVATE_KEY).with_suffix(".new")
-            keys.write_private(staged, new)
+            ed25519.write_private(staged, new)
             self.keys.rotate(self._private, new.public_key(), len(self.entries()))
             staged.replace(self.directory / PRIVATE_KEY)
             self._private = new

@@ -8,67 +8,19 @@ signs, its public key, and the previous key's signature over both.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from anchoring.errors import LedgerError, VerificationFailed
+from anchoring.errors import VerificationFailed
 from schemas import encode
+from smartport.ed25519 import fingerprint, raw_public, verify_signature
 
 ROTATIONS = "ledger.keys.jsonl"
-
-
-def fingerprint(key: Ed25519PublicKey) -> str:
-    """SHA-256 of the raw public key bytes: a key id."""
-    return hashlib.sha256(key.public_bytes(serialization.Encoding.Raw,
-                                           serialization.PublicFormat.Raw)).hexdigest()
-
-
-def raw_public(key: Ed25519PublicKey) -> str:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-
-
-def load_public(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise LedgerError(f"{path} is not an Ed25519 public key")
-    return key
-
-
-def load_private(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise LedgerError(f"{path} is not an Ed25519 private key")
-    return key
-
-
-def write_private(path: Path, key: Ed25519PrivateKey) -> None:
-    """Replace ``path`` with ``key``, readable by its owner only from the first byte."""
-    staged = path.with_suffix(".new")
-    staged.unlink(missing_ok=True)
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-        handle.flush()
-        os.fsync(handle.fileno())
-    staged.replace(path)
-
-
-def verify_signature(key: Ed25519PublicKey, signature: str, message: bytes) -> bool:
-    try:
-        key.verify(bytes.fromhex(signature), message)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
 
 
 @dataclass(frozen=True, slots=True)

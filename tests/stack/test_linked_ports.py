@@ -19,14 +19,16 @@ from anchoring import receipts, verify
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.factory import open_ledger
 from anchoring.service import Anchorer
+from deploy.cli import main
 from deploy.pipeline import PipelineProcess, streams_worker
 from deploy.services import CLICKHOUSE_PORT, HOST
 from ingest import declarations
 from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
 from ingest.simulate import SimulationReport, run, write_declarations
-from schemas import Alert, topics
+from schemas import Alert, encode, topics
 from schemas import clickhouse as ch
 from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitEvent
+from smartport.ed25519 import fingerprint, own_key
 from smartport.kafka import high_watermarks, read_range
 from smartport.mqtt import edge_user, mqtt_as
 from smartport.settings import Settings
@@ -123,7 +125,7 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
                              **{(n, "DISC"): 1 for n in everyone - stuck}})
 
     certificate, partition, offset = certificates[sorted(clean)[0]]
-    _verify_offline(stack, certificate, partition, offset)
+    _verify_offline(stack, certificate, partition, offset, tmp_path)
     for store_url in (f"chdb://{tmp_path / 'chdb'}", _server_database()):
         _analysts_see_the_same(
             stack, store_url, since={
@@ -139,7 +141,7 @@ def _server_database() -> str:
 
 
 def _verify_offline(stack: Settings, certificate: DischargeCertificate, partition: int,
-                    offset: int) -> None:
+                    offset: int, tmp_path: Path) -> None:
     """The certificate's record → its anchored batch → the ledger; a changed byte fails."""
     settings = stack.model_copy(update={"batches": stack.batches.model_copy(
         update={"anchor_seconds": 1.0})})
@@ -156,6 +158,19 @@ def _verify_offline(stack: Settings, certificate: DischargeCertificate, partitio
     assert forged != record
     with pytest.raises(VerificationFailed, match=r"^record hash"):
         verify.verify(receipt, forged, open_ledger(settings, writable=False), trusted)
+    # Signed by the terminal (the worker's key in the stack's state directory).
+    terminal = fingerprint(own_key(stack.resolved_terminal_key_file).public_key())
+    assert verify.verify_certificate(record, {terminal}) == terminal
+    with pytest.raises(VerificationFailed, match=r"^terminal signature: .*changed after"):
+        verify.verify_certificate(forged, {terminal})
+    receipt_file, record_file = tmp_path / "receipt.json", tmp_path / "certificate.bin"
+    receipt_file.write_bytes(encode(receipt))
+    record_file.write_bytes(record)
+    verify_cli = ["verify", str(receipt_file), "--record", str(record_file),
+                  "--trust-ledger", ledger.ledger_id]
+    assert main(verify_cli) == 2, "a verifier must name the terminal it trusts"
+    assert main([*verify_cli, "--trust-terminal", "0" * 64]) == 1
+    assert main([*verify_cli, "--trust-terminal", terminal]) == 0
 
 
 def _analysts_see_the_same(stack: Settings, store_url: str, *,

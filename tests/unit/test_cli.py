@@ -48,3 +48,17 @@ def test_demo_back_end_choices_are_checked_first(
 ) -> None:
     assert main(["demo", *args]) == 2
     assert named in capsys.readouterr().err
+
+
+def test_the_terminal_key_is_made_once_kept_private_and_its_id_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SMARTPORT_STATE_DIR", str(tmp_path))
+    assert main(["terminal-key"]) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(["terminal-key"]) == 0
+    assert capsys.readouterr().out.strip() == first  # the same key, not a new one
+    assert len(first) == 64 and int(first, 16) >= 0
+    key = tmp_path / "keys" / "terminal.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.with_suffix(".pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")

@@ -16,6 +16,7 @@ from anchoring.ledgers import keys
 from anchoring.ledgers.file import ENTRIES, PRIVATE_KEY, TORN, FileLedger, entry_hash
 from deploy.cli import main
 from schemas import LedgerRef, encode
+from smartport import ed25519
 
 T0 = datetime(2026, 11, 30, tzinfo=UTC)
 
@@ -69,7 +70,7 @@ def test_a_held_checkpoint_catches_a_history_rewritten_and_re_signed_with_the_ke
     then intact, and only a checkpoint kept by someone else tells."""
     held = tmp_path / "checkpoint.json"
     assert main(["ledger", "checkpoint", "-o", str(held)]) == 0
-    private = keys.load_private(ledger.directory / PRIVATE_KEY)
+    private = ed25519.load_private(ledger.directory / PRIVATE_KEY)
     rewritten, prev = [], None
     for line in _lines(ledger):
         entry = json.loads(line)

@@ -7,17 +7,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from anchoring.errors import VerificationFailed
+from anchoring.verify import verify_certificate
 from ingest.linked import along
 from schemas import Declaration, Evidence, Rule, encode, topics
 from schemas import clickhouse as ch
 from schemas.telemetry import AnyReading, parse_telemetry
 from schemas.transit import CheckName, GeoPoint, Movement, TransitPhase
+from smartport.ed25519 import fingerprint
 from streams.analytics.rows import to_row
 from streams.rules.thresholds import Thresholds
 from streams.transit.corridor import distance_to_polyline
 from streams.transit.dcsa import port_event
+from streams.transit.signature import sign
 from streams.transit.state import TransitState
 from streams.transit.tracker import (
     Leg,
@@ -330,3 +335,34 @@ def test_a_movement_and_its_certificate_become_the_analysts_rows() -> None:
     table, row = to_row(topics.PORT_EVENTS, 0, 5, broken, T0)
     assert table is ch.REJECTS
     assert "KeyError" in row["reason"]
+
+
+def _signed_certificate(key: Ed25519PrivateKey) -> bytes:
+    leg = Followed(_declared())
+    _journey(leg)
+    [certificate] = leg.certificates
+    return encode(sign(certificate, key))
+
+
+def test_a_certificate_is_signed_by_its_terminal_and_verifies_only_unchanged() -> None:
+    terminal, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    trusted = {fingerprint(terminal.public_key())}
+    record = _signed_certificate(terminal)
+    assert verify_certificate(record, trusted) == fingerprint(terminal.public_key())
+    changed = record.replace(b'"carrier_imo":"9074729"', b'"carrier_imo":"9176187"')
+    assert changed != record
+    with pytest.raises(VerificationFailed, match="changed after the terminal signed it"):
+        verify_certificate(changed, trusted)
+    with pytest.raises(VerificationFailed, match="not a terminal you trust"):
+        verify_certificate(_signed_certificate(stranger), trusted)
+    # A stranger's signature presented under the trusted key's id.
+    forged = json.loads(_signed_certificate(stranger))
+    forged["signature"]["key_id"] = fingerprint(terminal.public_key())
+    with pytest.raises(VerificationFailed, match="is not the fingerprint"):
+        verify_certificate(encode(forged), trusted)
+    unsigned = json.loads(record)
+    del unsigned["signature"]
+    with pytest.raises(VerificationFailed, match="not signed"):
+        verify_certificate(encode(unsigned), trusted)
+    with pytest.raises(VerificationFailed, match="not a discharge certificate"):
+        verify_certificate(b'{"kind": "discharge_certificate"}', trusted)
