@@ -1,6 +1,7 @@
-"""A simulated linked port: containers declared and released at Shunde (CNSUD) go down the
-river by barge to Shekou (CNSHK) on one declaration, each leg witnessed by the container's own
-tracker and by the quay cranes that load and discharge it — or with one injected transit fault.
+"""A simulated linked port: containers trucked in through Shunde's gate (CNSUD), declared and
+released there, go down the river by barge to Shekou (CNSHK) on one declaration, each leg
+witnessed by the container's own tracker and by the quay cranes that load and discharge it — or
+with one injected transit fault; every third leaves Shekou by truck, through its gate.
 
 Pure and reproducible like ``ingest.fleet``: the same seed and start give the same messages.
 The truth names, per faulty container, the alert it must raise and the check it must fail;
@@ -32,6 +33,7 @@ LEG_SPREAD_S = (-240, 180)  # ... this: currents and locks (arrival stays before
 FIX_EVERY = timedelta(minutes=2)
 DEADLINE_AFTER = timedelta(minutes=40)  # after the release
 AFTERWARDS = 3  # tracker reports in the destination's yard after the discharge, 5 min apart
+TRUCKED_OUT = 3  # every third container leaves the destination by truck, through its gate
 # Transit faults and what each must cause: (rule, failed check; None for an overdue leg).
 FAULTS: dict[str, tuple[Rule, CheckName | None]] = {
     "seal_swapped": (Rule.TRANSIT_DISCREPANCY, CheckName.SEALS),
@@ -161,6 +163,11 @@ class LinkedPorts:
             script.append(_Step(at, index, port, kind, device,
                                 {"container_no": declaration.container_no, **body}, truth))
 
+        def gate(port: str, event: str, at: datetime) -> None:
+            emit(port, "gate", f"gate-{port.lower()}-{index % 2 + 1:02d}", {
+                "event": event, "lane": index % 6 + 1, "seal_id": movement.seals[0],
+                "truck_plate": f"YUE B{rng.randrange(10**5):05d}"}, at)
+
         def fix(at: datetime, port: str, lat: float, lon: float, **changes: Any) -> None:
             emit(port, "container", tracker, {
                 "lat": round(lat, 6), "lon": round(lon, 6), "door": "closed",
@@ -169,6 +176,9 @@ class LinkedPorts:
 
         lift_mass = declaration.gross_mass_kg * (1.25 if fault == "mass_mismatch" else
                                                   1 + rng.gauss(0, 0.004))
+        # Trucked in to the origin's gate before its release (DCSA GTIN) ...
+        gate(config.origin, "gate_in", declaration.updated_at - timedelta(
+            minutes=rng.randrange(10, 60)))
         fix(departed - timedelta(minutes=1), config.origin, *RIVER[0])
         emit(config.origin, "crane", f"bqc-{config.origin.lower()}-{index % 4 + 1:02d}",
              {"event": "lift_end", "load_kg": round(declaration.gross_mass_kg, 1),
@@ -197,6 +207,8 @@ class LinkedPorts:
                 "lat": RIVER[-1][0], "lon": RIVER[-1][1], "door": "closed",
                 "battery_pct": round(rng.uniform(40, 100), 1)},
                  arrives + later * timedelta(minutes=5))
+        if index % TRUCKED_OUT == 0:  # ... and some leave the destination by truck (GTOT)
+            gate(config.destination, "gate_out", arrives + (AFTERWARDS + 1) * timedelta(minutes=5))
         return sorted(script, key=lambda step: step.at)
 
 

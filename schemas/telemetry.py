@@ -1,4 +1,4 @@
-"""Device telemetry: one reading from a smart container, a quay crane or an RTG.
+"""Device telemetry: one reading from a smart container, a quay crane, an RTG or a gate reader.
 
 ``Telemetry`` is a union discriminated by ``kind``; parse raw bytes with ``parse_telemetry``.
 """
@@ -33,6 +33,9 @@ Tier = Annotated[int, Field(ge=0, le=255)]
 
 CraneEvent = Literal["lift_start", "lift_end", "twistlock_lock", "twistlock_unlock", "heartbeat"]
 RtgEvent = Literal["pick", "drop", "move", "heartbeat"]
+GateEvent = Literal["gate_in", "gate_out", "heartbeat"]
+TruckPlate = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9 -]{0,14}[A-Z0-9]$", description=(
+    "the truck's plate as the gate's camera read it"))]
 
 
 class Reading(Message):
@@ -108,9 +111,26 @@ class RtgReading(Reading):
         return self
 
 
-AnyReading = ContainerReading | CraneReading | RtgReading
+class GateReading(Reading):
+    """A terminal's truck gate: the OCR portal reading a container (and its truck) passing
+    in or out."""
+
+    kind: Literal["gate"] = "gate"
+    event: GateEvent
+    container_no: ContainerNumber | None = None
+    lane: Annotated[int, Field(ge=1, le=64)] | None = None
+    truck_plate: TruckPlate | None = None
+    seal_id: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+
+    @model_validator(mode="after")
+    def _names_container(self) -> GateReading:
+        _require_container(self.kind, self.event, self.container_no)
+        return self
+
+
+AnyReading = ContainerReading | CraneReading | RtgReading | GateReading
 Telemetry = Annotated[AnyReading, Field(discriminator="kind")]
-DEVICE_KINDS: tuple[str, ...] = ("container", "crane", "rtg")
+DEVICE_KINDS: tuple[str, ...] = ("container", "crane", "rtg", "gate")
 
 TELEMETRY_ADAPTER: TypeAdapter[AnyReading] = TypeAdapter(Telemetry)
 

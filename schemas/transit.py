@@ -106,10 +106,11 @@ class TransitEvent(Message):
 class PortEvent(Message):
     """A DCSA Track & Trace equipment event the terminal derived (value of ``dcsa.events.v1``,
     keyed by container): ``dcsa`` is the event exactly as DCSA defines it (TNT 2.2, event
-    domain 2.0.2: ``LOAD``, ``DISC``), the rest says what it was derived from."""
+    domain 2.0.2: ``LOAD``, ``DISC`` of a movement, ``GTIN``, ``GTOT`` of a declared container
+    at a truck gate), the rest says what it was derived from."""
 
     container_no: ContainerNumber
-    movement_id: MovementId
+    movement_id: MovementId | None = None  # LOAD and DISC: the movement they are steps of
     declaration_id: str
     dcsa: dict[str, Any] = Field(description="the DCSA equipmentEvent (camelCase, DCSA codes)")
     evidence: tuple[Evidence, ...] = Field(description="the readings it was derived from; each "

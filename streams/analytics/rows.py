@@ -128,7 +128,7 @@ def _port_event(value: bytes, partition: int, offset: int) -> Row:
         "event_id": dcsa["eventID"], "event_type_code": dcsa["equipmentEventTypeCode"],
         "container_no": event.container_no,
         "un_location": dcsa["eventLocation"]["UNLocationCode"],
-        "movement_id": event.movement_id, "declaration_id": event.declaration_id,
+        "movement_id": event.movement_id or "", "declaration_id": event.declaration_id,
         "kafka_partition": partition, "kafka_offset": offset, "raw": value.decode(),
     }
 

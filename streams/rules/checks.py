@@ -16,8 +16,9 @@ from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
 from streams.transit.state import IN_TRANSIT
 
+# What moves a container: forbidden while it is held. A truck leaving the gate with it too.
 MOVES = frozenset({"lift_start", "lift_end", "twistlock_lock", "twistlock_unlock", "pick", "drop",
-                   "move"})
+                   "move", "gate_out"})
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ def in_transit(declaration: Declaration | None, state: ContainerState) -> Moveme
 
 def weight_mismatch(reading: AnyReading, declaration: Declaration | None,
                     state: ContainerState, thresholds: Thresholds) -> Finding | None:
-    if declaration is None or isinstance(reading, ContainerReading) or reading.load_kg is None:
+    if declaration is None or not isinstance(reading, CraneReading | RtgReading) or (
+            reading.load_kg is None):
         return None
     movement = in_transit(declaration, state)
     if movement is not None and reading.port == movement.destination:

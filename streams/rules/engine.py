@@ -21,6 +21,7 @@ from schemas.telemetry import (
     AnyReading,
     ContainerReading,
     CraneReading,
+    GateReading,
     parse_telemetry,
     reading_id,
 )
@@ -28,7 +29,7 @@ from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitE
 from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
-from streams.transit.dcsa import port_event
+from streams.transit.dcsa import gate_event, port_event
 from streams.transit.tracker import (
     LIFT_DONE,
     Leg,
@@ -247,6 +248,9 @@ def evaluate(reading: AnyReading, declaration: Declaration | None, state: Contai
         outcome.certificate = judged.certificate
         outcome.clearance = judged.clearance or followed.clearance
         outcome.port_events = _port_events(outcome.transit, leg.declaration, now or reading.ts)
+    if isinstance(reading, GateReading) and (
+            passage := gate_event(reading, declaration, evidence, now or reading.ts)):
+        outcome.port_events.append(passage)
     for finding in findings:
         event = apply(state, finding, context, evidence, thresholds)
         if event is not None:

@@ -1,10 +1,12 @@
-"""DCSA Track & Trace equipment events derived from a movement's steps (pure).
+"""DCSA Track & Trace equipment events derived from what the terminal saw (pure).
 
-``LOAD`` when a quay crane at the origin lifted the container onto the declared barge, ``DISC``
-when one at the destination lifted it off: TNT 2.2 (event domain 2.0.2) field names and codes,
-validated in the tests against DCSA's own schemas (``tests/data/dcsa``). The event id is a UUID
-derived from the container, the movement and the code, so a replayed step gives the same event
-(a movement id is the declarant's: two containers' movements may share one).
+``LOAD`` when a quay crane at the origin lifted a container onto its movement's declared barge,
+``DISC`` when one at the destination lifted it off; ``GTIN`` and ``GTOT`` when a truck gate's
+reader saw a declared container pass in or out. TNT 2.2 (event domain 2.0.2) field names and
+codes, validated in the tests against DCSA's own schemas (``tests/data/dcsa``). Event ids are
+UUIDs derived from what the event is of — the container, the movement and the code; for a gate
+passage the reading — so a replayed step or reading gives the same event (a movement id is the
+declarant's: two containers' movements may share one).
 """
 
 from __future__ import annotations
@@ -13,16 +15,42 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from schemas import Declaration
+from schemas import Declaration, Evidence
+from schemas.telemetry import GateReading
 from schemas.transit import PortEvent, TransitEvent, TransitPhase
 
-# The namespace of smartport's DCSA event ids (uuid5 of "<container>/<movement id>/<code>").
+# The namespace of smartport's DCSA event ids (uuid5 of "<container>/<movement id>/<code>",
+# or of "<container>/<reading id>/<code>" for a gate passage).
 EVENT_ID_NAMESPACE = uuid.UUID("6f1f0a52-4a57-5c3b-9a4e-3d3c2b9b7e10")
 CODES = {TransitPhase.DEPARTED: "LOAD", TransitPhase.ARRIVED: "DISC"}
+GATE_CODES = {"gate_in": "GTIN", "gate_out": "GTOT"}
 
 
 def _timestamp(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _equipment_event(code: str, named: str, declaration: Declaration, *, port: str,
+                     at: datetime, created: datetime, transport_call: dict[str, Any],
+                     seals: tuple[str, ...]) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "eventID": str(uuid.uuid5(EVENT_ID_NAMESPACE,
+                                  f"{declaration.container_no}/{named}/{code}")),
+        "eventType": "EQUIPMENT",
+        "eventClassifierCode": "ACT",
+        "eventDateTime": _timestamp(at),
+        "eventCreatedDateTime": _timestamp(created),
+        "equipmentEventTypeCode": code,
+        "equipmentReference": declaration.container_no,
+        "emptyIndicatorCode": "LADEN",
+        "facilityTypeCode": "POTE",
+        "eventLocation": {"UNLocationCode": port},
+        "transportCall": {"location": {"UNLocationCode": port}, **transport_call},
+    }
+    if seals:
+        event["seals"] = [{"sealNumber": seal, "sealSource": "CUS", "sealType": "BLT"}
+                          for seal in seals]
+    return event
 
 
 def port_event(step: TransitEvent, declaration: Declaration, created: datetime
@@ -33,27 +61,32 @@ def port_event(step: TransitEvent, declaration: Declaration, created: datetime
     if code is None or movement is None or movement.movement_id != step.movement_id:
         return None
     port = movement.origin if code == "LOAD" else movement.destination
-    dcsa: dict[str, Any] = {
-        "eventID": str(uuid.uuid5(EVENT_ID_NAMESPACE, "/".join(
-            (declaration.container_no, movement.movement_id, code)))),
-        "eventType": "EQUIPMENT",
-        "eventClassifierCode": "ACT",
-        "eventDateTime": _timestamp(step.at),
-        "eventCreatedDateTime": _timestamp(created),
-        "equipmentEventTypeCode": code,
-        "equipmentReference": declaration.container_no,
-        "emptyIndicatorCode": "LADEN",
-        "facilityTypeCode": "POTE",
-        "eventLocation": {"UNLocationCode": port},
-        "transportCall": {
-            "transportCallID": f"{movement.movement_id}/{port}",
-            "modeOfTransport": "BARGE",
-            "location": {"UNLocationCode": port},
-            "vessel": {"vesselIMONumber": movement.carrier_imo},
-        },
-        "seals": [{"sealNumber": seal, "sealSource": "CUS", "sealType": "BLT"}
-                  for seal in movement.seals],
-    }
+    dcsa = _equipment_event(
+        code, movement.movement_id, declaration, port=port, at=step.at, created=created,
+        transport_call={"transportCallID": f"{movement.movement_id}/{port}",
+                        "modeOfTransport": "BARGE",
+                        "vessel": {"vesselIMONumber": movement.carrier_imo}},
+        seals=movement.seals)
     return PortEvent(container_no=declaration.container_no, movement_id=movement.movement_id,
                      declaration_id=declaration.declaration_id, dcsa=dcsa,
                      evidence=step.evidence)
+
+
+def gate_event(reading: GateReading, declaration: Declaration | None, evidence: Evidence,
+               created: datetime) -> PortEvent | None:
+    """The DCSA ``GTIN``/``GTOT`` of a declared container's gate passage (an undeclared
+    container's passage is the terminal rules' business, not an event to publish)."""
+    code = GATE_CODES.get(reading.event)
+    if code is None or declaration is None or reading.container_no != declaration.container_no:
+        return None
+    named = evidence.reading_id or f"{reading.device_id}/{reading.boot or 0}/{reading.seq}"
+    transport_call: dict[str, Any] = {
+        "transportCallID": f"{reading.port}/{reading.device_id}/{_timestamp(reading.ts)}",
+        "modeOfTransport": "TRUCK"}
+    dcsa = _equipment_event(code, named, declaration, port=reading.port, at=reading.ts,
+                            created=created, transport_call=transport_call,
+                            seals=declaration.seal_numbers)
+    return PortEvent(container_no=declaration.container_no,
+                     movement_id=declaration.movement.movement_id if declaration.movement
+                     else None, declaration_id=declaration.declaration_id, dcsa=dcsa,
+                     evidence=(evidence,))

@@ -23,7 +23,7 @@ from deploy.cli import main
 from deploy.pipeline import PipelineProcess, streams_worker
 from deploy.services import CLICKHOUSE_PORT, HOST
 from ingest import declarations
-from ingest.linked import FAULTS, LinkedConfig, LinkedPorts
+from ingest.linked import FAULTS, TRUCKED_OUT, LinkedConfig, LinkedPorts
 from ingest.simulate import SimulationReport, run, write_declarations
 from schemas import Alert, encode, topics
 from schemas import clickhouse as ch
@@ -121,8 +121,12 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
             PortEvent.model_validate_json(m.value() or b"")
             for m in read_range(stack.kafka, topics.PORT_EVENTS, port_events_since)))
     stuck = {n for n, t in faulty.items() if t.fault == "overdue"}
+    trucked_out = {t.declaration.container_no for index, t in enumerate(linked.transits)
+                   if index % TRUCKED_OUT == 0} - stuck
     assert codes == Counter({**{(n, "LOAD"): 1 for n in everyone},
-                             **{(n, "DISC"): 1 for n in everyone - stuck}})
+                             **{(n, "DISC"): 1 for n in everyone - stuck},
+                             **{(n, "GTIN"): 1 for n in everyone},  # the origin's gate
+                             **{(n, "GTOT"): 1 for n in trucked_out}})
 
     certificate, partition, offset = certificates[sorted(clean)[0]]
     _verify_offline(stack, certificate, partition, offset, tmp_path)

@@ -4,6 +4,7 @@ mapped to those files."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -16,13 +17,15 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from ingest.linked import LinkedConfig, LinkedPorts
+from ingest.linked import TRUCKED_OUT, LinkedConfig, LinkedPorts
 from ingest.validation import Accepted, Limits, classify
-from schemas import Evidence
+from schemas import Declaration, Evidence, Rule
+from schemas.telemetry import parse_telemetry
 from schemas.transit import PortEvent
-from streams.rules.engine import declare, evaluate, sweep_transit
+from streams.rules.engine import Outcome, declare, evaluate, sweep_transit
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
+from tests.helpers import declaration as declaration_body
 
 DCSA = Path(__file__).parents[1] / "data" / "dcsa"
 SWAGGERHUB = "https://api.swaggerhub.com/domains/dcsaorg"
@@ -71,13 +74,19 @@ def _port_events(linked: LinkedPorts) -> list[PortEvent]:
     return events
 
 
-def test_load_and_discharge_events_validate_against_dcsa(equipment_event: Draft4Validator
-                                                          ) -> None:
+def test_load_discharge_and_gate_events_validate_against_dcsa(
+    equipment_event: Draft4Validator
+) -> None:
     linked = LinkedPorts(LinkedConfig(containers=12, seed=2, fault_rate=0.5, start=START))
     events = _port_events(linked)
     stuck = sum(1 for t in linked.transits if t.fault == "overdue")
+    trucked_out = sum(1 for index, t in enumerate(linked.transits)
+                      if index % TRUCKED_OUT == 0 and t.fault != "overdue")
     codes = Counter(event.dcsa["equipmentEventTypeCode"] for event in events)
-    assert codes == {"LOAD": 12, "DISC": 12 - stuck}
+    assert codes == {"LOAD": 12, "DISC": 12 - stuck, "GTIN": 12, "GTOT": trucked_out}
+    modes = {(event.dcsa["equipmentEventTypeCode"], event.dcsa["transportCall"][
+        "modeOfTransport"]) for event in events}
+    assert modes == {("LOAD", "BARGE"), ("DISC", "BARGE"), ("GTIN", "TRUCK"), ("GTOT", "TRUCK")}
     for event in events:
         errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
                   for e in equipment_event.iter_errors(event.dcsa)]
@@ -107,4 +116,26 @@ def test_two_containers_moved_under_one_movement_id_get_their_own_events() -> No
     assert {e.movement_id for e in first} == {e.movement_id for e in second}
     assert {e.container_no for e in first}.isdisjoint({e.container_no for e in second})
     ids = [event.dcsa["eventID"] for event in first + second]
-    assert len(set(ids)) == len(ids) == 8
+    assert len(set(ids)) == len(ids) >= 8
+
+
+def test_a_gate_passage_is_an_event_only_for_a_declared_container_and_a_held_one_is_stopped(
+    equipment_event: Draft4Validator
+) -> None:
+    held = Declaration.model_validate_json(json.dumps(declaration_body(status="held")))
+    def passage(event: str, declared: Declaration | None) -> Outcome:
+        reading = parse_telemetry(json.dumps({
+            "kind": "gate", "device_id": "gate-cnshk-01", "seq": 7, "ts": START.isoformat(),
+            "port": "CNSHK", "event": event, "container_no": held.container_no,
+            "truck_plate": "YUE B12345", "lane": 2}))
+        return evaluate(reading, declared, ContainerState(), Thresholds(), Evidence(
+            topic="telemetry.v1", partition=0, offset=1, device_id="gate-cnshk-01", seq=7))
+
+    out = passage("gate_out", held)
+    [event] = out.port_events
+    assert event.dcsa["equipmentEventTypeCode"] == "GTOT"
+    assert event.movement_id is None  # no movement: a plain gate passage
+    assert equipment_event.is_valid(event.dcsa)
+    assert [a.rule for a in out.alerts] == [Rule.HOLD_VIOLATION]  # a held container leaving
+    assert [a.rule for a in passage("gate_in", held).alerts] == []
+    assert passage("gate_out", None).port_events == []  # undeclared: the rules' business
