@@ -165,8 +165,11 @@ def _verify_offline(stack: Settings, certificate: DischargeCertificate, partitio
     # Signed by the terminal (the worker's key in the stack's state directory).
     terminal = fingerprint(own_key(stack.resolved_terminal_key_file).public_key())
     assert verify.verify_certificate(record, {terminal}) == terminal
+    rerouted = record.replace(b'"corridor_id":"CNSUD-CNSHK-river"',
+                              b'"corridor_id":"CNSUD-CNSHK-roads"')
+    assert rerouted != record
     with pytest.raises(VerificationFailed, match=r"^terminal signature: .*changed after"):
-        verify.verify_certificate(forged, {terminal})
+        verify.verify_certificate(rerouted, {terminal})
     receipt_file, record_file = tmp_path / "receipt.json", tmp_path / "certificate.bin"
     receipt_file.write_bytes(encode(receipt))
     record_file.write_bytes(record)

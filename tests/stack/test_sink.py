@@ -176,7 +176,8 @@ def test_a_schema_1_store_is_migrated_and_keeps_every_reading(store_url: str) ->
 
         ensure_schema(store, ttl_days=None, progress=messages.append)
 
-        assert store.query(f"SELECT max(version) FROM {ch.VERSION_TABLE}")[1] == [(2,)]
+        assert store.query(f"SELECT max(version) FROM {ch.VERSION_TABLE}")[1] == [
+            (ch.SCHEMA_VERSION,)]
         _, ids = store.query("SELECT reading_id FROM telemetry FINAL ORDER BY seq")
         assert [i for i, in ids] == [_reading_id(v) for v in values]
         _, kept = store.query("SELECT raw FROM sink_rejects FINAL WHERE topic = 'telemetry.v1'")
@@ -185,8 +186,8 @@ def test_a_schema_1_store_is_migrated_and_keeps_every_reading(store_url: str) ->
         _, left = store.query("SELECT name FROM system.tables WHERE database = "
                               "currentDatabase() AND name LIKE '%_schema1'")
         assert left == []
-        assert any("telemetry: migrated to schema 2 — 2 rows" in m and "1 kept in sink_rejects"
-                   in m for m in messages), messages
+        migrated = f"telemetry: migrated to schema {ch.SCHEMA_VERSION} — 2 rows"
+        assert any(migrated in m and "1 kept in sink_rejects" in m for m in messages), messages
         ensure_schema(store, ttl_days=None, progress=messages.append)  # idempotent
         # The device rebooted: seq 5 again, later. Schema 1 folded it; schema 2 keeps both.
         rebooted = _envelope(seq=5, ts="2026-11-24T11:00:00Z")
