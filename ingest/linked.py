@@ -1,7 +1,8 @@
 """A simulated linked port: containers trucked in through Shunde's gate (CNSUD), declared and
-released there, go down the river by barge to Shekou (CNSHK) on one declaration, each leg
-witnessed by the container's own tracker and by the quay cranes that load and discharge it — or
-with one injected transit fault; every third leaves Shekou by truck, through its gate.
+released there, go down the river by barge — every fourth by road, on a truck — to Shekou
+(CNSHK) on one declaration, each leg witnessed by the container's own tracker and by the quay
+cranes that load and discharge the barge or the gates the truck passes — or with one injected
+transit fault; every third leaves Shekou by truck, through its gate.
 
 Pure and reproducible like ``ingest.fleet``: the same seed and start give the same messages.
 The truth names, per faulty container, the alert it must raise and the check it must fail;
@@ -28,6 +29,12 @@ RIVER = ((22.8040, 113.2930), (22.7330, 113.4150), (22.6240, 113.5580), (22.5510
          (22.4950, 113.8230), (22.4800, 113.9000))
 CORRIDOR = Corridor(corridor_id="CNSUD-CNSHK-river", buffer_m=1500, max_gap_s=600,
                     waypoints=tuple(GeoPoint(lat=lat, lon=lon) for lat, lon in RIVER))
+# ... and a plausible road from Shunde's gate to Shekou's, for the trucks.
+ROAD = ((22.8040, 113.2930), (22.7810, 113.5020), (22.7020, 113.6800), (22.6010, 113.8420),
+        (22.4800, 113.9000))
+ROAD_CORRIDOR = Corridor(corridor_id="CNSUD-CNSHK-road", buffer_m=800, max_gap_s=600,
+                         waypoints=tuple(GeoPoint(lat=lat, lon=lon) for lat, lon in ROAD))
+BY_TRUCK = 4  # every fourth container goes by truck, the others by barge
 LEG = timedelta(minutes=30)  # departure to discharge, event time (compressed), give or take
 LEG_SPREAD_S = (-240, 180)  # ... this: currents and locks (arrival stays before the deadline)
 FIX_EVERY = timedelta(minutes=2)
@@ -112,11 +119,15 @@ class LinkedPorts:
         rng, config = self._rng, self.config
         number = self._container_number()
         released = config.start + timedelta(seconds=rng.randrange(0, 480))
+        barge = rng.choice(self._barges)  # drawn for every leg: a seed gives the same faults
+        carrier: dict[str, Any] = {"mode": "barge", "carrier_imo": barge, "corridor": CORRIDOR}
+        if index % BY_TRUCK == BY_TRUCK - 1:
+            carrier = {"mode": "truck", "carrier_plate": f"YUE E{(index * 7919) % 10**5:05d}",
+                       "corridor": ROAD_CORRIDOR}
         movement = Movement(
             movement_id=f"{config.origin}-MV-{index + 1:05d}", origin=config.origin,
-            destination=config.destination, carrier_imo=rng.choice(self._barges),
-            corridor=CORRIDOR, seals=(f"SL{rng.randrange(10**7):07d}",),
-            deadline=released + DEADLINE_AFTER)
+            destination=config.destination, **carrier,
+            seals=(f"SL{rng.randrange(10**7):07d}",), deadline=released + DEADLINE_AFTER)
         declaration = Declaration(
             declaration_id=f"{config.origin}-DEC-{index + 1:06d}", container_no=number,
             status=DeclarationStatus.RELEASED, gross_mass_kg=float(rng.randrange(8_000, 28_000)),
@@ -143,8 +154,9 @@ class LinkedPorts:
                              encode(reading), step.device, seq, truth=step.truth)
 
     def _script(self, index: int, transit: Transit) -> list[_Step]:
-        """One container's leg: release, load at the origin, fixes along the river, discharge
-        at the destination; the fault, if any, woven in."""
+        """One container's leg: release, departure from the origin (a barge's loading crane,
+        a truck's gate), fixes along the river or the road, arrival at the destination; the
+        fault, if any, woven in."""
         declaration, fault = transit.declaration, transit.fault
         movement = declaration.movement
         assert movement is not None
@@ -159,14 +171,26 @@ class LinkedPorts:
 
         def emit(port: str, kind: str, device: str, body: dict[str, Any], at: datetime) -> None:
             truth = (declaration.container_no, FAULTS[fault][0]) if fault and at == revealed \
-                and kind == "crane" else None
+                and kind != "container" else None
             script.append(_Step(at, index, port, kind, device,
                                 {"container_no": declaration.container_no, **body}, truth))
 
-        def gate(port: str, event: str, at: datetime) -> None:
+        def gate(port: str, event: str, at: datetime, *, plate: str | None = None,
+                 load_kg: float | None = None) -> None:
+            weighed = {} if load_kg is None else {"load_kg": round(load_kg, 1)}
             emit(port, "gate", f"gate-{port.lower()}-{index % 2 + 1:02d}", {
                 "event": event, "lane": index % 6 + 1, "seal_id": movement.seals[0],
-                "truck_plate": f"YUE B{rng.randrange(10**5):05d}"}, at)
+                "truck_plate": plate or f"YUE B{rng.randrange(10**5):05d}", **weighed}, at)
+
+        def carried(port: str, at: datetime, load_kg: float) -> None:
+            """Departure or arrival as the mode sees it: a quay crane's lift, a gate."""
+            if movement.mode == "barge":
+                emit(port, "crane", f"bqc-{port.lower()}-{index % 4 + 1:02d}", {
+                    "event": "lift_end", "load_kg": round(load_kg, 1),
+                    "vessel_imo": movement.carrier_imo}, at)
+            else:
+                gate(port, "gate_out" if port == config.origin else "gate_in", at,
+                     plate=movement.carrier_plate, load_kg=load_kg)
 
         def fix(at: datetime, port: str, lat: float, lon: float, **changes: Any) -> None:
             emit(port, "container", tracker, {
@@ -179,10 +203,9 @@ class LinkedPorts:
         # Trucked in to the origin's gate before its release (DCSA GTIN) ...
         gate(config.origin, "gate_in", declaration.updated_at - timedelta(
             minutes=rng.randrange(10, 60)))
-        fix(departed - timedelta(minutes=1), config.origin, *RIVER[0])
-        emit(config.origin, "crane", f"bqc-{config.origin.lower()}-{index % 4 + 1:02d}",
-             {"event": "lift_end", "load_kg": round(declaration.gross_mass_kg, 1),
-              "vessel_imo": movement.carrier_imo}, departed)
+        route = RIVER if movement.mode == "barge" else ROAD
+        fix(departed - timedelta(minutes=1), config.origin, *route[0])
+        carried(config.origin, departed, declaration.gross_mass_kg)
         if fault == "overdue":
             return sorted(script, key=lambda step: step.at)
         steps = int((arrives - departed) / FIX_EVERY)
@@ -190,18 +213,16 @@ class LinkedPorts:
         for step in range(1, steps):
             if step in silent:
                 continue
-            lat, lon = along(RIVER, step / steps)
+            lat, lon = along(route, step / steps)
             changes: dict[str, Any] = {}
             if fault == "door_opened" and step == steps // 2:
                 changes["door"] = "open"
             if fault == "corridor_deviation" and step in (steps // 2, steps // 2 + 1):
-                lat += 0.05  # ~5.5 km north of the river
+                lat += 0.05  # ~5.5 km north of the river or the road
             fix(departed + step * FIX_EVERY, config.origin, lat, lon, **changes)
         seal = f"SL{rng.randrange(10**7):07d}" if fault == "seal_swapped" else movement.seals[0]
-        fix(arrives - timedelta(seconds=30), config.destination, *RIVER[-1], seal_id=seal)
-        emit(config.destination, "crane", f"bqc-{config.destination.lower()}-{index % 4 + 1:02d}",
-             {"event": "lift_end", "load_kg": round(lift_mass, 1),
-              "vessel_imo": movement.carrier_imo}, arrives)
+        fix(arrives - timedelta(seconds=30), config.destination, *route[-1], seal_id=seal)
+        carried(config.destination, arrives, lift_mass)
         for later in range(1, AFTERWARDS + 1):  # in the yard: seals are no longer reported
             emit(config.destination, "container", tracker, {
                 "lat": RIVER[-1][0], "lon": RIVER[-1][1], "door": "closed",

@@ -95,7 +95,7 @@ MOVEMENTS = Table("movements", _cols(
 CERTIFICATES = Table("certificates", _cols(
     f"arrived_at:{TIME_MS} movement_id:{TEXT} container_no:{TEXT} declaration_id:{TEXT} "
     f"declaration_version:UInt32 origin:{LOW} destination:{LOW} corridor_id:{LOW} "
-    f"carrier_imo:{TEXT} released_at:{TIME_MS} departed_at:{TIME_MS} "
+    f"mode:{LOW} carrier:{TEXT} released_at:{TIME_MS} departed_at:{TIME_MS} "
     f"transit_seconds:Float64 issued_by:{LOW} kafka_partition:UInt16 kafka_offset:UInt64 "
     f"raw:{TEXT}"), "(container_no, movement_id)", "arrived_at", version_column="kafka_offset")
 CLEARANCE = Table("clearance", _cols(

@@ -120,6 +120,8 @@ class GateReading(Reading):
     container_no: ContainerNumber | None = None
     lane: Annotated[int, Field(ge=1, le=64)] | None = None
     truck_plate: TruckPlate | None = None
+    load_kg: Annotated[LoadKg, Field(description="the container's mass from the gate's "
+                                     "weighbridge, the truck's tare deducted")] | None = None
     seal_id: Annotated[str, Field(min_length=1, max_length=32)] | None = None
 
     @model_validator(mode="after")

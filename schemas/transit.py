@@ -17,7 +17,7 @@ from schemas.alert import Evidence
 from schemas.base import Message
 from schemas.canonical import encode
 from schemas.identifiers import ContainerNumber, ImoNumber, SealNumber, UnLocode, UtcDatetime
-from schemas.telemetry import Latitude, Longitude
+from schemas.telemetry import Latitude, Longitude, TruckPlate
 
 MovementId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")]
 
@@ -39,34 +39,53 @@ class Corridor(Message):
     ] = 1800.0
 
 
+TransportMode = Literal["barge", "truck"]
+
+
 class Movement(Message):
     """A supervised transit between the two ports of a combined port, declared at the origin.
-    Departure and arrival are the quay-crane lifts onto and off the carrying barge."""
+    By barge, departure and arrival are the quay-crane lifts onto and off it; by truck, its
+    passages out of the origin's gate and into the destination's."""
 
     movement_id: MovementId
     origin: UnLocode
     destination: UnLocode
-    mode: Literal["barge"] = Field("barge", description="the carrier is a barge (IMO number) "
-                                   "loaded and discharged by quay cranes")
-    carrier_imo: ImoNumber
+    mode: TransportMode = Field("barge", description="barge (named by its IMO number, loaded "
+                                "and discharged by quay cranes) or truck (named by its plate, "
+                                "through the ports' gates)")
+    carrier_imo: ImoNumber | None = Field(None, description="the barge: its IMO number")
+    carrier_plate: TruckPlate | None = Field(None, description="the truck: its plate")
     corridor: Corridor
     seals: Annotated[tuple[SealNumber, ...], Field(min_length=1, description=(
         "seals applied at release: exactly these must be read at the destination"))]
     deadline: UtcDatetime
 
     @model_validator(mode="after")
-    def _two_ports(self) -> Movement:
+    def _two_ports_one_carrier(self) -> Movement:
         if self.origin == self.destination:
             raise ValueError(f"a movement goes from one port to another, not {self.origin} "
                              "to itself")
+        named = {"barge": self.carrier_imo, "truck": self.carrier_plate}
+        if named[self.mode] is None or any(
+                value is not None for mode, value in named.items() if mode != self.mode):
+            raise ValueError(f"a {self.mode} movement names its carrier by "
+                             f"{'carrier_imo' if self.mode == 'barge' else 'carrier_plate'} "
+                             "only")
         return self
+
+    @property
+    def carrier(self) -> str:
+        """The barge's IMO number or the truck's plate."""
+        carrier = self.carrier_imo if self.mode == "barge" else self.carrier_plate
+        assert carrier is not None  # the validator saw to it
+        return carrier
 
 
 class TransitPhase(StrEnum):
     LODGED = "lodged"  # declared, not released yet
     RELEASED = "released"  # released at the origin: its seals are recorded
-    DEPARTED = "departed"  # lifted onto the barge at the origin
-    ARRIVED = "arrived"  # lifted off the barge at the destination; the checks ran
+    DEPARTED = "departed"  # lifted onto the barge (out of the gate on the truck) at the origin
+    ARRIVED = "arrived"  # lifted off the barge (in through the gate) at the destination
     DISCHARGED = "discharged"  # every check passed: certificate issued
     DISCREPANCY = "discrepancy"  # a check failed
     OVERDUE = "overdue"  # the deadline passed before arrival
@@ -79,7 +98,7 @@ class CheckName(StrEnum):
     REPORTING = "reporting"  # no silence longer than the corridor allows
     DEADLINE = "deadline"  # arrived before the deadline
     MASS = "mass"  # the destination crane's load agrees with the declared gross mass
-    IDENTITY = "identity"  # discharged from the declared barge
+    IDENTITY = "identity"  # carried by the declared barge or truck
 
 
 class TransitCheck(Message):
@@ -162,7 +181,9 @@ class DischargeCertificate(Message):
     origin: UnLocode
     destination: UnLocode
     corridor_id: MovementId
-    carrier_imo: ImoNumber
+    mode: TransportMode
+    carrier: Annotated[str, Field(min_length=1, max_length=16, description=(
+        "the barge's IMO number or the truck's plate"))]
     released_at: UtcDatetime
     departed_at: UtcDatetime
     arrived_at: UtcDatetime

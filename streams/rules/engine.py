@@ -213,9 +213,11 @@ def sweep_transit(state: ContainerState, declaration: Declaration, thresholds: T
 
 
 def _movement_evidence(reading: AnyReading) -> bool:
-    """What a movement's checks read: the container's tracker, and quay-crane lifts."""
+    """What a movement's checks read: the container's tracker, quay-crane lifts, gate
+    passages."""
     return isinstance(reading, ContainerReading) or (
-        isinstance(reading, CraneReading) and reading.event == LIFT_DONE)
+        isinstance(reading, CraneReading) and reading.event == LIFT_DONE) or (
+        isinstance(reading, GateReading) and reading.event != "heartbeat")
 
 
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,

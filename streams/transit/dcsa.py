@@ -58,14 +58,15 @@ def port_event(step: TransitEvent, declaration: Declaration, created: datetime
     """The DCSA event of a movement's step, if DCSA has one for it; ``created`` is when the
     terminal derived it (DCSA's eventCreatedDateTime)."""
     code, movement = CODES.get(step.phase), declaration.movement
-    if code is None or movement is None or movement.movement_id != step.movement_id:
-        return None
+    if code is None or movement is None or movement.movement_id != step.movement_id or (
+            movement.mode != "barge"):
+        return None  # a truck's departure and arrival are its gate passages (GTOT, GTIN)
     port = movement.origin if code == "LOAD" else movement.destination
     dcsa = _equipment_event(
         code, movement.movement_id, declaration, port=port, at=step.at, created=created,
         transport_call={"transportCallID": f"{movement.movement_id}/{port}",
                         "modeOfTransport": "BARGE",
-                        "vessel": {"vesselIMONumber": movement.carrier_imo}},
+                        "vessel": {"vesselIMONumber": movement.carrier}},
         seals=movement.seals)
     return PortEvent(container_no=declaration.container_no, movement_id=movement.movement_id,
                      declaration_id=declaration.declaration_id, dcsa=dcsa,

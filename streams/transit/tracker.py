@@ -1,8 +1,9 @@
 """Following one container's declared movement, reading by reading (pure).
 
 Phases: lodged → released (the declaration is released at the origin) → departed (a quay
-crane at the origin finished lifting it onto a barge) → arrived (a quay crane at the
-destination finished lifting it off) → discharged, or discrepancy; overdue when the deadline
+crane at the origin finished lifting it onto a barge; a truck took it out of the origin's gate)
+→ arrived (a quay crane at the destination finished lifting it off; the truck brought it in
+through the destination's gate) → discharged, or discrepancy; overdue when the deadline
 passes first. After the release the container's own tracker is the witness: every seal or
 door report, every position fix and every report time is kept, bounded, with its event time.
 Readings arrive late and out of order (the two ports publish through two MQTT sessions), so
@@ -22,7 +23,7 @@ from itertools import pairwise
 
 from schemas import Declaration, Evidence, Rule
 from schemas.declaration import RELEASED_STATUSES
-from schemas.telemetry import AnyReading, ContainerReading, CraneReading
+from schemas.telemetry import AnyReading, ContainerReading, CraneReading, GateReading
 from schemas.transit import (
     CheckName,
     Clearance,
@@ -100,11 +101,12 @@ def on_reading(state: TransitState, leg: Leg, reading: AnyReading, evidence: Evi
         return outcome
     if isinstance(reading, ContainerReading):
         _witness(state, movement, reading, evidence)
-    elif isinstance(reading, CraneReading) and reading.event == LIFT_DONE:
+    elif (passage := carrier_passage(reading, movement)) is not None:
+        carrier, load = passage
         if reading.port == movement.origin and state.departed_at is None and (
                 state.arrived_at is None or reading.ts <= state.arrived_at):
             state.departed_at, state.departure = reading.ts, evidence
-            state.departure_carrier = reading.vessel_imo
+            state.departure_carrier = carrier
             if state.phase == TransitPhase.RELEASED:  # else it arrived first (out of order)
                 state.phase = TransitPhase.DEPARTED
                 outcome.events.append(_event(state, leg.declaration, reading.ts,
@@ -113,13 +115,28 @@ def on_reading(state: TransitState, leg: Leg, reading: AnyReading, evidence: Evi
                 state.phase in (*OPEN_PHASES, TransitPhase.OVERDUE)):
             state.phase, state.arrived_at = TransitPhase.ARRIVED, reading.ts
             state.arrival, state.arrival_seen_at = evidence, now
-            state.arrival_carrier, state.arrival_load_kg = reading.vessel_imo, reading.load_kg
+            state.arrival_carrier, state.arrival_load_kg = carrier, load
             outcome.events.append(_event(state, leg.declaration, reading.ts, evidence=evidence))
     overdue = check_overdue(state, leg, reading.ts)
     outcome.events += overdue.events
     outcome.findings += overdue.findings
     outcome.clearance = overdue.clearance
     return outcome
+
+
+def carrier_passage(reading: AnyReading, movement: Movement
+                    ) -> tuple[str | None, float | None] | None:
+    """The carrier and the container's mass, when ``reading`` is the movement's departure
+    from its origin or arrival at its destination as its mode sees them: a quay crane's lift
+    onto or off a barge; a truck out of the origin's gate, in through the destination's."""
+    if movement.mode == "barge" and isinstance(reading, CraneReading) and (
+            reading.event == LIFT_DONE):
+        return reading.vessel_imo, reading.load_kg
+    if movement.mode == "truck" and isinstance(reading, GateReading) and (
+            (reading.port, reading.event) in ((movement.origin, "gate_out"),
+                                               (movement.destination, "gate_in"))):
+        return reading.truck_plate, reading.load_kg
+    return None
 
 
 def check_overdue(state: TransitState, leg: Leg, now: datetime) -> TransitOutcome:
@@ -163,7 +180,7 @@ def judge(state: TransitState, leg: Leg, now: datetime) -> TransitOutcome:
             declaration_id=declaration.declaration_id,
             declaration_version=declaration.version, origin=movement.origin,
             destination=movement.destination, corridor_id=movement.corridor.corridor_id,
-            carrier_imo=movement.carrier_imo,
+            mode=movement.mode, carrier=movement.carrier,
             released_at=state.released_at, departed_at=state.departed_at,
             arrived_at=state.arrived_at, checks=tuple(checks), issued_by=leg.issuer)
         outcome.clearance = _clearance(leg, state.arrived_at, [])
@@ -227,6 +244,7 @@ def _checks(state: TransitState, leg: Leg) -> list[TransitCheck]:
     ends = tuple(e for e in (state.departure, state.arrival) if e is not None)
     arrival = tuple(e for e in (state.arrival,) if e is not None)
     worst = max((float(s.note) for s in leg_only), default=0.0)
+    mode = movement.mode
     return [
         TransitCheck(check=CheckName.SEALS, passed=read == sealed, evidence=_shown(seals),
                      detail=f"read at {movement.destination}: "
@@ -257,11 +275,12 @@ def _checks(state: TransitState, leg: Leg) -> list[TransitCheck]:
             f"{movement.destination}, declared {declaration.gross_mass_kg:.0f} kg "
             f"± {tolerance:.0f}"),
         TransitCheck(check=CheckName.IDENTITY, passed={
-            state.departure_carrier, state.arrival_carrier} == {movement.carrier_imo},
+            state.departure_carrier, state.arrival_carrier} == {movement.carrier},
             evidence=ends, detail=(
-                f"loaded on {state.departure_carrier or 'no barge seen'}, discharged from "
-                f"{state.arrival_carrier or 'no barge named'}; declared barge "
-                f"{movement.carrier_imo}")),
+                f"left {movement.origin} on {state.departure_carrier or f'no {mode} seen'}, "
+                f"reached {movement.destination} on "
+                f"{state.arrival_carrier or f'no {mode} named'}; declared {mode} "
+                f"{movement.carrier}")),
     ]
 
 

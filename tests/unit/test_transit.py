@@ -254,6 +254,48 @@ def test_a_movement_names_two_ports_and_at_least_one_seal() -> None:
         Movement.model_validate_json(json.dumps(_movement(destination=ORIGIN)))
     with pytest.raises(ValidationError, match="seals"):
         Movement.model_validate_json(json.dumps(_movement(seals=[])))
+    for carrier in ({"carrier_imo": None}, {"mode": "truck"},
+                    {"mode": "truck", "carrier_plate": TRUCK}):  # the last names both
+        with pytest.raises(ValidationError, match="names its carrier by"):
+            Movement.model_validate_json(json.dumps(_movement(**carrier)))
+
+
+TRUCK, OTHER_TRUCK = "YUE E12345", "YUE E54321"
+
+
+def _gate(minutes: float, port: str, event: str, plate: str = TRUCK,
+          load_kg: float = 21_100.0) -> dict[str, Any]:
+    return {"kind": "gate", "device_id": f"gate-{port.lower()}", "seq": int(minutes),
+            "ts": _at(minutes), "port": port, "event": event, "container_no": "CSQU3054383",
+            "truck_plate": plate, "load_kg": load_kg}
+
+
+@pytest.mark.parametrize(("arrival", "failed"), [
+    ({}, None),
+    ({"plate": OTHER_TRUCK}, "identity"),
+    ({"load_kg": 27_000.0}, "mass"),
+])
+def test_a_truck_leg_goes_out_of_one_gate_and_in_through_the_other(
+    arrival: dict[str, Any], failed: str | None
+) -> None:
+    leg = Followed(_declared(mode="truck", carrier_imo=None, carrier_plate=TRUCK))
+    leg.read(_lift(4, ORIGIN))  # a quay crane's lift is not a truck's departure
+    assert leg.state.departed_at is None
+    leg.read(_gate(5, ORIGIN, "gate_out"))
+    for step in range(18):
+        lat, lon = _along(step / 17)
+        leg.read(_tracker(10 + step * 9, lat, lon, DESTINATION if step == 17 else ORIGIN))
+    leg.read(_gate(180, DESTINATION, "gate_in", **arrival))
+    leg.settle()
+    if failed is None:
+        [certificate] = leg.certificates
+        assert (certificate.mode, certificate.carrier) == ("truck", TRUCK)
+        assert certificate.departed_at == T0 + timedelta(minutes=5)
+        assert leg.findings == []
+    else:
+        assert leg.certificates == []
+        [finding] = leg.findings
+        assert finding.measured["failed_checks"] == failed
 
 
 def test_a_silent_tracker_is_overdue_when_the_clock_passes_the_deadline() -> None:
@@ -349,7 +391,7 @@ def test_a_certificate_is_signed_by_its_terminal_and_verifies_only_unchanged() -
     trusted = {fingerprint(terminal.public_key())}
     record = _signed_certificate(terminal)
     assert verify_certificate(record, trusted) == fingerprint(terminal.public_key())
-    changed = record.replace(b'"carrier_imo":"9074729"', b'"carrier_imo":"9176187"')
+    changed = record.replace(b'"carrier":"9074729"', b'"carrier":"9176187"')
     assert changed != record
     with pytest.raises(VerificationFailed, match="changed after the terminal signed it"):
         verify_certificate(changed, trusted)
