@@ -112,7 +112,7 @@ def stack_mqtt_user(
     password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
     port: Annotated[str | None, typer.Option(help="a device's UN/LOCODE, e.g. CNSHK")] = None,
     kind: Annotated[str | None, typer.Option(
-        help="a device's kind: container, crane, rtg; or edge (user edge-<locode>)")] = None,
+        help="a device's kind: container, crane, rtg, gate; or edge (user edge-<locode>)")] = None,
 ) -> None:
     """Add or replace a user of the MQTT broker (127.0.0.1:1883 and :8883): a device may
     publish only port/<port>/<kind>/<its id>/telemetry, a port's edge gateway only its port's

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -137,6 +138,24 @@ class LinkedPorts:
             version=1, updated_at=released)
         fault = rng.choice(sorted(FAULTS)) if rng.random() < config.fault_rate else None
         return Transit(declaration, fault)
+
+    def equipment_events(self) -> Counter[tuple[str, str]]:
+        """The DCSA equipment events the run must yield, (container, code): the truth of the
+        gates and the cranes the scripts below pass."""
+        expected: Counter[tuple[str, str]] = Counter()
+        for index, transit in enumerate(self.transits):
+            number, movement = transit.declaration.container_no, transit.declaration.movement
+            assert movement is not None
+            arrives = transit.fault != "overdue"
+            expected[number, "GTIN"] += 1  # trucked in to the origin
+            if movement.mode == "barge":
+                expected[number, "LOAD"] += 1
+                expected[number, "DISC"] += arrives
+            else:
+                expected[number, "GTOT"] += 1
+                expected[number, "GTIN"] += arrives
+            expected[number, "GTOT"] += arrives and index % TRUCKED_OUT == 0
+        return +expected  # without the zero counts
 
     # -- messages ----------------------------------------------------------------------------
 

@@ -104,7 +104,8 @@ CLEARANCE = Table("clearance", _cols(
     f"kafka_offset:UInt64 raw:{TEXT}"),
     "(container_no, movement_id, status, at)", "at", version_column="kafka_offset")
 PORT_EVENTS = Table("port_events", _cols(
-    f"event_datetime:{TIME_MS} event_id:{TEXT} event_type_code:{LOW} container_no:{TEXT} "
+    f"event_datetime:{TIME_MS} event_id:{TEXT} event_type:{LOW} event_type_code:{LOW} "
+    f"container_no:{TEXT} "
     f"un_location:{LOW} movement_id:{TEXT} declaration_id:{TEXT} kafka_partition:UInt16 "
     f"kafka_offset:UInt64 raw:{TEXT}"),
     "event_id", "event_datetime", version_column="kafka_offset")

@@ -122,18 +122,29 @@ class TransitEvent(Message):
     evidence: tuple[Evidence, ...] = ()
 
 
+class RecordPosition(Message):
+    """Where a Kafka record is: what `smartport receipt` proves, once it is anchored."""
+
+    topic: str
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+
+
 class PortEvent(Message):
-    """A DCSA Track & Trace equipment event the terminal derived (value of ``dcsa.events.v1``,
-    keyed by container): ``dcsa`` is the event exactly as DCSA defines it (TNT 2.2, event
-    domain 2.0.2: ``LOAD``, ``DISC`` of a movement, ``GTIN``, ``GTOT`` of a declared container
-    at a truck gate), the rest says what it was derived from."""
+    """A DCSA Track & Trace event the terminal derived (value of ``dcsa.events.v1``, keyed by
+    container): ``dcsa`` is the event exactly as DCSA defines it (TNT 2.2, event domain 2.0.2:
+    equipment events ``LOAD``, ``DISC`` of a movement, ``GTIN``, ``GTOT`` of a declared
+    container at a truck gate; shipment events of document type ``CUS`` when its customs
+    declaration changes status), the rest says what it was derived from."""
 
     container_no: ContainerNumber
     movement_id: MovementId | None = None  # LOAD and DISC: the movement they are steps of
     declaration_id: str
-    dcsa: dict[str, Any] = Field(description="the DCSA equipmentEvent (camelCase, DCSA codes)")
-    evidence: tuple[Evidence, ...] = Field(description="the readings it was derived from; each "
-                                           "record can be proven with `smartport receipt`")
+    dcsa: dict[str, Any] = Field(description="the DCSA event (camelCase, DCSA codes)")
+    evidence: tuple[Evidence, ...] = Field((), description="the readings it was derived from; "
+                                           "each record can be proven with `smartport receipt`")
+    declaration_record: RecordPosition | None = Field(None, description=(
+        "a customs status event: the declaration version it was derived from"))
 
 
 class Clearance(Message):

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from schemas import Alert, AlertCommand, Declaration, Evidence, GatewayEnvelope, encode, topics
 from schemas.base import describe_validation_error
 from schemas.topics import mqtt_alert_topic
-from schemas.transit import TransitPhase
+from schemas.transit import RecordPosition, TransitPhase
 from smartport.ed25519 import own_key
 from smartport.errors import StackError
 from smartport.kafka import ensure_topics
@@ -47,6 +47,7 @@ from smartport.settings import KafkaSettings, MqttSettings, Settings
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
 from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
+from streams.transit.dcsa import customs_event
 from streams.transit.signature import sign
 from streams.transit.state import OPEN_PHASES
 
@@ -293,14 +294,19 @@ def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
             declaration = _parse(Declaration, event)
             if declaration is None:
                 continue
+            previous = current_declarations.get(key)
             current_declarations.put(key, declaration, value)
             state = states.get(key) or ContainerState()
             if state.early_dropped:
                 log.warning("%s: %d readings before its declaration were beyond the %d kept "
                             "and are not replayed for its movement", declaration.container_no,
                             state.early_dropped, EARLY_KEPT)
-            outcome = declare(state, declaration, thresholds, issuer=issuer,
-                              now=datetime.now(UTC))
+            now = datetime.now(UTC)
+            outcome = declare(state, declaration, thresholds, issuer=issuer, now=now)
+            status = customs_event(declaration, previous, RecordPosition(
+                topic=event.message.topic, partition=event.message.partition,
+                offset=event.message.offset), now)
+            outcome.port_events += [status] if status else []
             states.put(key, state, state.model_dump_json().encode())
             open_movements.note(key, state, declaration)
             await publish(key, outcome)

@@ -124,11 +124,14 @@ def _clearance(value: bytes, partition: int, offset: int) -> Row:
 def _port_event(value: bytes, partition: int, offset: int) -> Row:
     event = PortEvent.model_validate_json(value)
     dcsa = event.dcsa
+    kind = dcsa["eventType"]  # EQUIPMENT (LOAD, DISC, GTIN, GTOT) or SHIPMENT (customs)
     return {
         "event_datetime": datetime.fromisoformat(dcsa["eventDateTime"]),
-        "event_id": dcsa["eventID"], "event_type_code": dcsa["equipmentEventTypeCode"],
+        "event_id": dcsa["eventID"], "event_type": kind,
+        "event_type_code": dcsa["equipmentEventTypeCode" if kind == "EQUIPMENT"
+                                else "shipmentEventTypeCode"],
         "container_no": event.container_no,
-        "un_location": dcsa["eventLocation"]["UNLocationCode"],
+        "un_location": dcsa.get("eventLocation", {}).get("UNLocationCode", ""),
         "movement_id": event.movement_id or "", "declaration_id": event.declaration_id,
         "kafka_partition": partition, "kafka_offset": offset, "raw": value.decode(),
     }

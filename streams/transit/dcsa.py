@@ -1,8 +1,9 @@
-"""DCSA Track & Trace equipment events derived from what the terminal saw (pure).
+"""DCSA Track & Trace events derived from what the terminal saw (pure).
 
 ``LOAD`` when a quay crane at the origin lifted a container onto its movement's declared barge,
 ``DISC`` when one at the destination lifted it off; ``GTIN`` and ``GTOT`` when a truck gate's
-reader saw a declared container pass in or out. TNT 2.2 (event domain 2.0.2) field names and
+reader saw a declared container pass in or out; a shipment event of the customs document
+(``CUS``) when a declaration's status changes. TNT 2.2 (event domain 2.0.2) field names and
 codes, validated in the tests against DCSA's own schemas (``tests/data/dcsa``). Event ids are
 UUIDs derived from what the event is of — the container, the movement and the code; for a gate
 passage the reading — so a replayed step or reading gives the same event (a movement id is the
@@ -15,15 +16,23 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from schemas import Declaration, Evidence
+from schemas import Declaration, DeclarationStatus, Evidence
 from schemas.telemetry import GateReading
-from schemas.transit import PortEvent, TransitEvent, TransitPhase
+from schemas.transit import PortEvent, RecordPosition, TransitEvent, TransitPhase
 
 # The namespace of smartport's DCSA event ids (uuid5 of "<container>/<movement id>/<code>",
 # or of "<container>/<reading id>/<code>" for a gate passage).
 EVENT_ID_NAMESPACE = uuid.UUID("6f1f0a52-4a57-5c3b-9a4e-3d3c2b9b7e10")
 CODES = {TransitPhase.DEPARTED: "LOAD", TransitPhase.ARRIVED: "DISC"}
 GATE_CODES = {"gate_in": "GTIN", "gate_out": "GTOT"}
+# A customs declaration's status as DCSA's shipment event type (document type CUS).
+CUSTOMS_CODES = {
+    DeclarationStatus.LODGED: "RECE",  # received
+    DeclarationStatus.UNDER_REVIEW: "PENA",  # pending approval
+    DeclarationStatus.HELD: "HOLD",
+    DeclarationStatus.RELEASED: "RELS",
+    DeclarationStatus.CLEARED: "CMPL",  # completed
+}
 
 
 def _timestamp(at: datetime) -> str:
@@ -91,3 +100,30 @@ def gate_event(reading: GateReading, declaration: Declaration | None, evidence: 
                      movement_id=declaration.movement.movement_id if declaration.movement
                      else None, declaration_id=declaration.declaration_id, dcsa=dcsa,
                      evidence=(evidence,))
+
+
+def customs_event(declaration: Declaration, previous: Declaration | None,
+                  record: RecordPosition, created: datetime) -> PortEvent | None:
+    """The DCSA shipment event of a declaration whose status changed (or was first seen): the
+    customs document (``CUS``, its id the declaration's) received, pending, held, released or
+    completed. A later version with the same status is no event; nor is an older version
+    replayed after a newer one."""
+    if previous is not None and (previous.version >= declaration.version
+                                 or previous.status == declaration.status):
+        return None
+    code = CUSTOMS_CODES[declaration.status]
+    dcsa = {
+        "eventID": str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{declaration.container_no}/"
+                                  f"{declaration.declaration_id}/{declaration.version}/{code}")),
+        "eventType": "SHIPMENT",
+        "eventClassifierCode": "ACT",
+        "eventDateTime": _timestamp(declaration.updated_at),
+        "eventCreatedDateTime": _timestamp(created),
+        "shipmentEventTypeCode": code,
+        "documentTypeCode": "CUS",
+        "documentID": declaration.declaration_id,
+    }
+    return PortEvent(container_no=declaration.container_no,
+                     movement_id=declaration.movement.movement_id if declaration.movement
+                     else None, declaration_id=declaration.declaration_id, dcsa=dcsa,
+                     declaration_record=record)

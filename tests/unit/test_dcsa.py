@@ -17,14 +17,17 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from ingest.linked import TRUCKED_OUT, LinkedConfig, LinkedPorts
+from ingest.linked import LinkedConfig, LinkedPorts
 from ingest.validation import Accepted, Limits, classify
-from schemas import Declaration, Evidence, Rule
+from schemas import Declaration, Evidence, Rule, encode, topics
+from schemas import clickhouse as ch
 from schemas.telemetry import parse_telemetry
-from schemas.transit import PortEvent
+from schemas.transit import PortEvent, RecordPosition
+from streams.analytics.rows import to_row
 from streams.rules.engine import Outcome, declare, evaluate, sweep_transit
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
+from streams.transit.dcsa import customs_event
 from tests.helpers import declaration as declaration_body
 
 DCSA = Path(__file__).parents[1] / "data" / "dcsa"
@@ -79,21 +82,11 @@ def test_load_discharge_and_gate_events_validate_against_dcsa(
 ) -> None:
     linked = LinkedPorts(LinkedConfig(containers=12, seed=2, fault_rate=0.5, start=START))
     events = _port_events(linked)
-    modes = [t.declaration.movement.mode if t.declaration.movement else "" for t in
-             linked.transits]
-    arrived = [(index, modes[index]) for index, t in enumerate(linked.transits)
-               if t.fault != "overdue"]
-    trucks = modes.count("truck")
-    assert 0 < trucks < len(modes)  # both modes are there
-    codes = Counter(event.dcsa["equipmentEventTypeCode"] for event in events)
-    assert codes == {
-        # a barge's loading and discharge
-        "LOAD": modes.count("barge"),
-        "DISC": sum(1 for _, mode in arrived if mode == "barge"),
-        # every container trucked in at the origin; a truck's leg in at the destination
-        "GTIN": 12 + sum(1 for _, mode in arrived if mode == "truck"),
-        # a truck's leg out of the origin; every third container out of the destination
-        "GTOT": trucks + sum(1 for index, _ in arrived if index % TRUCKED_OUT == 0)}
+    modes = Counter(t.declaration.movement.mode for t in linked.transits
+                    if t.declaration.movement)
+    assert set(modes) == {"barge", "truck"}  # both modes are there
+    assert Counter((event.container_no, event.dcsa["equipmentEventTypeCode"])
+                   for event in events) == linked.equipment_events()
     carriers = {(event.dcsa["equipmentEventTypeCode"], event.dcsa["transportCall"][
         "modeOfTransport"]) for event in events}
     assert carriers == {("LOAD", "BARGE"), ("DISC", "BARGE"), ("GTIN", "TRUCK"),
@@ -150,3 +143,42 @@ def test_a_gate_passage_is_an_event_only_for_a_declared_container_and_a_held_one
     assert [a.rule for a in out.alerts] == [Rule.HOLD_VIOLATION]  # a held container leaving
     assert [a.rule for a in passage("gate_in", held).alerts] == []
     assert passage("gate_out", None).port_events == []  # undeclared: the rules' business
+
+
+@pytest.fixture(scope="module")
+def shipment_event() -> Draft4Validator:
+    schema = {"$ref": f"{SWAGGERHUB}/EVENT_DOMAIN/2.0.2#/components/schemas/shipmentEvent"}
+    return Draft4Validator(schema, registry=_registry())
+
+
+def test_a_customs_declaration_changing_status_is_a_dcsa_shipment_event(
+    shipment_event: Draft4Validator
+) -> None:
+    def version(number: int, status: str) -> Declaration:
+        return Declaration.model_validate_json(json.dumps(declaration_body(
+            status=status, version=number,
+            updated_at=(START + timedelta(hours=number)).isoformat())))
+
+    where = RecordPosition(topic="declarations.v1", partition=2, offset=40)
+    history = [version(1, "lodged"), version(2, "held"), version(3, "held"),
+               version(4, "released"), version(5, "cleared")]
+    events, previous = [], None
+    for current in history:
+        events.append(customs_event(current, previous, where, START))
+        previous = current
+    codes = [event.dcsa["shipmentEventTypeCode"] if event else None for event in events]
+    assert codes == ["RECE", "HOLD", None, "RELS", "CMPL"]  # version 3 changed no status
+    for event in filter(None, events):
+        errors = [e.message for e in shipment_event.iter_errors(event.dcsa)]
+        assert errors == [], errors
+        assert (event.dcsa["documentTypeCode"], event.dcsa["documentID"]) == (
+            "CUS", history[0].declaration_id)
+        assert event.declaration_record == where
+        table, row = to_row(topics.PORT_EVENTS, 2, 41, encode(event), START)
+        assert (table, row["event_type"]) == (ch.PORT_EVENTS, "SHIPMENT")
+        assert row["event_type_code"] == event.dcsa["shipmentEventTypeCode"]
+    assert customs_event(history[1], history[3], where, START) is None  # an older replayed
+    first = events[0]
+    assert first is not None
+    assert not shipment_event.is_valid({**first.dcsa, "shipmentEventTypeCode": "CUSTOMS"})
+    assert not shipment_event.is_valid({**first.dcsa, "documentTypeCode": "CUSTOMS"})
