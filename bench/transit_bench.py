@@ -8,8 +8,9 @@ The engine figure runs the simulated linked port (``ingest.linked``) through
 ``streams.rules.engine`` in one process: containers/s and readings/s of pure work, the floor
 under what the faust worker adds. With ``--stack`` a streams worker and a gateway of their own
 follow the same scenario over MQTT and Kafka; the latency of each certificate is its Kafka
-timestamp minus that of the discharge lift it judged (it includes ``transit_settle_s`` and up to
-one sweep interval, both on purpose: late evidence is awaited).
+timestamp minus that of the arrival it judged — a barge's discharge lift, a truck's gate-in
+(it includes ``transit_settle_s`` and up to one sweep interval, both on purpose: late evidence
+is awaited).
 """
 
 from __future__ import annotations
@@ -96,12 +97,14 @@ def pipeline(containers: int) -> dict[str, float]:
                                                            since)]
 
         wait_until(lambda: len(certificates()) >= containers, 300, interval=2.0)
-        lifts: dict[str, int] = {}
+        arrivals: dict[str, int] = {}  # a barge's discharge lift, a truck's gate-in
         for message in read_range(settings.kafka, topics.TELEMETRY, telemetry_since):
             reading = json.loads(message.value() or b"{}")["reading"]
-            if reading["kind"] == "crane" and reading["port"] == linked.config.destination:
-                lifts[reading["container_no"]] = message.timestamp()[1]
-        latencies = [(stamp - lifts[c.container_no]) / 1000 for c, stamp in certificates()]
+            if reading["port"] == linked.config.destination and (
+                    reading["kind"], reading.get("event")) in (("crane", "lift_end"),
+                                                               ("gate", "gate_in")):
+                arrivals[reading["container_no"]] = message.timestamp()[1]
+        latencies = [(stamp - arrivals[c.container_no]) / 1000 for c, stamp in certificates()]
     pipeline.clean_up()
     return {"certificates": len(latencies),
             "latency_p50_s": round(statistics.median(latencies), 2),
