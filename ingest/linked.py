@@ -157,6 +157,19 @@ class LinkedPorts:
             expected[number, "GTOT"] += arrives and index % TRUCKED_OUT == 0
         return +expected  # without the zero counts
 
+    def iot_events(self) -> Counter[tuple[str, str]]:
+        """The IoT events the run must yield, (container, code): each leg's tracker leaves
+        the origin's geofence (GFO) and enters the destination's (GFI) — but a stuck one's —
+        and a door opened mid-leg is opened (DRO) and closed again (DRC)."""
+        expected: Counter[tuple[str, str]] = Counter()
+        for transit in self.transits:
+            number = transit.declaration.container_no
+            if transit.fault != "overdue":
+                expected.update([(number, "GFO"), (number, "GFI")])
+            if transit.fault == "door_opened":
+                expected.update([(number, "DRO"), (number, "DRC")])
+        return expected
+
     # -- messages ----------------------------------------------------------------------------
 
     def messages(self) -> Iterator[SimMessage]:

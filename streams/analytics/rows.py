@@ -121,15 +121,18 @@ def _clearance(value: bytes, partition: int, offset: int) -> Row:
     }
 
 
+EVENT_CODE_FIELDS = {"EQUIPMENT": "equipmentEventTypeCode", "SHIPMENT": "shipmentEventTypeCode",
+                     "IOT": "iotEventCode"}
+
+
 def _port_event(value: bytes, partition: int, offset: int) -> Row:
     event = PortEvent.model_validate_json(value)
     dcsa = event.dcsa
-    kind = dcsa["eventType"]  # EQUIPMENT (LOAD, DISC, GTIN, GTOT) or SHIPMENT (customs)
+    kind = dcsa["eventType"]  # EQUIPMENT (LOAD, DISC, GTIN, GTOT), SHIPMENT (customs), IOT
     return {
         "event_datetime": datetime.fromisoformat(dcsa["eventDateTime"]),
         "event_id": dcsa["eventID"], "event_type": kind,
-        "event_type_code": dcsa["equipmentEventTypeCode" if kind == "EQUIPMENT"
-                                else "shipmentEventTypeCode"],
+        "event_type_code": dcsa[EVENT_CODE_FIELDS[kind]],
         "container_no": event.container_no,
         "un_location": dcsa.get("eventLocation", {}).get("UNLocationCode", ""),
         "movement_id": event.movement_id or "", "declaration_id": event.declaration_id,

@@ -30,6 +30,7 @@ from streams.rules.checks import CHECKS, Finding
 from streams.rules.state import EVIDENCE_KEPT, ContainerState, OpenAlert
 from streams.rules.thresholds import Thresholds
 from streams.transit.dcsa import gate_event, port_event
+from streams.transit.iot import iot_events
 from streams.transit.tracker import (
     LIFT_DONE,
     Leg,
@@ -253,6 +254,9 @@ def evaluate(reading: AnyReading, declaration: Declaration | None, state: Contai
     if isinstance(reading, GateReading) and (
             passage := gate_event(reading, declaration, evidence, now or reading.ts)):
         outcome.port_events.append(passage)
+    if isinstance(reading, ContainerReading):
+        outcome.port_events += iot_events(reading, declaration, state, thresholds.geofences,
+                                          evidence=evidence, created=now or reading.ts)
     for finding in findings:
         event = apply(state, finding, context, evidence, thresholds)
         if event is not None:

@@ -49,6 +49,11 @@ class ContainerState(BaseModel):
     alerts: dict[Rule, OpenAlert] = Field(default_factory=dict)
     incidents: dict[Rule, int] = Field(default_factory=dict)
     transit: TransitState | None = None  # its declared movement between linked ports
+    # The latest (event time) door state and geofence its tracker reported, for IoT events.
+    door: str | None = None
+    door_at: datetime | None = None
+    fence: str | None = None  # a geofence's port, or "" outside every one
+    fence_at: datetime | None = None
     early: list[EarlyReading] = Field(default_factory=list)  # before any declaration
     early_dropped: int = 0  # ... beyond EARLY_KEPT: not replayed (logged when it is declared)
 

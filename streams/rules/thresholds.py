@@ -24,6 +24,21 @@ DEFAULT_SEVERITIES: dict[Rule, Severity] = {
 }
 
 
+class Geofence(BaseModel):
+    """A port's area, a circle: a container's tracker entering or leaving it is an IoT event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_m: float = Field(gt=0, le=100_000)
+
+
+# Shekou's and Shunde's container terminals, roughly (the simulator's ports).
+DEFAULT_GEOFENCES = {"CNSHK": Geofence(lat=22.4800, lon=113.9000, radius_m=3000),
+                     "CNSUD": Geofence(lat=22.8040, lon=113.2930, radius_m=3000)}
+
+
 class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,6 +53,9 @@ class Thresholds(BaseModel):
     transit_settle_s: float = Field(
         10.0, ge=0, description="linked ports: wall-clock seconds an arrival waits for late "
         "evidence (two ports, two MQTT sessions) before its checks run")
+    geofences: dict[str, Geofence] = Field(
+        default_factory=lambda: dict(DEFAULT_GEOFENCES), description="IoT geofence entry and "
+        "exit events: each port's area by its UN/LOCODE")
     severities: dict[Rule, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITIES))
 
     def severity(self, rule: Rule) -> Severity:

@@ -32,6 +32,11 @@ def _to_segment(ax: float, ay: float, bx: float, by: float) -> float:
     return math.hypot(ax + t * dx, ay + t * dy)
 
 
+def distance_m(a: GeoPoint, b: GeoPoint) -> float:
+    """Metres between two points (short distances: a port's geofence)."""
+    return math.hypot(*_east_north(a, b))
+
+
 def distance_to_polyline(point: GeoPoint, waypoints: Sequence[GeoPoint]) -> float:
     """Metres from ``point`` to the nearest point of the polyline through ``waypoints``."""
     projected = [_east_north(point, waypoint) for waypoint in waypoints]

@@ -35,7 +35,7 @@ CUSTOMS_CODES = {
 }
 
 
-def _timestamp(at: datetime) -> str:
+def timestamp(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -47,8 +47,8 @@ def _equipment_event(code: str, named: str, declaration: Declaration, *, port: s
                                   f"{declaration.container_no}/{named}/{code}")),
         "eventType": "EQUIPMENT",
         "eventClassifierCode": "ACT",
-        "eventDateTime": _timestamp(at),
-        "eventCreatedDateTime": _timestamp(created),
+        "eventDateTime": timestamp(at),
+        "eventCreatedDateTime": timestamp(created),
         "equipmentEventTypeCode": code,
         "equipmentReference": declaration.container_no,
         "emptyIndicatorCode": "LADEN",
@@ -91,7 +91,7 @@ def gate_event(reading: GateReading, declaration: Declaration | None, evidence: 
         return None
     named = evidence.reading_id or f"{reading.device_id}/{reading.boot or 0}/{reading.seq}"
     transport_call: dict[str, Any] = {
-        "transportCallID": f"{reading.port}/{reading.device_id}/{_timestamp(reading.ts)}",
+        "transportCallID": f"{reading.port}/{reading.device_id}/{timestamp(reading.ts)}",
         "modeOfTransport": "TRUCK"}
     dcsa = _equipment_event(code, named, declaration, port=reading.port, at=reading.ts,
                             created=created, transport_call=transport_call,
@@ -117,8 +117,8 @@ def customs_event(declaration: Declaration, previous: Declaration | None,
                                   f"{declaration.declaration_id}/{declaration.version}/{code}")),
         "eventType": "SHIPMENT",
         "eventClassifierCode": "ACT",
-        "eventDateTime": _timestamp(declaration.updated_at),
-        "eventCreatedDateTime": _timestamp(created),
+        "eventDateTime": timestamp(declaration.updated_at),
+        "eventCreatedDateTime": timestamp(created),
         "shipmentEventTypeCode": code,
         "documentTypeCode": "CUS",
         "documentID": declaration.declaration_id,

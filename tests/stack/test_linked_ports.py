@@ -121,6 +121,9 @@ def test_each_transit_fault_one_alert_each_clean_transit_one_certificate_that_ve
     equipment = Counter((event.container_no, event.dcsa["equipmentEventTypeCode"])
                         for event in events if event.dcsa["eventType"] == "EQUIPMENT")
     assert equipment == linked.equipment_events()  # cranes and gates, both modes
+    iot = Counter((event.container_no, event.dcsa["iotEventCode"])
+                  for event in events if event.dcsa["eventType"] == "IOT")
+    assert iot == linked.iot_events()  # out of Shunde's area, into Shekou's; a door opened
     # Each declaration's status (released) as a DCSA customs event, derived once per worker
     # from the first version it reads (the topics hold earlier runs' versions too).
     customs = {(event.container_no, event.dcsa["shipmentEventTypeCode"]) for event in (
