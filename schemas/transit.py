@@ -97,7 +97,7 @@ class CheckName(StrEnum):
     CORRIDOR = "corridor"  # every fix within the corridor's buffer
     REPORTING = "reporting"  # no silence longer than the corridor allows
     DEADLINE = "deadline"  # arrived before the deadline
-    MASS = "mass"  # the destination crane's load agrees with the declared gross mass
+    MASS = "mass"  # the destination's crane (or gate weighbridge) agrees with the declared mass
     IDENTITY = "identity"  # carried by the declared barge or truck
 
 
@@ -132,10 +132,11 @@ class RecordPosition(Message):
 
 class PortEvent(Message):
     """A DCSA Track & Trace event the terminal derived (value of ``dcsa.events.v1``, keyed by
-    container): ``dcsa`` is the event exactly as DCSA defines it (TNT 2.2, event domain 2.0.2:
+    container): ``dcsa`` is the event as DCSA defines it — TNT 2.2 (event domain 2.0.2):
     equipment events ``LOAD``, ``DISC`` of a movement, ``GTIN``, ``GTOT`` of a declared
     container at a truck gate; shipment events of document type ``CUS`` when its customs
-    declaration changes status), the rest says what it was derived from."""
+    declaration changes status; and IoT events shaped as event domain 3.1's (door, geofence;
+    see ``streams.transit.iot``) — the rest says what it was derived from."""
 
     container_no: ContainerNumber
     movement_id: MovementId | None = None  # LOAD and DISC: the movement they are steps of
