@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas import Declaration, DeclarationStatus, Evidence
-from schemas.telemetry import GateReading
+from schemas.telemetry import AnyReading, GateReading, reading_id
 from schemas.transit import PortEvent, RecordPosition, TransitEvent, TransitPhase
 
 # The namespace of smartport's DCSA event ids (uuid5 of "<container>/<movement id>/<code>",
@@ -35,6 +35,27 @@ CUSTOMS_CODES = {
 }
 
 
+def event_id(container_no: str, named: str, code: str) -> str:
+    """A DCSA event's id: the same for the same container, thing and code, so a replay folds."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{container_no}/{named}/{code}"))
+
+
+def passage_of(reading: AnyReading, evidence: Evidence) -> str:
+    """What a reading's event is of: the reading itself (its identity)."""
+    return evidence.reading_id or reading_id(reading)
+
+
+def derived(declaration: Declaration, dcsa: dict[str, Any], *,
+            evidence: tuple[Evidence, ...] = (),
+            record: RecordPosition | None = None) -> PortEvent:
+    """A DCSA event wrapped with the container's declaration and what it was derived from."""
+    movement = declaration.movement
+    return PortEvent(container_no=declaration.container_no,
+                     movement_id=movement.movement_id if movement else None,
+                     declaration_id=declaration.declaration_id, dcsa=dcsa, evidence=evidence,
+                     declaration_record=record)
+
+
 def timestamp(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -43,8 +64,7 @@ def _equipment_event(code: str, named: str, declaration: Declaration, *, port: s
                      at: datetime, created: datetime, transport_call: dict[str, Any],
                      seals: tuple[str, ...]) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "eventID": str(uuid.uuid5(EVENT_ID_NAMESPACE,
-                                  f"{declaration.container_no}/{named}/{code}")),
+        "eventID": event_id(declaration.container_no, named, code),
         "eventType": "EQUIPMENT",
         "eventClassifierCode": "ACT",
         "eventDateTime": timestamp(at),
@@ -77,9 +97,7 @@ def port_event(step: TransitEvent, declaration: Declaration, created: datetime
                         "modeOfTransport": "BARGE",
                         "vessel": {"vesselIMONumber": movement.carrier}},
         seals=movement.seals)
-    return PortEvent(container_no=declaration.container_no, movement_id=movement.movement_id,
-                     declaration_id=declaration.declaration_id, dcsa=dcsa,
-                     evidence=step.evidence)
+    return derived(declaration, dcsa, evidence=step.evidence)
 
 
 def gate_event(reading: GateReading, declaration: Declaration | None, evidence: Evidence,
@@ -89,17 +107,14 @@ def gate_event(reading: GateReading, declaration: Declaration | None, evidence: 
     code = GATE_CODES.get(reading.event)
     if code is None or declaration is None or reading.container_no != declaration.container_no:
         return None
-    named = evidence.reading_id or f"{reading.device_id}/{reading.boot or 0}/{reading.seq}"
+    named = passage_of(reading, evidence)
     transport_call: dict[str, Any] = {
         "transportCallID": f"{reading.port}/{reading.device_id}/{timestamp(reading.ts)}",
         "modeOfTransport": "TRUCK"}
     dcsa = _equipment_event(code, named, declaration, port=reading.port, at=reading.ts,
                             created=created, transport_call=transport_call,
                             seals=declaration.seal_numbers)
-    return PortEvent(container_no=declaration.container_no,
-                     movement_id=declaration.movement.movement_id if declaration.movement
-                     else None, declaration_id=declaration.declaration_id, dcsa=dcsa,
-                     evidence=(evidence,))
+    return derived(declaration, dcsa, evidence=(evidence,))
 
 
 def customs_event(declaration: Declaration, previous: Declaration | None,
@@ -113,8 +128,8 @@ def customs_event(declaration: Declaration, previous: Declaration | None,
         return None
     code = CUSTOMS_CODES[declaration.status]
     dcsa = {
-        "eventID": str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{declaration.container_no}/"
-                                  f"{declaration.declaration_id}/{declaration.version}/{code}")),
+        "eventID": event_id(declaration.container_no,
+                            f"{declaration.declaration_id}/{declaration.version}", code),
         "eventType": "SHIPMENT",
         "eventClassifierCode": "ACT",
         "eventDateTime": timestamp(declaration.updated_at),
@@ -123,7 +138,4 @@ def customs_event(declaration: Declaration, previous: Declaration | None,
         "documentTypeCode": "CUS",
         "documentID": declaration.declaration_id,
     }
-    return PortEvent(container_no=declaration.container_no,
-                     movement_id=declaration.movement.movement_id if declaration.movement
-                     else None, declaration_id=declaration.declaration_id, dcsa=dcsa,
-                     declaration_record=record)
+    return derived(declaration, dcsa, record=record)

@@ -10,8 +10,8 @@ closed), ``GFI`` and ``GFO`` (geofence in, out).
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
+from typing import Any
 
 from schemas import Declaration, Evidence
 from schemas.telemetry import ContainerReading
@@ -19,7 +19,7 @@ from schemas.transit import GeoPoint, PortEvent
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Geofence
 from streams.transit.corridor import distance_m
-from streams.transit.dcsa import EVENT_ID_NAMESPACE, timestamp
+from streams.transit.dcsa import derived, event_id, passage_of, timestamp
 
 DCSA_IOT_CODES = frozenset({"DRO"})  # what DCSA's iotEventCode has; the rest are smartport's
 DOOR_CODES = {"open": "DRO", "closed": "DRC"}
@@ -60,10 +60,8 @@ def iot_events(reading: ContainerReading, declaration: Declaration | None,
 
 def _event(code: str, port: str, reading: ContainerReading, declaration: Declaration, *,
            evidence: Evidence, created: datetime) -> PortEvent:
-    named = evidence.reading_id or f"{reading.device_id}/{reading.boot or 0}/{reading.seq}"
-    dcsa = {
-        "eventID": str(uuid.uuid5(EVENT_ID_NAMESPACE,
-                                  f"{declaration.container_no}/{named}/{code}")),
+    dcsa: dict[str, Any] = {
+        "eventID": event_id(declaration.container_no, passage_of(reading, evidence), code),
         "eventType": "IOT",
         "eventClassifierCode": "ACT",
         "eventDateTime": timestamp(reading.ts),
@@ -76,7 +74,4 @@ def _event(code: str, port: str, reading: ContainerReading, declaration: Declara
     if reading.lat is not None and reading.lon is not None:
         dcsa["geoLocation"] = {"latitude": f"{reading.lat:+.6f}",
                                "longitude": f"{reading.lon:+.6f}"}
-    return PortEvent(container_no=declaration.container_no,
-                     movement_id=declaration.movement.movement_id if declaration.movement
-                     else None, declaration_id=declaration.declaration_id, dcsa=dcsa,
-                     evidence=(evidence,))
+    return derived(declaration, dcsa, evidence=(evidence,))

@@ -195,3 +195,26 @@ def test_the_dlq_record_of_any_payload_fits_kafka(size: int) -> None:
     assert record.payload_sha256 == hashlib.sha256(payload).hexdigest()
     assert payload.startswith(record.payload)
     assert record.truncated == (len(record.payload) < size)
+
+
+GATE_TOPIC = "port/CNSHK/gate/gate-cnshk-01/telemetry"
+
+
+def _gate(**changes: Any) -> bytes:
+    return json.dumps({"kind": "gate", "device_id": "gate-cnshk-01", "seq": 1,
+                       "ts": "2026-11-24T02:00:00Z", "port": "CNSHK", "event": "gate_out",
+                       "container_no": "CSQU3054383", "lane": 2, "truck_plate": "YUE B12345",
+                       "load_kg": 21_000.0, **changes}).encode()
+
+
+@pytest.mark.parametrize("changes", [
+    {"lane": 0}, {"lane": 65}, {"load_kg": -1}, {"load_kg": 1e308}, {"load_kg": 120_001},
+    {"truck_plate": ""}, {"truck_plate": "a" * 17}, {"truck_plate": "YUE\nB1"},
+    {"truck_plate": "<script>"}, {"event": "gate_open"}, {"container_no": None},
+    {"seal_id": "x" * 33}, {"kind": "gate", "vessel_imo": "9074729"},  # not a gate's field
+])
+def test_a_gate_reading_out_of_bounds_goes_to_the_dlq(changes: dict[str, Any]) -> None:
+    assert isinstance(classify(GATE_TOPIC, _gate(), Limits()), Accepted)
+    rejected = classify(GATE_TOPIC, _gate(**changes), Limits())
+    assert isinstance(rejected, Rejected)
+    assert rejected.reason is RejectReason.SCHEMA
