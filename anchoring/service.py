@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from anchoring import batches
@@ -76,6 +76,7 @@ class Anchorer:
         self._consumer = Consumer(consumer_config(
             settings.kafka, group,
             **{"max.poll.interval.ms": 3_600_000}))  # a ledger outage keeps the assignment
+        self._group = group
         self._producer = Producer(producer_config(settings.kafka, f"{group}-producer"))
         self._partitions: dict[TopicPartitionKey, _Partition] = {}
         self._closed: list[_Closed] = []
@@ -162,7 +163,6 @@ class Anchorer:
             records = known
             log.warning("batches already on the ledger; republishing",
                         extra={"batches": [r.manifest.batch_id for r in known]})
-            self._resync(known)
         else:
             manifests = [c.manifest for c in closed]
             proofs = batches.aggregate(manifests, self._hash)
@@ -170,11 +170,9 @@ class Anchorer:
                                       list(zip(manifests, proofs, strict=True)))
             records = [AnchorRecord(manifest=m, aggregate=p, ledger=ref)
                        for m, p in zip(manifests, proofs, strict=True)]
-        for record in records:
-            produce(self._producer, topics.ANCHORS, record.manifest.batch_id.encode(),
-                    encode(record))
-        if self._producer.flush(60) > 0:
-            raise LedgerError("Kafka did not take the anchor records within 60 s")
+        self._publish(records)
+        if known is not None:  # only once anchors.v1 has them: until then they are to retry
+            self._resync(known)
         offsets: dict[TopicPartitionKey, int] = {}
         for record in records:
             key = (record.manifest.topic, record.manifest.partition)
@@ -187,6 +185,27 @@ class Anchorer:
         log.info("anchored", extra={"batches": len(records), "ledger": records[0].ledger.entry,
                                     "root": records[0].aggregate.root})
         self._offer_witness()
+
+    def _publish(self, records: list[AnchorRecord]) -> None:
+        """Put ``records`` on anchors.v1, or raise: an empty producer queue is not a write,
+        each delivery report is (a refused record would otherwise be committed past)."""
+        refused: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _: Message) -> None:
+            if error is not None:
+                refused.append(error)
+
+        for record in records:
+            produce(self._producer, topics.ANCHORS, record.manifest.batch_id.encode(),
+                    encode(record), on_delivery=delivered)
+        if self._producer.flush(60) > 0:
+            raise LedgerError("Kafka did not take the anchor records within 60 s")
+        if refused:
+            if any(error.fatal() for error in refused):  # librdkafka: the producer is done for
+                self._producer = Producer(producer_config(self._settings.kafka,
+                                                          f"{self._group}-producer"))
+            raise LedgerError(f"Kafka refused {len(refused)} of {len(records)} anchor records: "
+                              f"{refused[0].str()}")
 
     def _offer_witness(self) -> None:
         """Witness the file ledger's checkpoint when due. A chain that fails is tried again

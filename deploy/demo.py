@@ -37,7 +37,7 @@ from rich.table import Table
 
 from anchoring.anchors import anchored_through
 from anchoring.verify import verify_certificate
-from deploy import reconcile, stack
+from deploy import process, reconcile, stack
 from deploy.demo_view import Counted, LiveStatus
 from deploy.pipeline import Pipeline
 from deploy.reconcile import Reconciliation
@@ -160,7 +160,8 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
             if not _wait(console, "the anchorer to anchor every batch", lambda: all(
                     anchored_through(settings, topic, ends[topic]) for topic in anchored)):
                 raise StackError("the anchorer did not anchor this run's records in time; "
-                                 f"see {pipeline.anchorer.log_path}")
+                                 f"see {pipeline.anchorer.log_path}, which ends:\n"
+                                 f"{process.tail(pipeline.anchorer.log_path, 40)}")
             report.exited = [f"{p.name} (see {p.log_path})" for p in pipeline.processes
                              if not p.running]
         # again, for late duplicates too
@@ -209,8 +210,8 @@ def _load_declarations(settings: Settings, work: Path, fleet: Fleet,
 
 def _run_linked(settings: Settings, ports: LinkedPorts, *, work: Path, report: Reconciliation,
                 since: dict[str, dict[int, int]], console: Console) -> None:
-    """The linked-port scenario, once the worker follows every declared movement (a reading
-    that beats its container's declaration to the worker is not a movement's evidence)."""
+    """The linked-port scenario, once the worker follows every declared movement (as in the
+    pilot: the movements are lodged before the barges sail)."""
     containers = {d.container_no for d in ports.declarations}
     if not _wait(console, f"the streams worker to follow {len(containers)} declared movements",
                  lambda: reconcile.following(settings, since[topics.TRANSIT], containers)):

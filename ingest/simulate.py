@@ -29,6 +29,7 @@ _CONNECT_TIMEOUT_S = 10.0
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody will get it
 UNMATCHED_RETRY_S = 30.0  # long enough for a gateway to reconnect and subscribe again
 _RETRY_DELAY_S = 0.25
+_OUTAGE_S = 300.0  # how long publishing waits for a broker that went away
 
 
 @dataclass
@@ -77,8 +78,11 @@ class MqttPublisher:
         self._early: dict[int, ReasonCode] = {}  # PUBACKs that beat the bookkeeping
         self._retries: list[tuple[float, str, bytes, float]] = []  # due, topic, payload, first
         self._connected = threading.Event()
+        self._in_order = threading.Event()  # cleared while a lost connection is resent
+        self._in_order.set()
         self._refusal: ReasonCode | None = None
         self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
         try:
             self._client.connect(settings.host, settings.port, keepalive=30)
         except OSError as exc:
@@ -96,6 +100,25 @@ class MqttPublisher:
         if reason.is_failure:
             self._refusal = reason
         self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason: ReasonCode, properties: Properties | None) -> None:
+        self._in_order.clear()
+
+    def _wait_until_resent(self) -> None:
+        """Block until the connection is back and what was sent before it broke is
+        acknowledged (see the class's docstring)."""
+        deadline = time.monotonic() + _OUTAGE_S
+        while time.monotonic() < deadline:
+            with self._lock:
+                resent = self._client.is_connected() and not self._pending
+            if resent:
+                self._in_order.set()
+                return
+            time.sleep(0.01)
+        raise StackError(f"the MQTT broker has been unreachable for {_OUTAGE_S:.0f} s with "
+                         f"{len(self._pending)} messages unacknowledged; is it up? "
+                         "(`smartport stack status`)")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties) -> None:
@@ -121,6 +144,8 @@ class MqttPublisher:
             self.acknowledged += 1
 
     def publish(self, topic: str, payload: bytes, first: float | None = None) -> None:
+        if not self._in_order.is_set():
+            self._wait_until_resent()
         self._publish_due_retries()
         info = self._client.publish(topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):

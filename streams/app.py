@@ -299,7 +299,7 @@ def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
             state = states.get(key) or ContainerState()
             if state.early_dropped:
                 log.warning("%s: %d readings before its declaration were beyond the %d kept "
-                            "and are not replayed for its movement", declaration.container_no,
+                            "and are not judged against it", declaration.container_no,
                             state.early_dropped, EARLY_KEPT)
             now = datetime.now(UTC)
             outcome = declare(state, declaration, thresholds, issuer=issuer, now=now)

@@ -20,7 +20,6 @@ from schemas import Alert, AlertCommand, AlertState, Declaration, Evidence, Rule
 from schemas.telemetry import (
     AnyReading,
     ContainerReading,
-    CraneReading,
     GateReading,
     parse_telemetry,
     reading_id,
@@ -32,7 +31,6 @@ from streams.rules.thresholds import Thresholds
 from streams.transit.dcsa import gate_event, port_event
 from streams.transit.iot import iot_events
 from streams.transit.tracker import (
-    LIFT_DONE,
     Leg,
     check_overdue,
     judge,
@@ -169,27 +167,28 @@ def _port_events(steps: list[TransitEvent], declaration: Declaration, created: d
 
 def declare(state: ContainerState, declaration: Declaration, thresholds: Thresholds, *,
             issuer: str, now: datetime) -> Outcome:
-    """A new declaration version: follow its movement, if it declares one, from the readings
-    that came before it too (kept in ``state.early``: a replay, or a declaration read a moment
-    after the first readings, must not lose the departure)."""
+    """A new declaration version: follow its movement, if it declares one, and judge the
+    readings that came before it (kept in ``state.early``) against it: declarations and
+    telemetry are two topics read by two agents, so a replay, or a declaration read a moment
+    after the first readings, must lose neither the departure nor an anomaly."""
     state.transit, declared = on_declaration(state.transit, declaration)
     early, state.early, state.early_dropped = state.early, [], 0
-    leg = Leg.of(declaration, thresholds, issuer)
-    outcome = Outcome(transit=declared.events)
-    if leg is None or state.transit is None:
+    outcome = Outcome(transit=declared.events,
+                      port_events=_port_events(declared.events, declaration, now))
+    if not early:
         return outcome
-    findings = []
+    first = parse_telemetry(early[0].reading)
+    outcome.alerts = clear_all(state, Context(declaration.container_no, first.port, declaration,
+                                              first.ts), thresholds)
+    state.declaration_version = declaration.version
     for kept in early:  # in the order they came
-        reading = parse_telemetry(kept.reading)
-        followed = on_reading(state.transit, leg, reading, kept.evidence, now=now)
-        findings += [(finding, reading, kept.evidence) for finding in followed.findings]
-        outcome.transit += followed.events
-        outcome.clearance = followed.clearance or outcome.clearance
-    for finding, reading, evidence in findings:
-        context = Context(declaration.container_no, reading.port, declaration, reading.ts)
-        if (alert := apply(state, finding, context, evidence, thresholds)) is not None:
-            outcome.alerts.append(alert)
-    outcome.port_events = _port_events(outcome.transit, declaration, now)
+        judged = _judge(parse_telemetry(kept.reading), declaration, state, thresholds,
+                        kept.evidence, issuer=issuer, now=now)
+        outcome.alerts += judged.alerts
+        outcome.transit += judged.transit
+        outcome.port_events += judged.port_events
+        outcome.certificate = judged.certificate or outcome.certificate
+        outcome.clearance = judged.clearance or outcome.clearance
     return outcome
 
 
@@ -213,14 +212,6 @@ def sweep_transit(state: ContainerState, declaration: Declaration, thresholds: T
                    port_events=_port_events(steps, declaration, now))
 
 
-def _movement_evidence(reading: AnyReading) -> bool:
-    """What a movement's checks read: the container's tracker, quay-crane lifts, gate
-    passages."""
-    return isinstance(reading, ContainerReading) or (
-        isinstance(reading, CraneReading) and reading.event == LIFT_DONE) or (
-        isinstance(reading, GateReading) and reading.event != "heartbeat")
-
-
 def evaluate(reading: AnyReading, declaration: Declaration | None, state: ContainerState,
              thresholds: Thresholds, evidence: Evidence, *, issuer: str = "smartport-streams",
              now: datetime | None = None) -> Outcome:
@@ -231,35 +222,44 @@ def evaluate(reading: AnyReading, declaration: Declaration | None, state: Contai
     if container_no is None or not state.first_time(
             reading.device_id, evidence.reading_id or reading_id(reading)):
         return Outcome()
-    context = Context(container_no, reading.port, declaration, reading.ts)
-    events: list[Alert] = []
+    cleared: list[Alert] = []
     version = declaration.version if declaration else None
     if version != state.declaration_version:
-        events += clear_all(state, context, thresholds)
+        context = Context(container_no, reading.port, declaration, reading.ts)
+        cleared = clear_all(state, context, thresholds)
         state.declaration_version = version
+    if declaration is None and state.transit is None:
+        state.keep_early(reading.model_dump_json(), evidence)  # judged when it is declared
+    outcome = _judge(reading, declaration, state, thresholds, evidence, issuer=issuer,
+                     now=now or reading.ts)
+    outcome.alerts = cleared + outcome.alerts
+    return outcome
+
+
+def _judge(reading: AnyReading, declaration: Declaration | None, state: ContainerState,
+           thresholds: Thresholds, evidence: Evidence, *, issuer: str, now: datetime
+           ) -> Outcome:
+    """The rules, the declared movement and the port events for one new reading."""
+    context = Context(getattr(reading, "container_no", ""), reading.port, declaration,
+                      reading.ts)
     findings = [finding for check in CHECKS.values()
                 if (finding := check(reading, declaration, state, thresholds)) is not None]
     outcome = Outcome()
     leg = Leg.of(declaration, thresholds, issuer)
-    if declaration is None and state.transit is None and _movement_evidence(reading):
-        state.keep_early(reading.model_dump_json(), evidence)
     if leg is not None and state.transit is not None:
-        followed = on_reading(state.transit, leg, reading, evidence, now=now or reading.ts)
-        judged = judge(state.transit, leg, now or reading.ts)
+        followed = on_reading(state.transit, leg, reading, evidence, now=now)
+        judged = judge(state.transit, leg, now)
         findings += followed.findings + judged.findings
         outcome.transit = followed.events + judged.events
         outcome.certificate = judged.certificate
         outcome.clearance = judged.clearance or followed.clearance
-        outcome.port_events = _port_events(outcome.transit, leg.declaration, now or reading.ts)
+        outcome.port_events = _port_events(outcome.transit, leg.declaration, now)
     if isinstance(reading, GateReading) and (
-            passage := gate_event(reading, declaration, evidence, now or reading.ts)):
+            passage := gate_event(reading, declaration, evidence, now)):
         outcome.port_events.append(passage)
     if isinstance(reading, ContainerReading):
         outcome.port_events += iot_events(reading, declaration, state, thresholds.geofences,
-                                          evidence=evidence, created=now or reading.ts)
-    for finding in findings:
-        event = apply(state, finding, context, evidence, thresholds)
-        if event is not None:
-            events.append(event)
-    outcome.alerts = events
+                                          evidence=evidence, created=now)
+    outcome.alerts = [alert for finding in findings
+                      if (alert := apply(state, finding, context, evidence, thresholds))]
     return outcome

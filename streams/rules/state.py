@@ -12,9 +12,9 @@ from streams.transit.state import TransitState
 
 RECENT_PER_DEVICE = 512  # reading ids kept per device: redeliveries arrive close to the original
 EVIDENCE_KEPT = 10
-# Readings of a container the worker has no declaration for yet, kept for the movement its
-# declaration may bring (declarations and telemetry are two topics, read by two agents): the
-# earliest, which hold the departure. Bounded: an undeclared container is written per reading.
+# Readings of a container the worker has no declaration for yet, judged against it when it
+# comes (declarations and telemetry are two topics, read by two agents): the earliest, which
+# hold a movement's departure. Bounded: an undeclared container is written per reading.
 EARLY_KEPT = 64
 
 
@@ -55,7 +55,7 @@ class ContainerState(BaseModel):
     fence: str | None = None  # a geofence's port, or "" outside every one
     fence_at: datetime | None = None
     early: list[EarlyReading] = Field(default_factory=list)  # before any declaration
-    early_dropped: int = 0  # ... beyond EARLY_KEPT: not replayed (logged when it is declared)
+    early_dropped: int = 0  # ... beyond EARLY_KEPT: not judged (logged when it is declared)
 
     def keep_early(self, reading: str, evidence: Evidence) -> None:
         if len(self.early) < EARLY_KEPT:

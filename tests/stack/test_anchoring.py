@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,7 +15,14 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 from eth_account import Account
 from pydantic import SecretStr
 from web3 import Web3
@@ -30,7 +38,7 @@ from anchoring.witness import PeriodicWitness, check_witness, witness
 from deploy.cli import main
 from deploy.pipeline import SMARTPORT
 from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
-from schemas import AnchorRecord, LedgerRef, Receipt, WitnessedCheckpoint, encode
+from schemas import AnchorRecord, LedgerRef, Receipt, WitnessedCheckpoint, encode, topics
 from smartport.kafka import read_range
 from smartport.settings import Settings
 from tests.helpers import edit_second_root, rewrite_ledger
@@ -265,6 +273,51 @@ def test_the_anchorer_witnesses_the_file_ledger_on_the_chain(
     rewrite_ledger(tmp_path / "ledger", lambda entries: entries[:-1])
     assert main(verify_args) == 1
     assert "ledger consistency" in capsys.readouterr().err
+
+
+def test_anchor_records_kafka_refuses_are_retried_not_committed(
+    stack: Settings, scratch_topic: str, tmp_path: Path
+) -> None:
+    """The anchorer committed its offsets once the producer's queue was empty, whether Kafka
+    had taken its anchor records or refused them (here: larger than the topic allows); and on
+    the retry of a batch the ledger already held it moved past the batch before anchors.v1
+    had it, so a second failure (a Kafka outage longer than two flush timeouts, as in a fault
+    run of the CI) left it on the ledger and never on anchors.v1. It must keep its offsets
+    and retry until anchors.v1 takes exactly what the ledger holds."""
+    settings = _settings(stack, f"file://{tmp_path / 'ledger'}")
+    _produce(settings, scratch_topic, {0: 300})
+    ledger = FileLedger(tmp_path / "ledger")
+    admin = AdminClient(stack.kafka.client_config())
+
+    def limit(value: str | None) -> None:
+        """anchors.v1's largest record batch: ``value`` bytes, or the broker's default."""
+        entry = ConfigEntry("max.message.bytes", value, incremental_operation=(
+            AlterConfigOpType.SET if value else AlterConfigOpType.DELETE))
+        resource = ConfigResource(ResourceType.TOPIC, topics.ANCHORS, incremental_configs=[entry])
+        for future in admin.incremental_alter_configs([resource]).values():
+            future.result()
+
+    anchorer = Anchorer(settings, ledger, group=unique("anchor"), source_topics=(scratch_topic,))
+    stop = threading.Event()
+    thread = threading.Thread(target=anchorer.run, kwargs={"stop": stop})
+    limit("64")
+    try:
+        thread.start()
+        wait_for(lambda: ledger.checkpoint().size > 0, 60, "the ledger to take the batch")
+        time.sleep(3)  # a few anchoring rounds
+        assert anchorer.anchored_batches == 0
+        assert not anchorer.readiness.ready
+        assert _anchor_records(settings, scratch_topic) == []
+    finally:
+        limit(None)
+    try:
+        wait_for(lambda: anchorer.anchored_batches > 0, 60, "the anchorer to retry")
+    finally:
+        stop.set()
+        thread.join(60)
+    [record] = _anchor_records(settings, scratch_topic)
+    assert (record.manifest.first_offset, record.manifest.last_offset) == (0, 299)
+    assert ledger.checkpoint().size == 1, "the ledger's entry republished, not anchored again"
 
 
 @pytest.mark.parametrize("crash", ["before sending", "after sending"])

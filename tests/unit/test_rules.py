@@ -20,7 +20,7 @@ from schemas import (
 )
 from schemas.telemetry import AnyReading, reading_id
 from streams.rules.checks import CHECKS
-from streams.rules.engine import command, evaluate
+from streams.rules.engine import command, declare, evaluate
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds, load_thresholds
 from tests.helpers import container_reading, crane_reading, declaration, rtg_reading
@@ -295,6 +295,33 @@ def test_undeclared_container_after_grace_then_cleared_by_a_declaration() -> Non
     assert [(e.rule, e.state) for e in events] == [(Rule.UNDECLARED_CONTAINER, AlertState.RAISED)]
     events, _ = _run([_tracker(4, 11)], _declaration(), state)
     assert (Rule.UNDECLARED_CONTAINER, AlertState.CLEARED) in [(e.rule, e.state) for e in events]
+
+
+def test_readings_that_beat_their_declaration_are_judged_when_it_comes() -> None:
+    """Declarations and telemetry are two topics read by two agents: a reading may reach the
+    worker a moment before its container's declaration. It is judged against the declaration
+    when that comes, once (it was not: a fault run missed a zone violation injected among the
+    run's first readings, and its reefer twin would miss an excursion)."""
+    decl = _declaration(allowed_yard_blocks=["A1"])
+    dropped = rtg_reading(container_no=decl.container_no, event="drop", yard_block="B3", seq=1,
+                           load_kg=21_000.0)
+    warm = [_tracker(seq, minutes, reefer_temp_c=-10.0) for seq, minutes in ((1, 0), (2, 6))]
+    events, state = _run([dropped, *warm], None)
+    assert events == []
+    outcome = declare(state, decl, TH, issuer="test", now=T0)
+    assert sorted((e.rule, e.state) for e in outcome.alerts) == [
+        (Rule.REEFER_EXCURSION, AlertState.RAISED), (Rule.ZONE_VIOLATION, AlertState.RAISED)]
+    assert state.early == []
+    events, _ = _run([dropped, *warm], decl, state)  # redelivered: not judged again
+    assert events == []
+
+
+def test_a_declaration_clears_the_undeclared_alert_its_early_readings_raised() -> None:
+    events, state = _run([_tracker(1, 0), _tracker(2, 10)], None)
+    assert [(e.rule, e.state) for e in events] == [(Rule.UNDECLARED_CONTAINER, AlertState.RAISED)]
+    outcome = declare(state, _declaration(), TH, issuer="test", now=T0)
+    assert [(e.rule, e.state) for e in outcome.alerts] == [
+        (Rule.UNDECLARED_CONTAINER, AlertState.CLEARED)]
 
 
 def test_a_released_hold_stops_alerting_and_the_violation_waits_for_an_officer() -> None:
