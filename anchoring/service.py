@@ -27,6 +27,7 @@ from anchoring.ledgers.base import Ledger
 from anchoring.ledgers.file import FileLedger
 from schemas import AnchorManifest, AnchorRecord, encode, topics
 from smartport.kafka import (
+    BULK_FETCH,
     commit_offsets,
     consume_records,
     consumer_config,
@@ -75,6 +76,7 @@ class Anchorer:
         self._hash = settings.anchor_hash
         self._consumer = Consumer(consumer_config(
             settings.kafka, group,
+            **BULK_FETCH,
             **{"max.poll.interval.ms": 3_600_000}))  # a ledger outage keeps the assignment
         self._group = group
         self._producer = Producer(producer_config(settings.kafka, f"{group}-producer"))

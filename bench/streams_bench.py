@@ -1,5 +1,7 @@
 """Streams benchmark: events/s of one faust worker with every rule and the declaration join,
-produce → alert latency, and the same rules in a plain confluent-kafka loop as the baseline.
+produce → alert latency, and two baselines: faust's own floor (an agent that does nothing with
+each event of the same topic, in an app configured as ours) and the same rules in a plain
+confluent-kafka loop.
 
     .venv/bin/python bench/streams_bench.py --events 50000
 
@@ -18,14 +20,16 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from faust.types import StreamT
 
 from ingest.fleet import Fleet, FleetConfig
+from ingest.records import envelope_value
 from ingest.validation import Accepted, Limits, classify
 from schemas import Alert, Declaration, Evidence, encode
 from smartport.kafka import consumer_config, high_watermarks, read_range
@@ -46,16 +50,31 @@ def worker_main(app_id: str, names: list[str]) -> None:
     run_worker(app, settings, "warning")
 
 
+def empty_worker_main(app_id: str, names: list[str]) -> None:
+    """faust's own floor: an agent that does nothing with each event of the same topic, in an
+    app configured as ours."""
+    from streams.app import faust_app, new_worker
+
+    settings = Settings()
+    app = faust_app(settings, app_id, offset_reset="earliest")
+    topic = app.topic(names[0], key_type=bytes, value_type=bytes,
+                      partitions=settings.kafka.partitions)
+
+    @app.agent(topic, concurrency=1)
+    async def nothing(stream: StreamT[bytes]) -> None:
+        async for _ in stream.events():
+            pass
+
+    new_worker(app, "warning").execute_from_commandline()
+
+
 def envelopes(fleet: Fleet, count: int) -> list[tuple[bytes, bytes]]:
-    records = []
-    for message in islice(fleet.messages(), count):
-        outcome = classify(message.topic, message.payload, Limits())
-        if isinstance(outcome, Accepted):
-            value = json.dumps({"received_at": "2026-11-24T02:00:01Z", "gateway_id": "bench",
-                                "mqtt_topic": message.topic,
-                                "reading": json.loads(message.payload)}).encode()
-            records.append((outcome.key, value))
-    return records
+    """The fleet's valid readings as the gateway writes them to telemetry.v1."""
+    received_at = datetime.now(UTC)
+    return [(outcome.key, envelope_value(outcome, message.topic, "bench", received_at))
+            for message in islice(fleet.messages(), count)
+            if isinstance(outcome := classify(message.topic, message.payload, Limits()),
+                          Accepted)]
 
 
 def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
@@ -119,6 +138,21 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
     return total / (time.perf_counter() - started)
 
 
+def timed_worker(settings: Settings, mode: str, app_id: str, names: list[str], total: int
+                 ) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a worker (``mode``: worker or empty) and time it through the ``total`` events
+    already in the topic: events/s from its first commit to its commit of the last one.
+    Returns the worker, still running."""
+    worker = subprocess.Popen([sys.executable, __file__, mode, app_id, *names])
+    partitions = settings.kafka.partitions
+    while (first := committed(settings, app_id, names[0], partitions)) == 0:
+        time.sleep(0.2)  # the worker is starting and joining the group
+    started = time.perf_counter()
+    while committed(settings, app_id, names[0], partitions) < total:
+        time.sleep(0.5)
+    return worker, (total - first) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -139,17 +173,15 @@ def main() -> None:
                                  for d in fleet.declarations])
     events = envelopes(fleet, args.events)
     produce(settings, names[0], events)
-    app_id = f"bench-{tag}"
-    worker = subprocess.Popen([sys.executable, __file__, "worker", app_id, *names])
-    results: dict[str, float] = {}
+    total = len(events)
+    results: dict[str, float] = {"events": total}
+    empty, results["empty_agent_events_per_s"] = timed_worker(
+        settings, "empty", f"bench-{tag}-empty", names, total)
+    empty.terminate()
+    empty.wait(60)
+    worker, results["faust_events_per_s"] = timed_worker(
+        settings, "worker", f"bench-{tag}", names, total)
     try:
-        total = len(events)
-        while (first := committed(settings, app_id, names[0], partitions)) == 0:
-            time.sleep(0.2)  # the worker is starting and joining the group
-        started = time.perf_counter()
-        while committed(settings, app_id, names[0], partitions) < total:
-            time.sleep(0.5)
-        results["faust_events_per_s"] = (total - first) / (time.perf_counter() - started)
         since = high_watermarks(settings.kafka, names[2])
         timed = envelopes(fleet, int(args.rate * args.latency_seconds))
         produce(settings, names[0], timed, rate=args.rate)
@@ -171,17 +203,21 @@ def main() -> None:
         worker.terminate()
         worker.wait(60)
     results["plain_loop_events_per_s"] = plain_loop(settings, names, total)
+    results["faust_vs_empty_agent"] = (results["faust_events_per_s"]
+                                       / results["empty_agent_events_per_s"])
     results["faust_vs_plain"] = results["faust_events_per_s"] / results["plain_loop_events_per_s"]
     for future in admin.delete_topics(names).values():
         future.result()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "streams.json").write_text(json.dumps(results, indent=2))
     for name, value in results.items():
-        print(f"{name:<28}{value:>12,.1f}")
+        print(f"{name:<28}{value:>12,.2f}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "worker":
         worker_main(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) > 2 and sys.argv[1] == "empty":
+        empty_worker_main(sys.argv[2], sys.argv[3:])
     else:
         main()

@@ -614,8 +614,6 @@ def alerts_close(alert_id: Annotated[str, typer.Argument(help="<container>/<rule
 @app.command("streams")
 def streams(
     rules: Annotated[Path | None, typer.Option(help="TOML file of rule thresholds")] = None,
-    store: Annotated[str, typer.Option(
-        help="faust table store: memory:// or rocksdb:// (needs rocksdict)")] = "memory://",
     app_id: Annotated[str, typer.Option(
         help="faust app id: consumer group and table changelog prefix")] = "smartport-streams",
     offset_reset: Annotated[str, typer.Option(
@@ -633,7 +631,7 @@ def streams(
         raise ConfigError(f"--offset-reset {offset_reset!r}: use earliest or latest")
     settings = state.settings()
     _serve_metrics(metrics_port)
-    run_worker(create_app(settings, load_thresholds(rules), app_id=app_id, store=store,
+    run_worker(create_app(settings, load_thresholds(rules), app_id=app_id,
                           offset_reset=offset_reset, web_port=web_port or None),
                settings, log_level)
 

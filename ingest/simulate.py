@@ -105,17 +105,15 @@ class MqttPublisher:
                        reason: ReasonCode, properties: Properties | None) -> None:
         self._in_order.clear()
 
-    def _wait_until_resent(self) -> None:
-        """Block until the connection is back and what was sent before it broke is
-        acknowledged (see the class's docstring)."""
+    def wait_acknowledged(self) -> None:
+        """Block until the connection is up and the broker acknowledged everything published
+        so far: what is published next reaches it after all of that."""
         deadline = time.monotonic() + _OUTAGE_S
         while time.monotonic() < deadline:
             with self._lock:
-                resent = self._client.is_connected() and not self._pending
-            if resent:
-                self._in_order.set()
-                return
-            time.sleep(0.01)
+                if self._client.is_connected() and not self._pending:
+                    return
+            time.sleep(0.001)
         raise StackError(f"the MQTT broker has been unreachable for {_OUTAGE_S:.0f} s with "
                          f"{len(self._pending)} messages unacknowledged; is it up? "
                          "(`smartport stack status`)")
@@ -144,8 +142,9 @@ class MqttPublisher:
             self.acknowledged += 1
 
     def publish(self, topic: str, payload: bytes, first: float | None = None) -> None:
-        if not self._in_order.is_set():
-            self._wait_until_resent()
+        if not self._in_order.is_set():  # see the class's docstring
+            self.wait_acknowledged()
+            self._in_order.set()
         self._publish_due_retries()
         info = self._client.publish(topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
@@ -216,18 +215,28 @@ def write_declarations(source: Declared, path: Path) -> int:
 
 class PortPublishers:
     """One publisher per port, each logged in as that port's user (its edge gateway): a
-    linked-port run publishes at two ports."""
+    linked-port run publishes at two ports.
+
+    A device that moves on to the other port (a container's tracker) publishes there only once
+    the broker acknowledged everything the first port's connection sent: two connections race,
+    and its reading at the destination overtook the last ones of its leg (whose door opening
+    was then a late report, no event)."""
 
     def __init__(self, settings_of: Callable[[str], MqttSettings]) -> None:
         self._settings_of = settings_of
         self._publishers: dict[str, MqttPublisher] = {}
         self._published: Counter[str] = Counter()
+        self._last_port: dict[str, str] = {}  # device id → the port it last published at
 
     def publish(self, topic: str, payload: bytes) -> None:
         named = parse_telemetry_topic(topic)
-        port = named.port if named else ""
+        port, device = (named.port, named.device_id) if named else ("", "")
         if port not in self._publishers:
             self._publishers[port] = MqttPublisher(self._settings_of(port))
+        previous = self._last_port.get(device, port)
+        if previous != port:
+            self._publishers[previous].wait_acknowledged()
+        self._last_port[device] = port
         self._publishers[port].publish(topic, payload)
         self._published[port] += 1
 

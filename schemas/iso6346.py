@@ -7,6 +7,7 @@ digits and one check digit computed over the first ten characters.
 
 from __future__ import annotations
 
+import functools
 import re
 
 CATEGORY_IDENTIFIERS = "UJZ"
@@ -44,6 +45,7 @@ def check_digit(first10: str) -> int:
     return total % 11 % 10
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every reading of a box checks the same number again
 def problem(number: str) -> str | None:
     """Why ``number`` is not a valid container number, or None when it is valid."""
     if not _SHAPE.match(number):

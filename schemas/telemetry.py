@@ -146,7 +146,12 @@ def reading_id(reading: AnyReading) -> str:
     A redelivery (the same reading again) has the same id; two readings that differ in anything
     (a seq restarted by a reboot, another ts, a forged value under a genuine seq) never do.
     ``(device_id, boot, seq)`` orders a device's readings; it does not identify them."""
-    return blake3(encode(reading)).hexdigest(length=16)
+    return hash_of_reading(encode(reading))
+
+
+def hash_of_reading(canonical: bytes) -> str:
+    """The reading id of a reading's canonical bytes (``reading_id`` when they are at hand)."""
+    return blake3(canonical).hexdigest(length=16)
 
 
 def parse_telemetry(raw: bytes | str) -> AnyReading:

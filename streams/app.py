@@ -47,6 +47,7 @@ from smartport.settings import KafkaSettings, MqttSettings, Settings
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
 from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
+from streams.state_table import StateTable, WriteBackOnCommit
 from streams.transit.dcsa import customs_event
 from streams.transit.signature import sign
 from streams.transit.state import OPEN_PHASES
@@ -64,6 +65,7 @@ READY_GAUGE = Gauge("smartport_streams_ready",
                     "1 while the worker holds its partitions with its tables recovered")
 WATCHDOG_S = 5.0
 CRASH_STOP_GRACE_S = 15.0
+PRODUCER_LINGER_S = 0.02
 
 
 class _Parsed(Generic[T]):
@@ -149,15 +151,16 @@ class AlertPublisher(mode.Service):
         self._client.publish(topic, payload, qos=1)
 
 
-def _faust_app(settings: Settings, app_id: str, *, store: str, offset_reset: str,
-               web_port: int | None) -> faust.App:
+def faust_app(settings: Settings, app_id: str, *, offset_reset: str,
+              web_port: int | None = None) -> faust.App:
+    """A faust App configured as our workers run (benches measure faust's own floor with it)."""
     datadir = settings.state_dir / "streams" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         broker_credentials=faust_credentials(settings.kafka),
-        store=store,
+        store="memory://",  # the tables are rebuilt from their changelogs (StateTable)
         web_enabled=web_port is not None,  # faust's web server only when asked, on loopback
         web_port=web_port or 6066,
         web_bind="127.0.0.1",
@@ -173,17 +176,21 @@ def _faust_app(settings: Settings, app_id: str, *, store: str, offset_reset: str
         # acknowledges its event, and the wait hung the worker ("Wait for streams...", 1 stop
         # in 5). Nothing is lost: what was not acknowledged is not committed, so it is replayed.
         stream_wait_empty=False,
+        # Fewer, larger produce requests: the broker's cost is per request, not per record.
+        producer_linger=PRODUCER_LINGER_S,
+        producer_compression_type="lz4",
+        producer_max_batch_size=256 * 1024,
     )
 
 
 def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
-               store: str = "memory://", offset_reset: str = "earliest",
+               offset_reset: str = "earliest",
                web_port: int | None = None,
                topic_names: tuple[str, str, str] = (topics.TELEMETRY, topics.DECLARATIONS,
                                                     topics.ALERTS)) -> faust.App:
     """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches."""
     partitions = settings.kafka.partitions
-    app = _faust_app(settings, app_id, store=store, offset_reset=offset_reset,
+    app = faust_app(settings, app_id, offset_reset=offset_reset,
                      web_port=web_port)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
     telemetry_name, declarations_name, alerts_name = topic_names
@@ -201,7 +208,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     app.add_dependency(officers)  # started and stopped with the app (the worker)
 
     _watch_readiness(app, Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s))
-    states = _Parsed(state_table, ContainerState.model_validate_json)
+    states = _rule_states(app, state_table, telemetry_name)
     current_declarations = _Parsed(declaration_table, Declaration.model_validate_json)
 
     async def publish_outcome(key: bytes, outcome: Outcome) -> None:
@@ -240,7 +247,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             clock.see(reading.ts)
             outcome = evaluate(reading, declaration, state, thresholds, evidence, issuer=app_id,
                                now=datetime.now(UTC))
-            states.put(key, state, state.model_dump_json().encode())
+            states.put(key, state, event.message.partition)
             open_movements.note(key, state, declaration)
             await publish_outcome(key, outcome)
 
@@ -278,7 +285,7 @@ def _parse(model: type[M], event: Any) -> M | None:
 
 def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
                        current_declarations: _Parsed[Declaration],
-                       states: _Parsed[ContainerState], open_movements: _OpenMovements,
+                       states: StateTable, open_movements: _OpenMovements,
                        thresholds: Thresholds, issuer: str, publish: PublishOutcome) -> None:
     """The agent that keeps each container's current declaration, and starts following the
     movement a declaration declares."""
@@ -307,12 +314,12 @@ def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
                 topic=event.message.topic, partition=event.message.partition,
                 offset=event.message.offset), now)
             outcome.port_events += [status] if status else []
-            states.put(key, state, state.model_dump_json().encode())
+            states.put(key, state, event.message.partition)
             open_movements.note(key, state, declaration)
             await publish(key, outcome)
 
 
-def _officer_commands(app: faust.App, commands: Any, *, states: _Parsed[ContainerState],
+def _officer_commands(app: faust.App, commands: Any, *, states: StateTable,
                       current_declarations: _Parsed[Declaration], thresholds: Thresholds,
                       publish: Publish) -> None:
     """The agent that applies officers' acknowledgements and closings to the state table."""
@@ -334,12 +341,12 @@ def _officer_commands(app: faust.App, commands: Any, *, states: _Parsed[Containe
                 log.info("alert command for %s changes nothing: not open (closed, a replay, "
                          "or an earlier incident)", order.alert_id)
                 continue
-            states.put(key, state, state.model_dump_json().encode())
+            states.put(key, state, event.message.partition)
             await publish(key, alert)
 
 
 def _transit_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
-                    open_movements: _OpenMovements, states: _Parsed[ContainerState],
+                    open_movements: _OpenMovements, states: StateTable,
                     current_declarations: _Parsed[Declaration], thresholds: Thresholds,
                     issuer: str, publish: PublishOutcome) -> None:
     """What the clock decides: overdue is raised when the deadline passes, even if the
@@ -366,7 +373,7 @@ def _transit_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
             outcome = sweep_transit(state, declaration, thresholds, clock=ticked,
                                     now=datetime.now(UTC), issuer=issuer)
             if outcome.transit:
-                states.put(key, state, state.model_dump_json().encode())
+                states.put(key, state, event.message.partition)
             open_movements.note(key, state, declaration)
             await publish(key, outcome)
 
@@ -386,6 +393,20 @@ def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | N
             password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
             ssl_context=context, mechanism=kafka.sasl_mechanism or "PLAIN")
     return None
+
+def _rule_states(app: faust.App, table: Any, source: str) -> StateTable:
+    """The state table, written back as the worker commits (see streams.state_table); the
+    unwritten states of revoked partitions are dropped. ``source``: a co-partitioned topic."""
+    states = StateTable(table)
+    app.sensors.add(WriteBackOnCommit(states, source))
+
+    @app.on_partitions_revoked.connect
+    async def _forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0]  # faust sends the revoked partitions (TPs)
+        states.forget({tp.partition for tp in revoked if tp.topic == source})
+
+    return states
+
 
 def _watch_readiness(app: faust.App, readiness: Readiness) -> None:
     """Ready once a rebalance completed (tables recovered); a worker left without partitions
@@ -440,11 +461,20 @@ def _exit_if_stop_hangs(app: faust.App, grace_s: float = CRASH_STOP_GRACE_S) -> 
     threading.Thread(target=watch, name="exit-if-stop-hangs", daemon=True).start()
 
 
+def new_worker(app: faust.App, log_level: str) -> faust.Worker:
+    """A faust worker without its terminal spinner: at level warning and above the spinner
+    sets the root logger to DEBUG (to spin on every record), so every library's debug records
+    were built per event. A service's log is its JSON lines, not a terminal."""
+    worker = faust.Worker(app, loglevel=log_level, quiet=True)
+    worker.spinner = None
+    return worker
+
+
 def run_worker(app: faust.App, settings: Settings, log_level: str = "info") -> None:
     """Run one worker until SIGTERM/SIGINT (faust handles the signals). Raises WorkerCrashed
     when an agent crashed (faust itself would exit 0)."""
     ensure_topics(settings.kafka, internal_topics(app.conf.id))
-    worker = faust.Worker(app, loglevel=log_level, quiet=True)
+    worker = new_worker(app, log_level)
     _exit_if_stop_hangs(app)
     try:
         worker.execute_from_commandline()

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import clickhouse as ch
-from smartport.kafka import commit_offsets, consume_records, consumer_config
+from smartport.kafka import BULK_FETCH, commit_offsets, consume_records, consumer_config
 from smartport.readiness import GROUP, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -61,6 +61,7 @@ class Sink:
         self._topics = source_topics
         self._consumer = Consumer(consumer_config(
             settings.kafka, group,
+            **BULK_FETCH,
             **{"max.poll.interval.ms": 3_600_000}))  # a ClickHouse outage keeps the assignment
         self._buffer: dict[ch.Table, list[_Buffered]] = defaultdict(list)
         self._offsets: dict[tuple[str, int], int] = {}

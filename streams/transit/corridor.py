@@ -10,13 +10,31 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import NamedTuple, Protocol
 
 from schemas.transit import Corridor, GeoPoint
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 
 
-def _east_north(origin: GeoPoint, point: GeoPoint) -> tuple[float, float]:
+class Located(Protocol):
+    """Anything with a position: a GeoPoint, a geofence's centre, a ``Fix``."""
+
+    @property
+    def lat(self) -> float: ...
+
+    @property
+    def lon(self) -> float: ...
+
+
+class Fix(NamedTuple):
+    """A position without a model's validation (the reading's was validated on the way in)."""
+
+    lat: float
+    lon: float
+
+
+def _east_north(origin: Located, point: Located) -> tuple[float, float]:
     """Metres east and north of ``origin``."""
     d_lon = (point.lon - origin.lon + 180.0) % 360.0 - 180.0  # across the antimeridian too
     east = math.radians(d_lon) * math.cos(math.radians(origin.lat)) * EARTH_RADIUS_M
@@ -32,7 +50,7 @@ def _to_segment(ax: float, ay: float, bx: float, by: float) -> float:
     return math.hypot(ax + t * dx, ay + t * dy)
 
 
-def distance_m(a: GeoPoint, b: GeoPoint) -> float:
+def distance_m(a: Located, b: Located) -> float:
     """Metres between two points (short distances: a port's geofence)."""
     return math.hypot(*_east_north(a, b))
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from schemas import Declaration, Evidence
 from schemas.telemetry import ContainerReading
-from schemas.transit import GeoPoint, PortEvent
+from schemas.transit import PortEvent
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Geofence
-from streams.transit.corridor import distance_m
+from streams.transit.corridor import Fix, distance_m
 from streams.transit.dcsa import derived, event_id, passage_of, timestamp
 
 DCSA_IOT_CODES = frozenset({"DRO"})  # what DCSA's iotEventCode has; the rest are smartport's
@@ -27,10 +27,9 @@ DOOR_CODES = {"open": "DRO", "closed": "DRC"}
 
 def inside(fences: dict[str, Geofence], lat: float, lon: float) -> str:
     """The port whose geofence holds the point, or ""."""
-    point = GeoPoint(lat=lat, lon=lon)
+    point = Fix(lat, lon)  # per reading: no model to build
     return next((port for port, fence in sorted(fences.items())
-                 if distance_m(point, GeoPoint(lat=fence.lat, lon=fence.lon))
-                 <= fence.radius_m), "")
+                 if distance_m(point, fence) <= fence.radius_m), "")
 
 
 def iot_events(reading: ContainerReading, declaration: Declaration | None,

@@ -25,13 +25,19 @@ from ingest.simulate import MqttPublisher, write_declarations
 from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
+from streams.app import STATE_TABLE
 from tests.helpers import crane_reading
 from tests.stack.pipeline import GatewayProcess, edge_mqtt, unique, wait_for
 
 
 @pytest.fixture
-def worker(stack: Settings, tmp_path: Path) -> Iterator[PipelineProcess]:
-    started = streams_worker(unique("streams-test"), tmp_path / "streams.log").start()
+def app_id() -> str:
+    return unique("streams-test")
+
+
+@pytest.fixture
+def worker(stack: Settings, tmp_path: Path, app_id: str) -> Iterator[PipelineProcess]:
+    started = streams_worker(app_id, tmp_path / "streams.log").start()
     yield started
     started.stop()
 
@@ -95,9 +101,13 @@ def _drive(stack: Settings, worker: PipelineProcess, tmp_path: Path, *, seed: in
 
 
 def test_every_injected_anomaly_gives_exactly_one_incident(
-    stack: Settings, worker: PipelineProcess, tmp_path: Path
+    stack: Settings, worker: PipelineProcess, tmp_path: Path, app_id: str
 ) -> None:
     _drive(stack, worker, tmp_path, seed=101)
+    # Each container's state is written back once per commit, not once per reading.
+    changelog = f"{app_id}-{STATE_TABLE}-changelog"
+    written = sum(1 for _ in read_range(stack.kafka, changelog, {}))
+    assert 0 < written < 3000 / 4, f"{written} state records for 3,000 readings"
 
 
 def test_sigkill_of_the_worker_loses_no_alert_and_duplicates_no_incident(

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
+from itertools import chain, islice
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest.fleet import Fleet, FleetConfig
+from ingest.linked import LinkedConfig, LinkedPorts
 from ingest.records import dlq_value, envelope_value
 from ingest.validation import Accepted, Limits, Rejected, classify
-from schemas import DlqRecord, GatewayEnvelope, RejectReason
+from schemas import DlqRecord, GatewayEnvelope, RejectReason, encode
 from tests.helpers import container_reading, crane_reading, hostile_payloads, rtg_reading
 
 LIMIT = Limits(max_payload_bytes=65_536)
@@ -100,6 +103,25 @@ def test_records_round_trip() -> None:
     record = DlqRecord.model_validate_json(value)
     assert record.payload == raw
     assert record.reason is RejectReason.NOT_UTF8
+
+
+def test_the_spliced_envelope_is_the_canonical_encoding_of_the_model() -> None:
+    """The gateway splices the envelope's bytes around the reading's; they must be exactly
+    what encoding the GatewayEnvelope model gives, for every kind of reading and odd ids."""
+    fleet = Fleet(FleetConfig(devices=40, seed=5, anomaly_rate=0.05, invalid_rate=0.0))
+    linked = LinkedPorts(LinkedConfig(containers=4, seed=5))
+    kinds = set()
+    for index, message in enumerate(chain(islice(fleet.messages(), 600), linked.messages())):
+        accepted = classify(message.topic, message.payload, Limits(max_ahead_s=1e9))
+        assert isinstance(accepted, Accepted)
+        kinds.add(accepted.reading.kind)
+        gateway_id = ("gw-1", 'gw "reading":null', "网关-λ")[index % 3]
+        received_at = datetime(2026, 11, 24, 2, 0, index % 60, index * 997 % 1_000_000,
+                               tzinfo=UTC)
+        assert envelope_value(accepted, message.topic, gateway_id, received_at) == encode(
+            GatewayEnvelope(received_at=received_at, gateway_id=gateway_id,
+                            mqtt_topic=message.topic, reading=accepted.reading))
+    assert kinds == {"container", "crane", "rtg", "gate"}
 
 
 topics_strategy = st.one_of(
