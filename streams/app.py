@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import faust
 import mode
@@ -47,13 +47,12 @@ from smartport.settings import KafkaSettings, MqttSettings, Settings
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
 from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
-from streams.state_table import StateTable, WriteBackOnCommit
+from streams.state_table import Parsed, StateTable, WriteBackOnCommit
 from streams.transit.dcsa import customs_event
 from streams.transit.signature import sign
 from streams.transit.state import OPEN_PHASES
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 APP_ID = "smartport-streams"
 DECLARATIONS_TABLE = "declarations"
 STATE_TABLE = "container-state"
@@ -66,30 +65,6 @@ READY_GAUGE = Gauge("smartport_streams_ready",
 WATCHDOG_S = 5.0
 CRASH_STOP_GRACE_S = 15.0
 PRODUCER_LINGER_S = 0.02
-
-
-class _Parsed(Generic[T]):
-    """A table's values parsed, each valid while the table still holds the very bytes it was
-    parsed from: saves re-parsing on every reading (a rebalance or recovery replaces them)."""
-
-    def __init__(self, table: Any, parse: Callable[[bytes], T]) -> None:
-        self._table = table
-        self._parse = parse
-        self._cache: dict[bytes, tuple[bytes, T]] = {}
-
-    def get(self, key: bytes) -> T | None:
-        raw = self._table.get(key)
-        if raw is None:
-            return None
-        cached = self._cache.get(key)
-        if cached is None or cached[0] is not raw:
-            cached = (raw, self._parse(raw))
-            self._cache[key] = cached
-        return cached[1]
-
-    def put(self, key: bytes, value: T, raw: bytes) -> None:
-        self._table[key] = raw
-        self._cache[key] = (raw, value)
 
 
 class _OpenMovements:
@@ -209,7 +184,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
 
     _watch_readiness(app, Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s))
     states = _rule_states(app, state_table, telemetry_name)
-    current_declarations = _Parsed(declaration_table, Declaration.model_validate_json)
+    current_declarations = Parsed(declaration_table, Declaration.model_validate_json)
 
     async def publish_outcome(key: bytes, outcome: Outcome) -> None:
         for alert in outcome.alerts:
@@ -284,7 +259,7 @@ def _parse(model: type[M], event: Any) -> M | None:
 
 
 def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
-                       current_declarations: _Parsed[Declaration],
+                       current_declarations: Parsed[Declaration],
                        states: StateTable, open_movements: _OpenMovements,
                        thresholds: Thresholds, issuer: str, publish: PublishOutcome) -> None:
     """The agent that keeps each container's current declaration, and starts following the
@@ -320,7 +295,7 @@ def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
 
 
 def _officer_commands(app: faust.App, commands: Any, *, states: StateTable,
-                      current_declarations: _Parsed[Declaration], thresholds: Thresholds,
+                      current_declarations: Parsed[Declaration], thresholds: Thresholds,
                       publish: Publish) -> None:
     """The agent that applies officers' acknowledgements and closings to the state table."""
 
@@ -347,7 +322,7 @@ def _officer_commands(app: faust.App, commands: Any, *, states: StateTable,
 
 def _transit_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
                     open_movements: _OpenMovements, states: StateTable,
-                    current_declarations: _Parsed[Declaration], thresholds: Thresholds,
+                    current_declarations: Parsed[Declaration], thresholds: Thresholds,
                     issuer: str, publish: PublishOutcome) -> None:
     """What the clock decides: overdue is raised when the deadline passes, even if the
     container's tracker fell silent, and an arrival is judged once its late evidence had

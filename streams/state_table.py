@@ -15,11 +15,43 @@ readings since the last commit from the state as of that commit.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import faust
 
 from streams.rules.state import ContainerState
+
+T = TypeVar("T")
+
+
+class Parsed(Generic[T]):
+    """A table's values parsed, each valid while the table still holds the very bytes it was
+    parsed from: saves re-parsing on every reading (a rebalance or recovery replaces them)."""
+
+    def __init__(self, table: Any, parse: Callable[[bytes], T]) -> None:
+        self._table = table
+        self._parse = parse
+        self._cache: dict[bytes, tuple[bytes, T]] = {}
+
+    def get(self, key: bytes) -> T | None:
+        raw = self._table.get(key)
+        if raw is None:
+            return None
+        cached = self._cache.get(key)
+        if cached is None or cached[0] is not raw:
+            cached = (raw, self._parse(raw))
+            self._cache[key] = cached
+        return cached[1]
+
+    def put(self, key: bytes, value: T, raw: bytes) -> None:
+        """Set ``key`` in the table (inside a stream: faust writes the changelog too)."""
+        self._table[key] = raw
+        self.remember(key, value, raw)
+
+    def remember(self, key: bytes, value: T, raw: bytes) -> None:
+        """``raw``, just stored for ``key``, parses to ``value``."""
+        self._cache[key] = (raw, value)
 
 
 class StateTable:
@@ -27,22 +59,12 @@ class StateTable:
 
     def __init__(self, table: Any) -> None:
         self._table = table
-        self._parsed: dict[bytes, tuple[bytes, ContainerState]] = {}  # valid while the table
-        # still holds the very bytes a state was parsed from (a recovery replaces them)
+        self._written = Parsed(table, ContainerState.model_validate_json)
         self._dirty: dict[bytes, tuple[int, ContainerState]] = {}  # key → partition, state
 
     def get(self, key: bytes) -> ContainerState | None:
         dirty = self._dirty.get(key)
-        if dirty is not None:
-            return dirty[1]
-        raw = self._table.get(key)
-        if raw is None:
-            return None
-        parsed = self._parsed.get(key)
-        if parsed is None or parsed[0] is not raw:
-            parsed = (raw, ContainerState.model_validate_json(raw))
-            self._parsed[key] = parsed
-        return parsed[1]
+        return dirty[1] if dirty is not None else self._written.get(key)
 
     def put(self, key: bytes, state: ContainerState, partition: int) -> None:
         """``state`` changed while handling an event of ``partition`` (co-partitioned with
@@ -59,7 +81,7 @@ class StateTable:
             raw = state.model_dump_json().encode()
             self._table.data[key] = raw
             self._table.send_changelog(partition, key, raw)
-            self._parsed[key] = (raw, state)
+            self._written.remember(key, state, raw)
             written += 1
         self._dirty.clear()
         return written
