@@ -168,10 +168,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     app = faust_app(settings, app_id, offset_reset=offset_reset,
                      web_port=web_port)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
-    telemetry_name, declarations_name, alerts_name = topic_names
-    telemetry = app.topic(telemetry_name, **raw)
-    declarations = app.topic(declarations_name, **raw)
-    alerts = app.topic(alerts_name, **raw)
+    telemetry, declarations, alerts = (app.topic(name, **raw) for name in topic_names)
     transit = {name: app.topic(name, **raw) for name in (
         topics.TRANSIT, topics.CERTIFICATES, topics.CLEARANCE, topics.PORT_EVENTS)}
     declaration_table = app.Table(DECLARATIONS_TABLE, **raw)
@@ -183,7 +180,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     app.add_dependency(officers)  # started and stopped with the app (the worker)
 
     _watch_readiness(app, Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s))
-    states = _rule_states(app, state_table, telemetry_name)
+    states = _rule_states(app, state_table, topic_names[0])
     current_declarations = Parsed(declaration_table, Declaration.model_validate_json)
 
     async def publish_outcome(key: bytes, outcome: Outcome) -> None:
@@ -223,7 +220,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
             outcome = evaluate(reading, declaration, state, thresholds, evidence, issuer=app_id,
                                now=datetime.now(UTC))
             states.put(key, state, event.message.partition)
-            open_movements.note(key, state, declaration)
+            if state.transit is not None:  # a reading moves a movement, never starts or ends it
+                open_movements.note(key, state, declaration)
             await publish_outcome(key, outcome)
 
     async def publish(key: bytes, alert: Alert) -> None:
