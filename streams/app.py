@@ -6,9 +6,9 @@ declaration, and each container's rule state with its open alerts), one agent pe
 topic; the state table's two writers (readings, officers' commands) change a state between
 awaits only, so they never interleave within one. Alert events go to customs.alerts.v1 (keyed
 by container number) and to MQTT ``port/<locode>/alerts/<severity>/<container>`` (QoS 1).
-Processing is at-least-once: after a crash the readings since the last commit are replayed, the
-state table's dedup set skips the ones already applied, and re-sent alert events carry the same
-(alert_id, version).
+Processing is at-least-once: after a crash the readings since the last commit are replayed from
+the state written back at that commit (streams.state_table), and re-sent alert events carry the
+same (alert_id, version); the state's dedup set skips a reading delivered twice.
 
 The worker works or exits: its tables' changelog topics are created (with the app's partition
 count) before faust starts, so no agent meets a changelog missing from the metadata; and an agent
@@ -165,8 +165,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
                                                     topics.ALERTS)) -> faust.App:
     """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches."""
     partitions = settings.kafka.partitions
-    app = faust_app(settings, app_id, offset_reset=offset_reset,
-                     web_port=web_port)
+    app = faust_app(settings, app_id, offset_reset=offset_reset, web_port=web_port)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
     telemetry, declarations, alerts = (app.topic(name, **raw) for name in topic_names)
     transit = {name: app.topic(name, **raw) for name in (
