@@ -181,6 +181,9 @@ def declare(state: ContainerState, declaration: Declaration, thresholds: Thresho
     outcome.alerts = clear_all(state, Context(declaration.container_no, first.port, declaration,
                                               first.ts), thresholds)
     state.declaration_version = declaration.version
+    # What the tracker reported is learnt again from these readings: taken as known, a door
+    # opened among them was no event.
+    state.door = state.door_at = state.fence = state.fence_at = None
     for kept in early:  # in the order they came
         judged = _judge(parse_telemetry(kept.reading), declaration, state, thresholds,
                         kept.evidence, issuer=issuer, now=now)

@@ -55,12 +55,20 @@ def equipment_event() -> Draft4Validator:
     return Draft4Validator(schema, registry=_registry())
 
 
-def _port_events(linked: LinkedPorts) -> list[PortEvent]:
+def _port_events(linked: LinkedPorts, *, declared_first: bool = True) -> list[PortEvent]:
+    """Through the engine as the worker runs it; with ``declared_first=False`` every reading
+    reaches it before its container's declaration."""
     declarations = {d.container_no: d for d in linked.declarations}
     states = {number: ContainerState() for number in declarations}
-    for number, declaration in declarations.items():
-        declare(states[number], declaration, Thresholds(), issuer="test", now=START)
     events: list[PortEvent] = []
+
+    def declare_all() -> None:
+        for number, declaration in declarations.items():
+            events.extend(declare(states[number], declaration, Thresholds(), issuer="test",
+                                  now=START).port_events)
+
+    if declared_first:
+        declare_all()
     clock = START
     for offset, message in enumerate(linked.messages()):
         accepted = classify(message.topic, message.payload, Limits(), START + timedelta(hours=2))
@@ -68,10 +76,13 @@ def _port_events(linked: LinkedPorts) -> list[PortEvent]:
         reading = accepted.reading
         container = getattr(reading, "container_no", None)
         assert container is not None
-        events += evaluate(reading, declarations[container], states[container], Thresholds(),
+        events += evaluate(reading, declarations[container] if declared_first else None,
+                           states[container], Thresholds(),
                            Evidence(topic="telemetry.v1", partition=0, offset=offset,
                                     device_id=reading.device_id, seq=reading.seq)).port_events
         clock = max(clock, reading.ts)
+    if not declared_first:
+        declare_all()
     for number, declaration in declarations.items():
         events += sweep_transit(states[number], declaration, Thresholds(), clock=clock,
                                 now=clock + timedelta(days=1), issuer="test").port_events
@@ -216,6 +227,22 @@ def test_door_and_geofence_changes_are_dcsa_shaped_iot_events(
             if e.dcsa["iotEventCode"] == "GFO"} == {"CNSUD"}
     assert {e.dcsa["eventLocation"]["UNLocationCode"] for e in iot
             if e.dcsa["iotEventCode"] == "GFI"} == {"CNSHK"}
+
+
+def test_port_events_do_not_depend_on_the_declaration_coming_first() -> None:
+    """Readings that beat their container's declaration are judged when it comes: the same
+    DCSA events, IoT ones included (the door and geofence the tracker reported before were
+    taken as already known, so a door opened among them was no event)."""
+    linked = LinkedPorts(LinkedConfig(containers=16, seed=2, fault_rate=0.5, start=START))
+
+    def codes(events: list[PortEvent]) -> Counter[tuple[str, str]]:
+        return Counter((e.container_no, str(e.dcsa.get("iotEventCode")
+                                            or e.dcsa.get("equipmentEventTypeCode")))
+                       for e in events)
+
+    declared_first = codes(_port_events(linked))
+    assert declared_first
+    assert codes(_port_events(linked, declared_first=False)) == declared_first
 
 
 def test_an_iot_event_is_a_change_of_the_latest_report_only() -> None:
