@@ -19,16 +19,19 @@ Row = dict[str, Any]
 def _telemetry(value: bytes, partition: int, offset: int) -> Row:
     envelope = GatewayEnvelope.model_validate_json(value)
     reading = envelope.reading
-    fields = reading.model_dump()
+
+    def field(name: str) -> Any:  # what this kind of reading has of it (no dump per row)
+        return getattr(reading, name, None)
+
     return {
         "ts": reading.ts, "received_at": envelope.received_at, "device_id": reading.device_id,
         "boot": reading.boot or 0, "seq": reading.seq, "reading_id": envelope.reading_id,
         "kind": reading.kind, "port": reading.port,
-        "container_no": fields.get("container_no") or "", "event": fields.get("event") or "",
-        "load_kg": fields.get("load_kg"), "lat": fields.get("lat"), "lon": fields.get("lon"),
-        "reefer_temp_c": fields.get("reefer_temp_c"), "door": fields.get("door") or "",
-        "seal_state": fields.get("seal_state") or "", "yard_block": fields.get("yard_block") or "",
-        "vessel_imo": fields.get("vessel_imo") or "", "gateway_id": envelope.gateway_id,
+        "container_no": field("container_no") or "", "event": field("event") or "",
+        "load_kg": field("load_kg"), "lat": field("lat"), "lon": field("lon"),
+        "reefer_temp_c": field("reefer_temp_c"), "door": field("door") or "",
+        "seal_state": field("seal_state") or "", "yard_block": field("yard_block") or "",
+        "vessel_imo": field("vessel_imo") or "", "gateway_id": envelope.gateway_id,
         "kafka_partition": partition, "kafka_offset": offset, "raw": value.decode(),
     }
 

@@ -104,9 +104,11 @@ class ServerStore:
 
 
 def _json_value(value: Any) -> Any:
+    """What JSONEachRow takes for a value json cannot write itself (json calls it only for
+    those: a datetime, as DateTime64(3) text)."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return value
+    raise TypeError(f"no JSONEachRow form for a {type(value).__name__}")
 
 
 class ChdbStore:
@@ -132,8 +134,7 @@ class ChdbStore:
             self._connection.query(sql)
 
     def insert(self, table: ch.Table, rows: Rows) -> None:
-        lines = "\n".join(json.dumps({k: _json_value(v) for k, v in row.items()})
-                          for row in rows)
+        lines = "\n".join(json.dumps(row, default=_json_value) for row in rows)
         with self._lock:
             self._connection.query(f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}\n")
 

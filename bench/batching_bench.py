@@ -1,0 +1,125 @@
+"""Micro-batching benchmark: readings/s of a faust agent when each Kafka record carries N readings.
+
+    .venv/bin/python bench/batching_bench.py --readings 40000 --sizes 1,10,50
+
+faust costs about the same per Kafka record whatever the record holds, so the question issue 14
+asks is how far readings/s rises when the gateway would write micro-batches of readings to an
+internal topic for the streams worker (telemetry.v1 keeps one reading per record). The same
+agent runs for every size: it parses each envelope, judges the reading against its declaration
+with the real rule engine (states in memory) and sends the alerts to Kafka; only the number of
+readings per record changes. Records are newline-separated canonical envelopes. Scratch topics,
+deleted afterwards; figures into bench/results/batching.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic
+from faust.types import StreamT
+from streams_bench import committed, envelopes, produce  # bench/ is the script's sys.path[0]
+
+from ingest.fleet import Fleet, FleetConfig
+from schemas import Declaration, Evidence, GatewayEnvelope, encode
+from smartport.kafka import read_range
+from smartport.settings import Settings
+from streams.rules.engine import evaluate
+from streams.rules.state import ContainerState
+from streams.rules.thresholds import Thresholds
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def batched_worker_main(app_id: str, names: list[str]) -> None:
+    """The agent: ``names`` = batches topic, declarations topic, alerts topic."""
+    from streams.app import faust_app, new_worker
+
+    settings = Settings()
+    declarations = {m.key(): Declaration.model_validate_json(m.value() or b"")
+                    for m in read_range(settings.kafka, names[1], {})}
+    app = faust_app(settings, app_id, offset_reset="earliest")
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                           "partitions": settings.kafka.partitions}
+    batches, alerts = app.topic(names[0], **raw), app.topic(names[2], **raw)
+    states: dict[bytes, ContainerState] = {}
+    thresholds = Thresholds()
+
+    @app.agent(batches, concurrency=1)
+    async def judge(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            for index, line in enumerate(event.value.split(b"\n")):
+                envelope = GatewayEnvelope.model_validate_json(line)
+                reading = envelope.reading
+                container = getattr(reading, "container_no", None)
+                if container is None:
+                    continue
+                key = container.encode()
+                evidence = Evidence.of(envelope, names[0], event.message.partition,
+                                       event.message.offset * 1000 + index)
+                state = states.setdefault(key, ContainerState())
+                for alert in evaluate(reading, declarations.get(key), state, thresholds,
+                                      evidence).alerts:
+                    await alerts.send(key=key, value=encode(alert))
+
+    new_worker(app, "warning").execute_from_commandline()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readings", type=int, default=40_000)
+    parser.add_argument("--sizes", default="1,10,50", help="readings per Kafka record")
+    args = parser.parse_args()
+    settings = Settings()
+    partitions = settings.kafka.partitions
+    admin = AdminClient(settings.kafka.client_config())
+    fleet = Fleet(FleetConfig(devices=500, seed=3, anomaly_rate=0.01,
+                              step=timedelta(milliseconds=1)))  # behind the wall clock
+    readings = envelopes(fleet, args.readings)
+    results: dict[str, float] = {"readings": len(readings)}
+    for size in (int(s) for s in args.sizes.split(",")):
+        tag = uuid.uuid4().hex[:6]
+        names = [f"bench-{tag}-batches", f"bench-{tag}-declarations", f"bench-{tag}-alerts"]
+        for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+            future.result()
+        try:
+            produce(settings, names[1], [(d.container_no.encode(), encode(d))
+                                         for d in fleet.declarations])
+            records = [(readings[i][0], b"\n".join(value for _, value in readings[i:i + size]))
+                       for i in range(0, len(readings), size)]
+            produce(settings, names[0], records)
+            app_id = f"bench-{tag}"
+            worker = subprocess.Popen([sys.executable, __file__, "worker", app_id, *names])
+            try:
+                while (first := committed(settings, app_id, names[0], partitions)) == 0:
+                    time.sleep(0.2)
+                started = time.perf_counter()
+                while committed(settings, app_id, names[0], partitions) < len(records):
+                    time.sleep(0.5)
+                elapsed = time.perf_counter() - started
+            finally:
+                worker.terminate()
+                worker.wait(60)
+            results[f"readings_per_s_at_{size}_per_record"] = (
+                (len(records) - first) * size / elapsed)
+        finally:
+            for future in admin.delete_topics(names).values():
+                future.result()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "batching.json").write_text(json.dumps(results, indent=2))
+    for name, value in results.items():
+        print(f"{name:<36}{value:>12,.0f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "worker":
+        batched_worker_main(sys.argv[2], sys.argv[3:])
+    else:
+        main()
