@@ -14,18 +14,14 @@ deleted afterwards; figures into bench/results/batching.json.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import StreamT
-from streams_bench import committed, envelopes, produce  # bench/ is the script's sys.path[0]
+from streams_bench import envelopes, produce, save, timed_worker  # bench/: sys.path[0]
 
 from ingest.fleet import Fleet, FleetConfig
 from schemas import Declaration, Evidence, GatewayEnvelope, encode
@@ -34,8 +30,6 @@ from smartport.settings import Settings
 from streams.rules.engine import evaluate
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
-
-RESULTS = Path(__file__).with_name("results")
 
 
 def batched_worker_main(app_id: str, names: list[str]) -> None:
@@ -95,27 +89,15 @@ def main() -> None:
             records = [(readings[i][0], b"\n".join(value for _, value in readings[i:i + size]))
                        for i in range(0, len(readings), size)]
             produce(settings, names[0], records)
-            app_id = f"bench-{tag}"
-            worker = subprocess.Popen([sys.executable, __file__, "worker", app_id, *names])
-            try:
-                while (first := committed(settings, app_id, names[0], partitions)) == 0:
-                    time.sleep(0.2)
-                started = time.perf_counter()
-                while committed(settings, app_id, names[0], partitions) < len(records):
-                    time.sleep(0.5)
-                elapsed = time.perf_counter() - started
-            finally:
-                worker.terminate()
-                worker.wait(60)
-            results[f"readings_per_s_at_{size}_per_record"] = (
-                (len(records) - first) * size / elapsed)
+            worker, per_s = timed_worker(settings, "worker", f"bench-{tag}", names, len(records),
+                                         script=__file__)
+            worker.terminate()
+            worker.wait(60)
+            results[f"readings_per_s_at_{size}_per_record"] = per_s * size
         finally:
             for future in admin.delete_topics(names).values():
                 future.result()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "batching.json").write_text(json.dumps(results, indent=2))
-    for name, value in results.items():
-        print(f"{name:<36}{value:>12,.0f}")
+    save("batching.json", results)
 
 
 if __name__ == "__main__":

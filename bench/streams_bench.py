@@ -138,12 +138,12 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
     return total / (time.perf_counter() - started)
 
 
-def timed_worker(settings: Settings, mode: str, app_id: str, names: list[str], total: int
-                 ) -> tuple[subprocess.Popen[bytes], float]:
-    """Start a worker (``mode``: worker or empty) and time it through the ``total`` events
-    already in the topic: events/s from its first commit to its commit of the last one.
-    Returns the worker, still running."""
-    worker = subprocess.Popen([sys.executable, __file__, mode, app_id, *names])
+def timed_worker(settings: Settings, mode: str, app_id: str, names: list[str], total: int, *,
+                 script: str = __file__) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a worker (``script``'s ``mode``) and time it through the ``total`` records already
+    in ``names[0]``: records/s from its first commit to its commit of the last one. Returns
+    the worker, still running."""
+    worker = subprocess.Popen([sys.executable, script, mode, app_id, *names])
     partitions = settings.kafka.partitions
     while (first := committed(settings, app_id, names[0], partitions)) == 0:
         time.sleep(0.2)  # the worker is starting and joining the group
@@ -208,10 +208,15 @@ def main() -> None:
     results["faust_vs_plain"] = results["faust_events_per_s"] / results["plain_loop_events_per_s"]
     for future in admin.delete_topics(names).values():
         future.result()
+    save("streams.json", results)
+
+
+def save(file_name: str, results: dict[str, float]) -> None:
+    """Into bench/results, and printed."""
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "streams.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / file_name).write_text(json.dumps(results, indent=2))
     for name, value in results.items():
-        print(f"{name:<28}{value:>12,.2f}")
+        print(f"{name:<36}{value:>12,.2f}")
 
 
 if __name__ == "__main__":
