@@ -8,6 +8,7 @@ from confluent_kafka.admin import AdminClient
 from schemas import topics
 from smartport import kafka as kafka_topics
 from smartport.settings import KafkaSettings
+from streams.relay import relay_group
 
 
 def topic_configs(topic: str) -> dict[str, str]:
@@ -31,7 +32,8 @@ def delete_app_topics(kafka: KafkaSettings, app_id: str, timeout: float = 30.0) 
         names = [name for name in admin.list_topics(timeout=timeout).topics
                  if name.startswith(f"{app_id}-")]
         futures = dict(admin.delete_topics(names, request_timeout=timeout)) if names else {}
-        futures[app_id] = admin.delete_consumer_groups([app_id], request_timeout=timeout)[app_id]
+        groups = [app_id, relay_group(app_id)]
+        futures.update(admin.delete_consumer_groups(groups, request_timeout=timeout))
         for future in futures.values():
             future.exception()  # wait; a missing group or topic is not an error here
     except KafkaException:

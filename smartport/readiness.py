@@ -40,6 +40,9 @@ class Readiness:
     def ready(self) -> bool:
         return all(self._conditions.values())
 
+    def holds(self, condition: str) -> bool:
+        return self._conditions[condition]
+
     def set(self, condition: str, holds: bool) -> None:
         self._conditions[condition] = holds
         if condition == GROUP:

@@ -4,8 +4,11 @@ Three co-partitioned source topics (telemetry.v1, declarations.v1, customs.alert
 keyed by container number), two changelog-backed tables keyed the same way (the current
 declaration, and each container's rule state with its open alerts), one agent per source
 topic; the state table's two writers (readings, officers' commands) change a state between
-awaits only, so they never interleave within one. Alert events go to customs.alerts.v1 (keyed
-by container number) and to MQTT ``port/<locode>/alerts/<severity>/<container>`` (QoS 1).
+awaits only, so they never interleave within one. telemetry.v1 reaches its agent through the
+worker's relay (streams.relay) as micro-batches of records on an internal topic partitioned as
+telemetry.v1: faust's cost is per Kafka record, and one reading per record bounded the worker at
+faust's own floor. Alert events go to customs.alerts.v1 (keyed by container number)
+and to MQTT ``port/<locode>/alerts/<severity>/<container>`` (QoS 1).
 Processing is at-least-once: after a crash the readings since the last commit are replayed from
 the state written back at that commit (streams.state_table), and re-sent alert events carry the
 same (alert_id, version); the state's dedup set skips a reading delivered twice.
@@ -18,6 +21,7 @@ agent forever while the process looks healthy), for a supervisor to restart it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
@@ -44,6 +48,8 @@ from smartport.kafka import ensure_topics
 from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import KafkaSettings, MqttSettings, Settings
+from streams.micro_batch import MalformedBatch, unpack
+from streams.relay import BATCH_TOPIC_MAX_BYTES, RELAY, TelemetryRelay, batches_topic
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
 from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
@@ -126,6 +132,20 @@ class AlertPublisher(mode.Service):
         self._client.publish(topic, payload, qos=1)
 
 
+class RelayService(mode.Service):
+    """The telemetry relay's thread, started and stopped with the worker."""
+
+    def __init__(self, relay: TelemetryRelay, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._relay = relay
+
+    async def on_start(self) -> None:
+        self._relay.start()
+
+    async def on_stop(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._relay.stop)
+
+
 def faust_app(settings: Settings, app_id: str, *, offset_reset: str,
               web_port: int | None = None) -> faust.App:
     """A faust App configured as our workers run (benches measure faust's own floor with it)."""
@@ -167,7 +187,9 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     partitions = settings.kafka.partitions
     app = faust_app(settings, app_id, offset_reset=offset_reset, web_port=web_port)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
-    telemetry, declarations, alerts = (app.topic(name, **raw) for name in topic_names)
+    source = topic_names[0]
+    declarations, alerts = (app.topic(name, **raw) for name in topic_names[1:])
+    batches = app.topic(batches_topic(app_id), **raw)
     transit = {name: app.topic(name, **raw) for name in (
         topics.TRANSIT, topics.CERTIFICATES, topics.CLEARANCE, topics.PORT_EVENTS)}
     declaration_table = app.Table(DECLARATIONS_TABLE, **raw)
@@ -176,10 +198,14 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     clock = _EventClock()
     officers = AlertPublisher(mqtt_as(settings, STREAMS_USER), f"{app_id}-alerts")
     terminal_key = own_key(settings.resolved_terminal_key_file)  # signs its certificates
+    readiness = Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s, (RELAY,))
+    relay = TelemetryRelay(settings.kafka, source, app_id, offset_reset=offset_reset,
+                           readiness=readiness)
     app.add_dependency(officers)  # started and stopped with the app (the worker)
+    app.add_dependency(RelayService(relay))
 
-    _watch_readiness(app, Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s))
-    states = _rule_states(app, state_table, topic_names[0])
+    _watch_readiness(app, readiness, relay)
+    states = _rule_states(app, state_table, batches.get_topic_name())
     current_declarations = Parsed(declaration_table, Declaration.model_validate_json)
 
     async def publish_outcome(key: bytes, outcome: Outcome) -> None:
@@ -200,28 +226,9 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
                        open_movements=open_movements, thresholds=thresholds, issuer=app_id,
                        publish=publish_outcome)
 
-    @app.agent(telemetry, concurrency=1)
-    async def cross_validate(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            envelope = _parse(GatewayEnvelope, event)
-            if envelope is None:
-                continue
-            reading = envelope.reading
-            container = getattr(reading, "container_no", None)
-            if container is None:
-                continue
-            key = container.encode()
-            state = states.get(key) or ContainerState()
-            declaration = current_declarations.get(key)
-            evidence = Evidence.of(envelope, event.message.topic, event.message.partition,
-                                   event.message.offset)
-            clock.see(reading.ts)
-            outcome = evaluate(reading, declaration, state, thresholds, evidence, issuer=app_id,
-                               now=datetime.now(UTC))
-            states.put(key, state, event.message.partition)
-            if state.transit is not None:  # a reading moves a movement, never starts or ends it
-                open_movements.note(key, state, declaration)
-            await publish_outcome(key, outcome)
+    _judge_telemetry(app, batches, source, states=states,
+                     current_declarations=current_declarations, open_movements=open_movements,
+                     clock=clock, thresholds=thresholds, issuer=app_id, publish=publish_outcome)
 
     async def publish(key: bytes, alert: Alert) -> None:
         value = encode(alert)
@@ -244,15 +251,59 @@ PublishOutcome = Callable[[bytes, Outcome], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
 
 
-def _parse(model: type[M], event: Any) -> M | None:
-    """The event's value as ``model``; a record that is not one is logged and skipped."""
+def _parse(model: type[M], value: bytes, topic: str, partition: int, offset: int) -> M | None:
+    """``value`` as ``model``; a record that is not one is logged and skipped."""
     try:
-        return model.model_validate_json(event.value)
+        return model.model_validate_json(value)
     except ValidationError as exc:
         log.warning("skipping a %s record that is not a %s (partition %s, offset %s): %s",
-                    event.message.topic, model.__name__, event.message.partition,
-                    event.message.offset, describe_validation_error(exc))
+                    topic, model.__name__, partition, offset, describe_validation_error(exc))
         return None
+
+
+def _parse_event(model: type[M], event: Any) -> M | None:
+    return _parse(model, event.value, event.message.topic, event.message.partition,
+                  event.message.offset)
+
+
+def _judge_telemetry(app: faust.App, batches: Any, source: str, *, states: StateTable,
+                     current_declarations: Parsed[Declaration], open_movements: _OpenMovements,
+                     clock: _EventClock, thresholds: Thresholds, issuer: str,
+                     publish: PublishOutcome) -> None:
+    """The agent that judges every reading of ``source`` (telemetry.v1), read as the relay's
+    micro-batches, against its container's declaration and rule state."""
+
+    @app.agent(batches, concurrency=1)
+    async def cross_validate(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            try:
+                records = unpack(event.value)
+            except MalformedBatch as exc:  # only the relay should write the topic
+                log.error("skipping a %s record (partition %s, offset %s): %s",
+                          event.message.topic, partition, event.message.offset, exc)
+                continue
+            for offset, value in records:
+                envelope = _parse(GatewayEnvelope, value, source, partition, offset)
+                if envelope is not None:
+                    await judge(envelope, partition, offset)
+
+    async def judge(envelope: GatewayEnvelope, partition: int, offset: int) -> None:
+        reading = envelope.reading
+        container = getattr(reading, "container_no", None)
+        if container is None:
+            return
+        key = container.encode()
+        state = states.get(key) or ContainerState()
+        declaration = current_declarations.get(key)
+        evidence = Evidence.of(envelope, source, partition, offset)
+        clock.see(reading.ts)
+        outcome = evaluate(reading, declaration, state, thresholds, evidence, issuer=issuer,
+                           now=datetime.now(UTC))
+        states.put(key, state, partition)
+        if state.transit is not None:  # a reading moves a movement, never starts or ends it
+            open_movements.note(key, state, declaration)
+        await publish(key, outcome)
 
 
 def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
@@ -270,7 +321,7 @@ def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
                 table.pop(key, None)
                 continue
             # Anyone who may write the topic could otherwise poison every later reading.
-            declaration = _parse(Declaration, event)
+            declaration = _parse_event(Declaration, event)
             if declaration is None:
                 continue
             previous = current_declarations.get(key)
@@ -299,7 +350,7 @@ def _officer_commands(app: faust.App, commands: Any, *, states: StateTable,
     @app.agent(commands, concurrency=1)
     async def officer_commands(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
-            order = _parse(AlertCommand, event)
+            order = _parse_event(AlertCommand, event)
             if order is None:
                 continue
             key = order.container_no.encode()
@@ -380,9 +431,10 @@ def _rule_states(app: faust.App, table: Any, source: str) -> StateTable:
     return states
 
 
-def _watch_readiness(app: faust.App, readiness: Readiness) -> None:
-    """Ready once a rebalance completed (tables recovered); a worker left without partitions
-    longer than the bound crashes the app, so the worker exits non-zero."""
+def _watch_readiness(app: faust.App, readiness: Readiness, relay: TelemetryRelay) -> None:
+    """Ready once a rebalance completed (tables recovered) and the relay is in its group; a
+    worker left without partitions longer than the bound, or whose relay failed, crashes the
+    app, so the worker exits non-zero."""
 
     @app.on_rebalance_complete.connect
     async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -398,6 +450,8 @@ def _watch_readiness(app: faust.App, readiness: Readiness) -> None:
         except NotWorking as exc:
             log.error(str(exc))
             await app.crash(exc)
+        if relay.failure is not None and app.crash_reason is None:
+            await app.crash(relay.failure)
 
     app.timer(WATCHDOG_S)(_watchdog)
 
@@ -408,7 +462,8 @@ def internal_topics(app_id: str) -> dict[str, dict[str, str]]:
     partition count."""
     return {**{f"{app_id}-{table}-changelog": {"cleanup.policy": "compact"}
                for table in (DECLARATIONS_TABLE, STATE_TABLE, OPEN_MOVEMENTS_TABLE)},
-            f"{app_id}-{OVERDUE_TICKS}": {}}
+            f"{app_id}-{OVERDUE_TICKS}": {},
+            batches_topic(app_id): {"max.message.bytes": str(BATCH_TOPIC_MAX_BYTES)}}
 
 
 class WorkerCrashed(StackError):

@@ -1,0 +1,142 @@
+"""The streams worker's relay: telemetry.v1 into micro-batches on an internal topic.
+
+A thread of the worker process reads telemetry.v1 with a plain consumer (its own group,
+``<app id>-relay``) and writes what each poll brought of each partition as micro-batches
+(streams.micro_batch) to partition *p* of ``<app id>-telemetry-batches`` for telemetry.v1's
+partition *p*: the batches are co-partitioned with the worker's tables, as telemetry.v1 is, and
+carry each record's telemetry.v1 offset, so the worker's evidence names the record it judged.
+
+It commits telemetry.v1 offsets only after Kafka acknowledged the batches holding them; after a
+crash it relays again from the last commit, and the worker's dedup set skips readings it has
+seen. One poll's batches are acknowledged before the next poll, so a partition that moves to
+another worker's relay cannot have its batches interleaved with the old owner's.
+
+It works or says so: ``relay`` is a readiness condition of the worker, and a relay that fails,
+or stays out of its consumer group longer than ``kafka.join_timeout_s``, crashes the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from smartport.errors import StackError
+from smartport.kafka import commit_offsets, consume_records, consumer_config, producer_config
+from smartport.readiness import NotWorking, Readiness
+from smartport.settings import KafkaSettings
+from streams.micro_batch import chunks, pack
+
+log = logging.getLogger(__name__)
+RELAY = "relay"  # the worker's readiness condition
+BATCHES_SUFFIX = "telemetry-batches"
+POLL_S = 0.05  # what one poll waits for: the latency a reading gains, and the batch size
+POLL_RECORDS = 5000
+BATCH_BYTES = 512 * 1024
+BATCH_TOPIC_MAX_BYTES = 8 * 1024 * 1024  # a single telemetry.v1 record always fits
+STOP_JOIN_S = 10.0
+
+
+def batches_topic(app_id: str) -> str:
+    return f"{app_id}-{BATCHES_SUFFIX}"
+
+
+def relay_group(app_id: str) -> str:
+    return f"{app_id}-relay"
+
+
+class RelayFailed(StackError):
+    """Kafka refused a batch: the relay cannot go on without losing readings."""
+
+
+class TelemetryRelay:
+    def __init__(self, kafka: KafkaSettings, source: str, app_id: str, *, offset_reset: str,
+                 readiness: Readiness) -> None:
+        self._kafka = kafka
+        self._source = source
+        self._target = batches_topic(app_id)
+        self._app_id = app_id
+        self._offset_reset = offset_reset
+        self._readiness = readiness
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="telemetry-relay", daemon=True)
+        self._unassigned_since: float | None = time.monotonic()
+        self._refused: list[str] = []
+        self.failure: BaseException | None = None  # why the relay ended, if it did by itself
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(STOP_JOIN_S)
+
+    def _run(self) -> None:
+        consumer = Consumer(consumer_config(self._kafka, relay_group(self._app_id), **{
+            "auto.offset.reset": self._offset_reset,  # where a new app id starts, as faust
+            "fetch.wait.max.ms": 20,
+            "max.poll.interval.ms": 3_600_000,  # a Kafka outage keeps the assignment
+        }))
+        producer = Producer(producer_config(self._kafka, relay_group(self._app_id), **{
+            "linger.ms": 5, "message.max.bytes": BATCH_TOPIC_MAX_BYTES}))
+        try:
+            consumer.subscribe([self._source], on_assign=self._on_assign,
+                               on_revoke=self._on_revoke)
+            while not self._stop.is_set():
+                self._relay(consumer, producer, consume_records(consumer, POLL_RECORDS, POLL_S))
+                self._check_joined()
+        except BaseException as exc:
+            self.failure = exc
+            self._readiness.set(RELAY, False)
+            log.critical("the telemetry relay failed; the worker stops", exc_info=True)
+        finally:
+            consumer.close()
+
+    def _relay(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
+        by_partition: dict[int, list[tuple[int, bytes]]] = {}
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None:
+                by_partition.setdefault(partition, []).append((offset, message.value() or b""))
+        if not by_partition:
+            return
+        for partition, records in by_partition.items():
+            for run in chunks(records, BATCH_BYTES):
+                while True:
+                    try:
+                        producer.produce(self._target, value=pack(run), partition=partition,
+                                         on_delivery=self._delivered)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+        while producer.flush(1.0) > 0:  # message.timeout.ms=0: retried while Kafka is away
+            if self._stop.is_set():
+                return  # not committed: relayed again by whoever reads the partitions next
+        if self._refused:
+            raise RelayFailed(f"Kafka refused a micro-batch for {self._target}: "
+                              f"{self._refused[0]}")
+        commit_offsets(consumer, {(self._source, partition): records[-1][0] + 1
+                                  for partition, records in by_partition.items()})
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._refused.append(error.str())
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        self._unassigned_since = None
+        self._readiness.set(RELAY, True)  # in the group, even with no partition to own
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._unassigned_since = time.monotonic()
+        self._readiness.set(RELAY, False)
+
+    def _check_joined(self) -> None:
+        since, bound = self._unassigned_since, self._kafka.join_timeout_s
+        if since is not None and time.monotonic() - since > bound:
+            raise NotWorking(
+                f"the streams worker's telemetry relay has not been assigned its Kafka "
+                f"partitions for {time.monotonic() - since:.0f} s (bound: kafka.join_timeout_s "
+                f"= {bound:.0f} s); exiting so that a supervisor restarts it — check that "
+                "Kafka is reachable (`smartport stack status`)")

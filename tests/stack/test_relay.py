@@ -1,0 +1,147 @@
+"""The streams worker's relay on the real stack: telemetry.v1 into micro-batches, every record
+once and in order, offsets committed only once Kafka took the batches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import Gauge
+
+from deploy.topics import delete_app_topics
+from schemas import topics
+from smartport.kafka import consumer_config, ensure_topics, high_watermarks, read_range
+from smartport.polling import wait_until
+from smartport.readiness import Readiness
+from smartport.settings import Settings
+from streams.app import internal_topics
+from streams.micro_batch import unpack
+from streams.relay import RELAY, RelayFailed, TelemetryRelay, batches_topic, relay_group
+from tests.stack.pipeline import unique
+
+READY = Gauge("test_relay_ready", "the relay's readiness in these tests", registry=None)
+
+
+@pytest.fixture
+def scratch(stack: Settings) -> Iterator[tuple[str, str]]:
+    """A scratch source topic and a stream app id; both deleted afterwards."""
+    source, app_id = unique("relay-source"), unique("relay")
+    admin = AdminClient(stack.kafka.client_config())
+    admin.create_topics([NewTopic(source, stack.kafka.partitions,
+                                  stack.kafka.replication_factor)])[source].result(30)
+    yield source, app_id
+    admin.delete_topics([source])
+    delete_app_topics(stack.kafka, app_id)
+
+
+def _produce(settings: Settings, topic: str, count: int, start: int = 0) -> None:
+    producer = Producer(settings.kafka.client_config())
+    for i in range(start, start + count):
+        # Values a real topic can hold: envelopes, garbage, newlines, empty values.
+        value = [b'{"n": %d}' % i, b"[" * (i % 50), b"a\nb %d" % i, b""][i % 4]
+        producer.produce(topic, key=b"C%d" % (i % 97), value=value)
+    assert producer.flush(30) == 0
+
+
+def _committed(settings: Settings, app_id: str, source: str) -> dict[int, int]:
+    consumer = Consumer(consumer_config(settings.kafka, relay_group(app_id)))
+    try:
+        asked = [TopicPartition(source, p) for p in range(settings.kafka.partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def _batched(settings: Settings, app_id: str) -> dict[int, list[tuple[int, bytes]]]:
+    relayed: dict[int, list[tuple[int, bytes]]] = {}
+    for message in read_range(settings.kafka, batches_topic(app_id), {}):
+        relayed.setdefault(message.partition() or 0, []).extend(unpack(message.value() or b""))
+    return relayed
+
+
+def _source(settings: Settings, topic: str) -> dict[int, list[tuple[int, bytes]]]:
+    records: dict[int, list[tuple[int, bytes]]] = {}
+    for message in read_range(settings.kafka, topic, {}):
+        records.setdefault(message.partition() or 0, []).append(
+            (message.offset() or 0, message.value() or b""))
+    return records
+
+
+def _relay(settings: Settings, source: str, app_id: str) -> tuple[TelemetryRelay, Readiness]:
+    readiness = Readiness(READY, "streams", settings.kafka.join_timeout_s, (RELAY,))
+    return TelemetryRelay(settings.kafka, source, app_id, offset_reset="earliest",
+                          readiness=readiness), readiness
+
+
+def test_every_record_is_relayed_once_in_order_to_its_partition(
+        stack: Settings, scratch: tuple[str, str]) -> None:
+    source, app_id = scratch
+    ensure_topics(stack.kafka, internal_topics(app_id))
+    _produce(stack, source, 3000)
+    relay, readiness = _relay(stack, source, app_id)
+    relay.start()
+    try:
+        ends = high_watermarks(stack.kafka, source)
+        assert wait_until(lambda: _committed(stack, app_id, source) == ends, 60), (
+            _committed(stack, app_id, source), ends, relay.failure)
+        assert readiness.ready is False  # the worker's faust group is not joined here
+        assert readiness.holds(RELAY)
+    finally:
+        relay.stop()
+    assert relay.failure is None
+    assert _batched(stack, app_id) == _source(stack, source)
+
+    # A relay started again goes on from the commit: nothing is relayed twice.
+    _produce(stack, source, 40, start=3000)
+    again, _ = _relay(stack, source, app_id)
+    again.start()
+    try:
+        ends = high_watermarks(stack.kafka, source)
+        assert wait_until(lambda: _committed(stack, app_id, source) == ends, 60)
+    finally:
+        again.stop()
+    assert _batched(stack, app_id) == _source(stack, source)
+
+
+def test_a_batch_kafka_refuses_stops_the_relay_without_committing(
+        stack: Settings, scratch: tuple[str, str]) -> None:
+    source, app_id = scratch
+    ensure_topics(stack.kafka, {batches_topic(app_id): {"max.message.bytes": "64"}})
+    _produce(stack, source, 20)
+    relay, readiness = _relay(stack, source, app_id)
+    relay.start()
+    try:
+        assert wait_until(lambda: relay.failure is not None, 60), "the relay went on"
+    finally:
+        relay.stop()
+    assert isinstance(relay.failure, RelayFailed)
+    assert "MSG_SIZE_TOO_LARGE" in str(relay.failure) or "too large" in str(relay.failure)
+    assert not readiness.holds(RELAY)
+    assert all(offset < 0 for offset in _committed(stack, app_id, source).values())
+
+
+def test_a_failed_relay_ends_the_worker(stack: Settings, scratch: tuple[str, str]) -> None:
+    """A worker whose relay cannot write its batches judges nothing: it must exit, not idle."""
+    source, app_id = scratch
+    ensure_topics(stack.kafka, {batches_topic(app_id): {"max.message.bytes": "64"}})
+    _produce(stack, source, 5)
+    worker = (
+        "from smartport.settings import Settings\n"
+        "from streams import app as streams_app\n"
+        "from streams.rules.thresholds import Thresholds\n"
+        "settings = Settings()\n"
+        f"app = streams_app.create_app(settings, Thresholds(), app_id={app_id!r}, "
+        f"topic_names=({source!r}, {topics.DECLARATIONS!r}, {topics.ALERTS!r}))\n"
+        "streams_app.run_worker(app, settings)\n")
+    try:
+        finished = subprocess.run([sys.executable, "-c", worker], capture_output=True,
+                                  text=True, timeout=180, check=False)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"the worker did not exit within 180 s; its log ends:\n"
+                    f"{(hung.stderr or b'')[-4000:]!r}")
+    assert finished.returncode != 0, finished.stderr[-2000:]
+    assert "Kafka refused a micro-batch" in finished.stderr, finished.stderr[-2000:]
