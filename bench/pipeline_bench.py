@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
+from streams_bench import backlog  # bench/: sys.path[0]
 
 from anchoring.anchors import anchored_through
 from deploy import stack
@@ -192,7 +193,7 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
                             for t in before)
             result.backlog_at_end = {
                 "gateway (MQTT → Kafka)": max(0, acknowledged - forwarded),
-                "streams": _group_lag(settings, run_id, ends),
+                "streams": backlog(settings, run_id, topics.TELEMETRY),
                 "anchorer": _group_lag(settings, "smartport-anchor", ends),
                 "sink": _group_lag(settings, "smartport-sink", ends),
             }
@@ -201,7 +202,8 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
             done = done and wait_until(
                 lambda: anchored_through(settings, topics.TELEMETRY, ends), 600)
-            done = done and wait_until(lambda: _group_lag(settings, run_id, ends) == 0, 600)
+            done = done and wait_until(
+                lambda: backlog(settings, run_id, topics.TELEMETRY) == 0, 600)
             finished_at = time.time()
             result.stored = max(0, stored_readings(settings, run_id))
             result.lost = result.valid - result.stored

@@ -7,8 +7,10 @@ confluent-kafka loop.
 
 Uses scratch topics (deleted afterwards). Throughput: all events produced first, then the time
 until the worker's committed offsets reach the end (faust commits every 2.8 s: that is the
-resolution). Latency: the Kafka timestamp of each raised alert minus that of the reading in its
-evidence, for a run produced at ``--rate`` events/s while the worker is running.
+resolution); the rules worker reads through its relay's micro-batches (streams.relay), so its
+end is every reading relayed and every batch committed. Latency: the Kafka timestamp of each
+raised alert minus that of the reading in its evidence, for a run produced at ``--rate``
+events/s while the worker is running.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from ingest.validation import Accepted, Limits, classify
 from schemas import Alert, Declaration, Evidence, encode
 from smartport.kafka import consumer_config, high_watermarks, read_range
 from smartport.settings import Settings
+from streams.micro_batch import unpack
+from streams.relay import batches_topic, relay_group
 from streams.rules.engine import evaluate
 from streams.rules.state import ContainerState
 from streams.rules.thresholds import Thresholds
@@ -97,13 +101,29 @@ def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
     producer.flush(60)
 
 
-def committed(settings: Settings, group: str, topic: str, partitions: int) -> int:
+def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
     consumer = Consumer(consumer_config(settings.kafka, group))
     try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
-        return sum(max(tp.offset, 0) for tp in offsets)
+        asked = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
+        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(asked, 10)}
     finally:
         consumer.close()
+
+
+def committed(settings: Settings, group: str, topic: str) -> int:
+    return sum(committed_offsets(settings, group, topic).values())
+
+
+def backlog(settings: Settings, app_id: str, source: str) -> int:
+    """Readings of ``source`` a streams worker has not judged (as of its last commit): those
+    its relay has not batched, and those in batches its agent has not committed."""
+    ends = high_watermarks(settings.kafka, source)
+    relayed = committed_offsets(settings, relay_group(app_id), source)
+    batches = batches_topic(app_id)
+    judged = committed_offsets(settings, app_id, batches)
+    return sum(ends[p] - relayed.get(p, 0) for p in ends) + sum(
+        len(unpack(message.value() or b"")) for message in read_range(settings.kafka, batches,
+                                                                      judged))
 
 
 def plain_loop(settings: Settings, names: list[str], total: int) -> float:
@@ -141,14 +161,27 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
 def timed_worker(settings: Settings, mode: str, app_id: str, names: list[str], total: int, *,
                  script: str = __file__) -> tuple[subprocess.Popen[bytes], float]:
     """Start a worker (``script``'s ``mode``) and time it through the ``total`` records already
-    in ``names[0]``: records/s from its first commit to its commit of the last one. Returns
-    the worker, still running."""
+    in ``names[0]``, read straight from it: records/s from its first commit to its commit of
+    the last one. Returns the worker, still running."""
     worker = subprocess.Popen([sys.executable, script, mode, app_id, *names])
-    partitions = settings.kafka.partitions
-    while (first := committed(settings, app_id, names[0], partitions)) == 0:
+    while (first := committed(settings, app_id, names[0])) == 0:
         time.sleep(0.2)  # the worker is starting and joining the group
     started = time.perf_counter()
-    while committed(settings, app_id, names[0], partitions) < total:
+    while committed(settings, app_id, names[0]) < total:
+        time.sleep(0.5)
+    return worker, (total - first) / (time.perf_counter() - started)
+
+
+def timed_streams_worker(settings: Settings, app_id: str, names: list[str],
+                         total: int) -> tuple[subprocess.Popen[bytes], float]:
+    """``timed_worker`` for the streams worker, which reads ``names[0]`` through its relay:
+    from its first commit of micro-batches until it has judged every reading."""
+    worker = subprocess.Popen([sys.executable, __file__, "worker", app_id, *names])
+    while not any(committed_offsets(settings, app_id, batches_topic(app_id)).values()):
+        time.sleep(0.2)
+    started = time.perf_counter()
+    first = total - backlog(settings, app_id, names[0])
+    while backlog(settings, app_id, names[0]) > 0:
         time.sleep(0.5)
     return worker, (total - first) / (time.perf_counter() - started)
 
@@ -179,8 +212,8 @@ def main() -> None:
         settings, "empty", f"bench-{tag}-empty", names, total)
     empty.terminate()
     empty.wait(60)
-    worker, results["faust_events_per_s"] = timed_worker(
-        settings, "worker", f"bench-{tag}", names, total)
+    worker, results["faust_events_per_s"] = timed_streams_worker(
+        settings, f"bench-{tag}", names, total)
     try:
         since = high_watermarks(settings.kafka, names[2])
         timed = envelopes(fleet, int(args.rate * args.latency_seconds))

@@ -21,7 +21,7 @@ from schemas import (
 from schemas.telemetry import AnyReading, reading_id
 from streams.rules.checks import CHECKS
 from streams.rules.engine import command, declare, evaluate
-from streams.rules.state import ContainerState
+from streams.rules.state import RECENT_PER_DEVICE, ContainerState
 from streams.rules.thresholds import Thresholds, load_thresholds
 from tests.helpers import container_reading, crane_reading, declaration, rtg_reading
 
@@ -381,3 +381,37 @@ def test_simulator_ground_truth_precision_and_recall() -> None:
                 raised.add((event.container_no, event.rule))
     assert len(truth) > 50
     assert raised == truth  # precision and recall both 100 %
+
+
+def _ids(count: int, start: int = 0) -> list[str]:
+    return [reading_id(parse_telemetry(json.dumps(container_reading(seq=seq))))
+            for seq in range(start, start + count)]
+
+
+def test_the_dedup_window_holds_the_last_512_reading_ids_of_each_device() -> None:
+    state = ContainerState()
+    ids = _ids(RECENT_PER_DEVICE + 1)
+    assert all(state.first_time("trk-1", i) for i in ids)
+    assert state.first_time("trk-2", ids[-1])  # another device's window
+    restored = ContainerState.model_validate_json(state.model_dump_json())
+    assert not any(restored.first_time("trk-1", i) for i in ids[1:])  # redeliveries
+    assert restored.first_time("trk-1", ids[0])  # beyond the window: judged again
+    # What the worker writes per container at each commit: was 18 KB as a list of ids.
+    assert len(state.model_dump_json()) < 6_500
+
+
+def test_a_prefix_found_across_two_kept_ids_is_not_a_redelivery() -> None:
+    state = ContainerState()
+    assert state.first_time("trk-1", "00000000aaaaaaaa" + "0" * 16)
+    assert state.first_time("trk-1", "bbbbbbbb11111111" + "0" * 16)
+    # Its first 8 bytes are the tail of one kept prefix and the head of the next.
+    assert state.first_time("trk-1", "aaaaaaaabbbbbbbb" + "0" * 16)
+    assert not state.first_time("trk-1", "aaaaaaaabbbbbbbb" + "f" * 16)
+
+
+def test_a_state_written_with_lists_of_ids_keeps_its_window() -> None:
+    ids = _ids(3)
+    old = json.dumps({"recent_ids": {"trk-1": ids}})
+    state = ContainerState.model_validate_json(old)
+    assert not any(state.first_time("trk-1", i) for i in ids)
+    assert state.first_time("trk-1", _ids(1, start=3)[0])
