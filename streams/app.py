@@ -48,6 +48,7 @@ from smartport.kafka import ensure_topics
 from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import KafkaSettings, MqttSettings, Settings
+from streams.faust_kafka import App
 from streams.micro_batch import MalformedBatch, unpack
 from streams.relay import BATCH_TOPIC_MAX_BYTES, RELAY, TelemetryRelay, batches_topic
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
@@ -151,7 +152,7 @@ def faust_app(settings: Settings, app_id: str, *, offset_reset: str,
     """A faust App configured as our workers run (benches measure faust's own floor with it)."""
     datadir = settings.state_dir / "streams" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return App(
         app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         broker_credentials=faust_credentials(settings.kafka),

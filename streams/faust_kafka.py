@@ -1,0 +1,40 @@
+"""faust's Kafka transport with the consumer's fetch wait bounded.
+
+faust's aiokafka driver asks the broker to hold each fetch up to 1,500 ms (hard-coded). aiokafka
+keeps one fetch in flight per broker, for the partitions that have nothing buffered at that
+moment; records arriving meanwhile for the other partitions wait until that fetch returns.
+Measured with the worker at 2,000 readings/s: one such wait every 20 s or so, and alerts
+1.5 s late at p99 (batch in Kafka → alert); with a 100 ms bound, 0.23 to 0.47 s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as driver
+
+FETCH_MAX_WAIT_MS = 100
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:  # an AIOKafkaConsumer
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+
+class _Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(driver.Transport):
+    Consumer = _Consumer
+
+
+class App(faust.App):
+    """A faust App whose Kafka consumer waits at most FETCH_MAX_WAIT_MS per fetch."""
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
