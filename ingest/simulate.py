@@ -114,8 +114,12 @@ class MqttPublisher:
                 if self._client.is_connected() and not self._pending:
                     return
             time.sleep(0.001)
-        raise StackError(f"the MQTT broker has been unreachable for {_OUTAGE_S:.0f} s with "
-                         f"{len(self._pending)} messages unacknowledged; is it up? "
+        if not self._client.is_connected():
+            raise StackError(f"the MQTT broker has been unreachable for {_OUTAGE_S:.0f} s with "
+                             f"{len(self._pending)} messages unacknowledged; is it up? "
+                             "(`smartport stack status`)")
+        raise StackError(f"the MQTT broker is connected but has not acknowledged "
+                         f"{len(self._pending)} messages in {_OUTAGE_S:.0f} s; is it overloaded? "
                          "(`smartport stack status`)")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,

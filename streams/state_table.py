@@ -15,6 +15,7 @@ readings since the last commit from the state as of that commit.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -101,7 +102,14 @@ class WriteBackOnCommit(faust.Sensor):
         super().__init__(**kwargs)
         self._states = states
         self._source = source
+        self.crashing: asyncio.Future[None] | None = None
 
     def on_commit_initiated(self, consumer: Any) -> None:
         owned = {tp.partition for tp in consumer.assignment() if tp.topic == self._source}
-        self._states.write_back(owned)
+        try:
+            self._states.write_back(owned)
+        except Exception as exc:
+            # Raising stops this commit (no offset passes an unwritten state), but faust would
+            # go on without committing, alive and never committing again: crash the worker.
+            self.crashing = asyncio.ensure_future(consumer.app.crash(exc))
+            raise

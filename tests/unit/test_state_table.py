@@ -4,10 +4,14 @@ the worker no longer owns."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+from faust.types import TP
+
 from streams.rules.state import ContainerState
-from streams.state_table import StateTable
+from streams.state_table import StateTable, WriteBackOnCommit
 
 
 class _Table:
@@ -64,3 +68,36 @@ def test_states_of_revoked_partitions_are_not_written() -> None:
     assert states.get(b"B") is None  # its new owner replays it from the last commit
     assert states.write_back({0}) == 1  # partition 2 was lost meanwhile too
     assert [key for _, key, _ in table.changelog] == [b"A"]
+
+
+class _FailingTable(_Table):
+    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
+        raise RuntimeError("the producer is gone")
+
+
+def test_a_write_back_that_fails_stops_the_commit_and_crashes_the_worker() -> None:
+    """Raising inside faust's commit stops the commit but not faust: the worker would live on,
+    never committing again. It must end instead (run_worker exits non-zero on a crash)."""
+    crashed: list[BaseException] = []
+
+    class App:
+        async def crash(self, exc: BaseException) -> None:
+            crashed.append(exc)
+
+    class Consumer:
+        app = App()
+
+        def assignment(self) -> set[TP]:
+            return {TP("source", 0)}
+
+    states = StateTable(_FailingTable())
+    states.put(b"A", ContainerState(), 0)
+    sensor = WriteBackOnCommit(states, "source")
+
+    async def commit() -> None:
+        with pytest.raises(RuntimeError, match="the producer is gone"):
+            sensor.on_commit_initiated(Consumer())
+        await asyncio.sleep(0)
+
+    asyncio.run(commit())
+    assert [str(exc) for exc in crashed] == ["the producer is gone"]
