@@ -62,11 +62,12 @@ class TelemetryRelay:
         self._readiness = readiness
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="telemetry-relay", daemon=True)
-        self._unassigned_since: float | None = time.monotonic()
+        self._unassigned_since: float | None = None  # set when it starts
         self._refused: list[str] = []
         self.failure: BaseException | None = None  # why the relay ended, if it did by itself
 
     def start(self) -> None:
+        self._unassigned_since = time.monotonic()
         self._thread.start()
 
     def stop(self) -> None:

@@ -52,10 +52,11 @@ def _alerts(settings: Settings, since: dict[int, int], containers: set[str]) -> 
 
 
 def _drive(stack: Settings, worker: PipelineProcess, tmp_path: Path, *, seed: int,
-           kill_after: float | None = None) -> None:
+           kill_after: float | None = None, joining: PipelineProcess | None = None) -> None:
     """Fleet → MQTT → gateway → Kafka → worker; then check alerts against the ground truth.
 
-    With ``kill_after``, the worker is SIGKILLed that many seconds in and restarted.
+    With ``kill_after``, the worker is SIGKILLed that many seconds in and restarted; a
+    ``joining`` worker (same app id) is started 4 s in.
     """
     fleet = Fleet(FleetConfig(devices=60, seed=seed, anomaly_rate=0.03))
     write_declarations(fleet, tmp_path / "declarations.jsonl")
@@ -86,6 +87,9 @@ def _drive(stack: Settings, worker: PipelineProcess, tmp_path: Path, *, seed: in
             time.sleep(kill_after)  # past faust's first offset commit (every 2.8 s)
             worker.kill()  # offsets, changelog and alerts in flight
             worker.start()
+        if joining is not None:
+            time.sleep(4.0)  # past faust's first commit, with states changed since
+            joining.start()
         publishing.join()
         wait_for(lambda: truth <= raised(), 180, "an alert for every injected anomaly")
     finally:
@@ -114,6 +118,22 @@ def test_sigkill_of_the_worker_loses_no_alert_and_duplicates_no_incident(
     stack: Settings, worker: PipelineProcess, tmp_path: Path
 ) -> None:
     _drive(stack, worker, tmp_path, seed=102, kill_after=4.0)
+
+
+def test_a_worker_joining_mid_stream_loses_no_alert_and_duplicates_no_incident(
+    stack: Settings, worker: PipelineProcess, tmp_path: Path, app_id: str
+) -> None:
+    """Scaling out: the first worker's partitions are revoked while states of them are not
+    written back yet; their new owner replays from the last commit, and each relay takes half
+    of telemetry.v1."""
+    joining = streams_worker(app_id, tmp_path / "joining.log")
+    try:
+        _drive(stack, worker, tmp_path, seed=103, joining=joining)
+        assert joining.running  # neither crashed in the rebalance
+        assert worker.running
+    finally:
+        joining.stop()
+    assert "Kafka refused" not in (tmp_path / "joining.log").read_text()
 
 
 def test_a_hold_alert_outlives_the_release_until_an_officer_closes_it(

@@ -1,13 +1,18 @@
 """Micro-batches between the relay and the streams worker: exact round trips, and bytes that
-are not a batch refused with a reason, never misread."""
+are not a batch refused with a reason, never misread; a relay that cannot work says so."""
 
 from __future__ import annotations
 
 import struct
 
 import pytest
+from prometheus_client import Gauge
 
+from smartport.polling import wait_until
+from smartport.readiness import NotWorking, Readiness
+from smartport.settings import KafkaSettings
 from streams.micro_batch import VERSION, MalformedBatch, chunks, pack, unpack
+from streams.relay import RELAY, TelemetryRelay
 
 AWKWARD = [
     (0, b""),  # a tombstone or an empty value
@@ -46,3 +51,19 @@ def test_chunks_keep_order_and_stay_within_the_bound() -> None:
 def test_a_record_larger_than_the_bound_is_a_run_of_its_own() -> None:
     records = [(0, b"a"), (1, b"b" * 5000), (2, b"c")]
     assert list(chunks(records, 1000)) == [[records[0]], [records[1]], [records[2]]]
+
+
+def test_a_relay_that_never_joins_its_group_says_so_and_stops() -> None:
+    """Kafka unreachable (nothing listens on port 1): the relay must not idle alive."""
+    readiness = Readiness(Gauge("unit_relay_ready", "-", registry=None), "streams", 60, (RELAY,))
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", join_timeout_s=1.0)
+    relay = TelemetryRelay(kafka, "telemetry.v1", "unit-relay", offset_reset="earliest",
+                           readiness=readiness)
+    relay.start()
+    try:
+        assert wait_until(lambda: relay.failure is not None, 30)
+    finally:
+        relay.stop()
+    assert isinstance(relay.failure, NotWorking)
+    assert "has not been assigned its Kafka partitions" in str(relay.failure)
+    assert not readiness.holds(RELAY)
