@@ -28,7 +28,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -209,18 +209,18 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     states = _rule_states(app, state_table, batches.get_topic_name())
     current_declarations = Parsed(declaration_table, Declaration.model_validate_json)
 
-    async def publish_outcome(key: bytes, outcome: Outcome) -> None:
+    def publish_outcome(key: bytes, outcome: Outcome) -> None:
         for alert in outcome.alerts:
-            await publish(key, alert)
+            publish(key, alert)
         for step in outcome.transit:
-            await transit[topics.TRANSIT].send(key=key, value=encode(step))
+            transit[topics.TRANSIT].send_soon(key=key, value=encode(step))
         for port_event in outcome.port_events:
-            await transit[topics.PORT_EVENTS].send(key=key, value=encode(port_event))
+            transit[topics.PORT_EVENTS].send_soon(key=key, value=encode(port_event))
         certificate = outcome.certificate and sign(outcome.certificate, terminal_key)
         for name, made in ((topics.CERTIFICATES, certificate),
                            (topics.CLEARANCE, outcome.clearance)):
             if made is not None:
-                await transit[name].send(key=key, value=encode(made))
+                transit[name].send_soon(key=key, value=encode(made))
 
     _keep_declarations(app, declarations, table=declaration_table,
                        current_declarations=current_declarations, states=states,
@@ -231,9 +231,9 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
                      current_declarations=current_declarations, open_movements=open_movements,
                      clock=clock, thresholds=thresholds, issuer=app_id, publish=publish_outcome)
 
-    async def publish(key: bytes, alert: Alert) -> None:
+    def publish(key: bytes, alert: Alert) -> None:
         value = encode(alert)
-        await alerts.send(key=key, value=value)
+        alerts.send_soon(key=key, value=value)
         officers.publish(mqtt_alert_topic(alert.port, alert.severity.value, alert.container_no),
                          value)
 
@@ -247,8 +247,14 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     return app
 
 
-Publish = Callable[[bytes, Alert], Awaitable[None]]
-PublishOutcome = Callable[[bytes, Outcome], Awaitable[None]]
+# Publishing queues the messages in faust's producer buffer (flushed before every offset commit)
+# without yielding to the event loop: a commit, and the state write-back that starts it, never
+# falls between a state change and the messages it caused. With an await there, a commit could
+# write a state that had judged a reading whose alert was not yet queued; the reading, replayed
+# after a crash, was then skipped as a redelivery and its alert lost (seen once batches made the
+# agent await many times per event).
+Publish = Callable[[bytes, Alert], None]
+PublishOutcome = Callable[[bytes, Outcome], None]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -287,9 +293,9 @@ def _judge_telemetry(app: faust.App, batches: Any, source: str, *, states: State
             for offset, value in records:
                 envelope = _parse(GatewayEnvelope, value, source, partition, offset)
                 if envelope is not None:
-                    await judge(envelope, partition, offset)
+                    judge(envelope, partition, offset)
 
-    async def judge(envelope: GatewayEnvelope, partition: int, offset: int) -> None:
+    def judge(envelope: GatewayEnvelope, partition: int, offset: int) -> None:
         reading = envelope.reading
         container = getattr(reading, "container_no", None)
         if container is None:
@@ -304,7 +310,7 @@ def _judge_telemetry(app: faust.App, batches: Any, source: str, *, states: State
         states.put(key, state, partition)
         if state.transit is not None:  # a reading moves a movement, never starts or ends it
             open_movements.note(key, state, declaration)
-        await publish(key, outcome)
+        publish(key, outcome)
 
 
 def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
@@ -340,7 +346,7 @@ def _keep_declarations(app: faust.App, declarations: Any, *, table: Any,
             outcome.port_events += [status] if status else []
             states.put(key, state, event.message.partition)
             open_movements.note(key, state, declaration)
-            await publish(key, outcome)
+            publish(key, outcome)
 
 
 def _officer_commands(app: faust.App, commands: Any, *, states: StateTable,
@@ -366,7 +372,7 @@ def _officer_commands(app: faust.App, commands: Any, *, states: StateTable,
                          "or an earlier incident)", order.alert_id)
                 continue
             states.put(key, state, event.message.partition)
-            await publish(key, alert)
+            publish(key, alert)
 
 
 def _transit_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
@@ -399,7 +405,7 @@ def _transit_sweeps(app: faust.App, ticks: Any, *, clock: _EventClock,
             if outcome.transit:
                 states.put(key, state, event.message.partition)
             open_movements.note(key, state, declaration)
-            await publish(key, outcome)
+            publish(key, outcome)
 
 
 def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
