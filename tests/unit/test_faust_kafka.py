@@ -1,5 +1,6 @@
-"""The worker's Kafka consumer: faust's driver makes it hold each fetch up to 1,500 ms, which
-delayed alerts by as much (one partition's records wait behind another's empty fetch)."""
+"""The worker's Kafka clients: faust's driver makes the consumer hold each fetch up to 1,500 ms,
+which delayed alerts by as much (one partition's records wait behind another's empty fetch);
+faust's producer flush before a commit could leave messages queued."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import faust
 
 from smartport.settings import Settings
 from streams.app import faust_app
-from streams.faust_kafka import FETCH_MAX_WAIT_MS
+from streams.faust_kafka import FETCH_MAX_WAIT_MS, _Producer, drain
 
 
 def _fetch_wait(app: faust.App) -> int:
@@ -27,3 +28,25 @@ def test_the_workers_consumer_waits_at_most_100_ms_per_fetch(tmp_path: Path) -> 
     assert _fetch_wait(faust.App("plain-faust", broker="kafka://127.0.0.1:1")) == 1500
     ours = faust_app(Settings(state_dir=tmp_path), "fetch-test", offset_reset="earliest")
     assert _fetch_wait(ours) == FETCH_MAX_WAIT_MS == 100
+
+
+class _SlowBuffer:
+    """faust's ProducerBuffer as Kafka is slow: each flush returns after sending one message
+    (faust's gives up after 0.1 s without one), with messages still queued."""
+
+    def __init__(self, queued: int) -> None:
+        self.size = queued
+        self.flushes = 0
+
+    async def flush(self) -> None:
+        self.flushes += 1
+        self.size -= 1
+
+
+def test_the_producer_buffer_is_drained_before_a_commit(tmp_path: Path) -> None:
+    buffer = _SlowBuffer(queued=5)
+    asyncio.run(drain(buffer))
+    assert buffer.size == 0
+    assert buffer.flushes == 5
+    ours = faust_app(Settings(state_dir=tmp_path), "flush-test", offset_reset="earliest")
+    assert isinstance(ours.producer, _Producer)
