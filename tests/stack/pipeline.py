@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -13,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from deploy.pipeline import SMARTPORT
 from ingest import gateway
 from ingest.fleet import HOME_PORT
+from schemas import topics
 from smartport import kafka, logs
 from smartport.mqtt import GATEWAY_USER, connect_properties, edge_user, mqtt_as, new_client
 from smartport.polling import wait_until
@@ -125,3 +129,24 @@ def telemetry_ids(records: list[Record]) -> set[tuple[str, int]]:
 def pids_of(pattern: str) -> list[int]:
     result = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
     return [int(pid) for pid in result.stdout.split() if int(pid) != os.getpid()]
+
+
+def run_scratch_worker(app_id: str, telemetry: str,
+                       prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """A streams worker reading ``telemetry`` (``prelude``: Python run before it starts, with
+    ``streams_app`` imported), until it exits; fails the test if it has not within 180 s."""
+    worker = (
+        "from smartport.settings import Settings\n"
+        "from streams import app as streams_app\n"
+        "from streams.rules.thresholds import Thresholds\n"
+        f"{prelude}"
+        "settings = Settings()\n"
+        f"app = streams_app.create_app(settings, Thresholds(), app_id={app_id!r}, "
+        f"topic_names=({telemetry!r}, {topics.DECLARATIONS!r}, {topics.ALERTS!r}))\n"
+        "streams_app.run_worker(app, settings)\n")
+    try:
+        return subprocess.run([sys.executable, "-c", worker], capture_output=True, text=True,
+                              timeout=180, check=False)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"the worker did not exit within 180 s; its log ends:\n"
+                    f"{(hung.stderr or b'')[-4000:]!r}")

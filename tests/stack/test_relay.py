@@ -3,8 +3,6 @@ once and in order, offsets committed only once Kafka took the batches."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +11,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import Gauge
 
 from deploy.topics import delete_app_topics
-from schemas import topics
 from smartport.kafka import consumer_config, ensure_topics, high_watermarks, read_range
 from smartport.polling import wait_until
 from smartport.readiness import Readiness
@@ -21,7 +18,7 @@ from smartport.settings import Settings
 from streams.app import internal_topics
 from streams.micro_batch import unpack
 from streams.relay import RELAY, RelayFailed, TelemetryRelay, batches_topic, relay_group
-from tests.stack.pipeline import unique
+from tests.stack.pipeline import run_scratch_worker, unique
 
 READY = Gauge("test_relay_ready", "the relay's readiness in these tests", registry=None)
 
@@ -129,19 +126,6 @@ def test_a_failed_relay_ends_the_worker(stack: Settings, scratch: tuple[str, str
     source, app_id = scratch
     ensure_topics(stack.kafka, {batches_topic(app_id): {"max.message.bytes": "64"}})
     _produce(stack, source, 5)
-    worker = (
-        "from smartport.settings import Settings\n"
-        "from streams import app as streams_app\n"
-        "from streams.rules.thresholds import Thresholds\n"
-        "settings = Settings()\n"
-        f"app = streams_app.create_app(settings, Thresholds(), app_id={app_id!r}, "
-        f"topic_names=({source!r}, {topics.DECLARATIONS!r}, {topics.ALERTS!r}))\n"
-        "streams_app.run_worker(app, settings)\n")
-    try:
-        finished = subprocess.run([sys.executable, "-c", worker], capture_output=True,
-                                  text=True, timeout=180, check=False)
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"the worker did not exit within 180 s; its log ends:\n"
-                    f"{(hung.stderr or b'')[-4000:]!r}")
+    finished = run_scratch_worker(app_id, source)
     assert finished.returncode != 0, finished.stderr[-2000:]
     assert "Kafka refused a micro-batch" in finished.stderr, finished.stderr[-2000:]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
 from streams.app import STATE_TABLE
 from tests.helpers import crane_reading
-from tests.stack.pipeline import GatewayProcess, edge_mqtt, unique, wait_for
+from tests.stack.pipeline import GatewayProcess, edge_mqtt, run_scratch_worker, unique, wait_for
 
 
 @pytest.fixture
@@ -216,24 +214,11 @@ def test_a_crashing_agent_ends_the_worker(stack: Settings) -> None:
     producer = Producer(stack.kafka.client_config())
     producer.produce(scratch, key=b"CSQU3054383", value=json.dumps(envelope).encode())
     assert producer.flush(30) == 0
-    worker = (
-        "from smartport.settings import Settings\n"
-        "from streams import app as streams_app\n"
-        "from streams.rules.thresholds import Thresholds\n"
-        "def bug(*args, **kwargs):\n"
-        "    raise RuntimeError('a bug in a rule')\n"
-        "streams_app.evaluate = bug\n"
-        "settings = Settings()\n"
-        f"app = streams_app.create_app(settings, Thresholds(), app_id={app_id!r}, "
-        f"topic_names=({scratch!r}, {topics.DECLARATIONS!r}, {topics.ALERTS!r}))\n"
-        "streams_app.run_worker(app, settings)\n")
     try:
-        try:
-            finished = subprocess.run([sys.executable, "-c", worker], capture_output=True,
-                                      text=True, timeout=180, check=False)
-        except subprocess.TimeoutExpired as hung:
-            pytest.fail(f"the worker did not exit within 180 s; its log ends:\n"
-                        f"{(hung.stderr or b'')[-4000:]!r}")
+        finished = run_scratch_worker(app_id, scratch, prelude=(
+            "def bug(*args, **kwargs):\n"
+            "    raise RuntimeError('a bug in a rule')\n"
+            "streams_app.evaluate = bug\n"))
         assert finished.returncode != 0, finished.stderr[-2000:]
         assert "the streams worker stopped: an agent crashed" in finished.stderr, (
             finished.stderr[-2000:])
