@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Tables whose layout changed in a version: migrated (renamed, recreated, copied) on upgrade.
 # Version 3 only adds the linked ports' tables (movements, certificates, clearance,
-# port_events): created, nothing to migrate.
-CHANGED_IN: dict[int, tuple[str, ...]] = {2: ("telemetry", "alerts", "declarations"), 3: ()}
+# port_events), version 4 the telemetry intake (chDB): created, nothing to migrate.
+CHANGED_IN: dict[int, tuple[str, ...]] = {2: ("telemetry", "alerts", "declarations"), 3: (),
+                                          4: ()}
 VERSION_TABLE = "smartport_schema_version"
 
 TIME, TIME_MS = "time", "time_ms"  # column kinds that differ between server generations
@@ -114,6 +115,12 @@ TABLES: tuple[Table, ...] = (TELEMETRY, ALERTS, DECLARATIONS, ANCHORS, DLQ, REJE
                              MOVEMENTS, CERTIFICATES, CLEARANCE, PORT_EVENTS)
 VERSIONS = Table(VERSION_TABLE, _cols("version:UInt32 applied_at:DateTime"), "version",
                  "applied_at", monthly=False)
+# Where the sink writes telemetry.v1's records as they are, for ClickHouse to turn into rows
+# (INTAKE_DDL): not a table of the analysts' schema, it keeps nothing (ENGINE = Null).
+_READING_STRINGS = ("container_no", "event", "door", "seal_state", "yard_block", "vessel_imo")
+_READING_NUMBERS = ("load_kg", "lat", "lon", "reefer_temp_c")
+INTAKE = Table("telemetry_intake", _cols(
+    "topic:String kafka_partition:UInt16 kafka_offset:UInt64 raw:String"), "tuple()", "")
 
 # Views answer what a terminal asks; each is used by a README query and tested on both back-ends.
 VIEWS: dict[str, str] = {
@@ -222,6 +229,75 @@ def create_table(table: Table, dialect: Dialect, ttl_days: int | None) -> str:
     return (f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {columns}\n)\n"
             f"ENGINE = ReplacingMergeTree{version}\n"
             f"PARTITION BY {partition}(`{table.time_column}`)\nORDER BY {table.order_by}{ttl}")
+
+
+# The intake judges and converts each record once, into a second Null table that two views
+# split: rows to telemetry, the rest to sink_rejects with the reason. A record is parsed four
+# times (valid JSON?, the envelope's fields, the reading's fields, the reading's raw values:
+# types are judged on those, since JSONExtract turns 1.5 into 1 and true into 1). Each
+# expression is named once in a subquery: ClickHouse evaluates an alias at every use.
+_READING_TYPE = ("Tuple(ts Nullable(String), device_id Nullable(String), boot Nullable(UInt32), "
+                 "seq Nullable(UInt64), kind Nullable(String), port Nullable(String), "
+                 + ", ".join(f"{name} Nullable(String)" for name in _READING_STRINGS)
+                 + ", " + ", ".join(f"{name} Nullable(Float64)" for name in _READING_NUMBERS)
+                 + ")")
+_KINDS_OF_VALUE = " OR ".join((  # what each field's raw JSON value may be (null: absent)
+    f"(p.1 IN {_READING_NUMBERS} AND (p.2 = 'null' OR match(p.2, '^-?[0-9]')))",
+    f"(p.1 IN {_READING_STRINGS} AND (p.2 = 'null' OR startsWith(p.2, '\"')))",
+    "(p.1 IN ('seq', 'boot') AND (p.2 = 'null' OR match(p.2, '^[0-9]+$')))",
+    f"p.1 NOT IN {(*_READING_NUMBERS, *_READING_STRINGS, 'seq', 'boot')}"))
+_PROBLEMS = [  # (condition, reason) in the order a record is judged
+    ("NOT isValidJSON(raw)", "'not JSON'"),
+    ("empty(pairs)", "'no reading object, or an empty one'"),
+    ("NOT match(ifNull(e.reading_id, ''), '^[0-9a-f]{32}$')",
+     "'reading_id is not 32 lowercase hex digits'"),
+    ("received IS NULL", "'received_at is missing or not a time'"),
+    ("ifNull(e.gateway_id, '') = ''", "'gateway_id is missing'"),
+    ("measured IS NULL", "'reading.ts is missing or not a time'"),
+    ("ifNull(r.device_id, '') = ''", "'reading.device_id is missing'"),
+    ("r.seq IS NULL", "'reading.seq is missing or not an integer from 0 to 2^64 - 1'"),
+    ("r.boot IS NULL AND arrayExists(p -> p.1 = 'boot' AND p.2 != 'null', pairs)",
+     "'reading.boot is not an integer from 0 to 2^32 - 1'"),
+    ("mistyped > 0",
+     "concat('reading.', pairs[mistyped].1, ' is of the wrong type: ', pairs[mistyped].2)"),
+    ("ifNull(r.kind, '') NOT IN ('container', 'crane', 'rtg', 'gate')",
+     "'reading.kind is not container, crane, rtg or gate'"),
+    ("ifNull(r.port, '') = ''", "'reading.port is missing'"),
+]
+_JUDGED = f"{INTAKE.name}_judged"
+_EPOCH = "toDateTime64(0, 3, 'UTC')"  # a time for the rows that are rejected anyway
+INTAKE_DDL = [
+    f"CREATE TABLE IF NOT EXISTS {INTAKE.name} (topic String, kafka_partition UInt16, "
+    "kafka_offset UInt64, raw String) ENGINE = Null",
+    f"CREATE TABLE IF NOT EXISTS {_JUDGED} ("
+    + ", ".join(f"`{c.name}` {Dialect(modern=True).type_of(c.kind)}" for c in TELEMETRY.columns)
+    + ", topic String, problem String) ENGINE = Null",
+    f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_judge TO {_JUDGED} AS
+    SELECT ifNull(measured, {_EPOCH}) AS ts, ifNull(received, {_EPOCH}) AS received_at,
+           ifNull(r.device_id, '') AS device_id, ifNull(r.boot, 0) AS boot,
+           ifNull(r.seq, 0) AS seq, ifNull(e.reading_id, '') AS reading_id,
+           ifNull(r.kind, '') AS kind, ifNull(r.port, '') AS port,
+           {", ".join(f"ifNull(r.{name}, '') AS {name}" for name in _READING_STRINGS)},
+           {", ".join(f"r.{name} AS {name}" for name in _READING_NUMBERS)},
+           ifNull(e.gateway_id, '') AS gateway_id, kafka_partition, kafka_offset, raw, topic,
+           multiIf({", ".join(f"{condition}, {reason}" for condition, reason in _PROBLEMS)},
+                   '') AS problem
+    FROM (SELECT *,
+                 JSONExtract(raw, 'Tuple(received_at Nullable(String),
+                     gateway_id Nullable(String), reading_id Nullable(String))') AS e,
+                 JSONExtract(raw, 'reading', '{_READING_TYPE}') AS r,
+                 JSONExtractKeysAndValuesRaw(raw, 'reading') AS pairs,
+                 arrayFirstIndex(p -> NOT ({_KINDS_OF_VALUE}), pairs) AS mistyped,
+                 parseDateTime64BestEffortOrNull(e.received_at, 3, 'UTC') AS received,
+                 parseDateTime64BestEffortOrNull(r.ts, 3, 'UTC') AS measured
+          FROM {INTAKE.name})""",
+    f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_rows TO {TELEMETRY.name} AS
+    SELECT {", ".join(TELEMETRY.column_names)} FROM {_JUDGED} WHERE problem = ''""",
+    f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_rejects TO {REJECTS.name} AS
+    SELECT now() AS rejected_at, topic, kafka_partition, kafka_offset,
+           concat('not a valid telemetry message: ', problem) AS reason, raw
+    FROM {_JUDGED} WHERE problem != ''""",
+]
 
 
 def ddl(dialect: Dialect, ttl_days: int | None = None) -> list[str]:

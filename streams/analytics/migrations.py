@@ -32,7 +32,8 @@ def ensure_schema(store: Store, ttl_days: int | None, progress: Progress = log.i
     store.execute(statements[0])  # the version table
     applied = _applied_version(store)
     aside = _set_aside(store, applied, progress)
-    for statement in statements[1:]:
+    intake = ch.INTAKE_DDL if isinstance(store, ChdbStore) else []  # tested on chDB only
+    for statement in [*statements[1:], *intake]:
         store.execute(statement)
     for table in ch.TABLES:
         if table.name in aside:

@@ -19,9 +19,9 @@ Row = dict[str, Any]
 def _telemetry(value: bytes, partition: int, offset: int) -> Row:
     envelope = GatewayEnvelope.model_validate_json(value)
     reading = envelope.reading
-
-    def field(name: str) -> Any:  # what this kind of reading has of it (no dump per row)
-        return getattr(reading, name, None)
+    # What this kind of reading has of a field: a pydantic model keeps its fields in
+    # __dict__, and getattr of one another kind lacks costs an AttributeError (3 µs).
+    field = reading.__dict__.get
 
     return {
         "ts": reading.ts, "received_at": envelope.received_at, "device_id": reading.device_id,

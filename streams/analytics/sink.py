@@ -8,6 +8,12 @@ unreachable the sink retries with backoff and keeps its offsets. Rows ClickHouse
 value it cannot store, a batch spanning too many partitions) are split off until each refused
 row is alone, and that row goes to ``sink_rejects`` with ClickHouse's reason: one row never
 stops the others.
+
+On chDB, telemetry.v1's records go to ClickHouse as they are (``telemetry_intake``): ClickHouse
+judges their shape and turns them into rows, or into ``sink_rejects`` with the reason, at a
+fraction of the cost of doing it here (the gateway validated their content; the streams worker
+does again). Records without a reading_id (written before it existed) and other topics are
+converted here.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from math import inf
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
@@ -27,7 +34,7 @@ from smartport.kafka import BULK_FETCH, commit_offsets, consume_records, consume
 from smartport.readiness import GROUP, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
-from streams.analytics.rows import SINK_TOPICS, Row, reject_row, to_row
+from streams.analytics.rows import CONVERTERS, SINK_TOPICS, Row, reject_row, to_row
 from streams.analytics.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,7 @@ READY_GAUGE = Gauge("smartport_sink_ready",
                     "1 while the sink holds its partitions and ClickHouse takes its rows")
 INSERT_SECONDS = Histogram("smartport_sink_insert_seconds", "one batch insert, all tables")
 MAX_BACKOFF_S = 30.0
+_HAS_READING_ID = b'"reading_id":"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,23 +79,42 @@ class Sink:
         self.readiness = Readiness(READY_GAUGE, "sink", settings.kafka.join_timeout_s,
                                    conditions=("store",))
         self.readiness.set("store", True)  # opened; an insert that fails says otherwise
+        _, found = store.query("SELECT count() FROM system.tables WHERE database = "
+                               f"currentDatabase() AND name = '{ch.INTAKE.name}'")
+        self._intake = bool(found and found[0][0])
         self.inserted = 0
 
     def _add(self, message: Message) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
             return
-        table, row = to_row(topic, partition, offset, message.value(), datetime.now(UTC))
+        value = message.value()
+        if self._intake and value and _HAS_READING_ID in value and (
+                CONVERTERS[topic][0] is ch.TELEMETRY):
+            try:
+                raw = value.decode()
+            except UnicodeDecodeError:
+                pass  # converted here, to be rejected with the reason
+            else:
+                self._buffer_row(ch.INTAKE, {"topic": topic, "kafka_partition": partition,
+                                             "kafka_offset": offset, "raw": raw},
+                                 (topic, partition, offset, value))
+                return
+        table, row = to_row(topic, partition, offset, value, datetime.now(UTC))
         if table is ch.REJECTS:
             REJECTED.labels(topic).inc()
             log.warning("record kept in sink_rejects", extra={
                 "topic": topic, "partition": partition, "offset": offset,
                 "reason": row["reason"]})
+        self._buffer_row(table, row, (topic, partition, offset, value))
+
+    def _buffer_row(self, table: ch.Table, row: Row,
+                    source: tuple[str, int, int, bytes | None]) -> None:
         if not self._buffered:
             self._first_buffered = time.monotonic()
-        self._buffer[table].append(_Buffered(row, topic, partition, offset, message.value()))
+        self._buffer[table].append(_Buffered(row, *source))
         self._buffered += 1
-        self._offsets[topic, partition] = offset + 1
+        self._offsets[source[0], source[1]] = source[2] + 1
 
     def _flush(self) -> None:
         """Insert every buffered row, retrying until ClickHouse takes them, then commit."""
@@ -96,6 +123,7 @@ class Sink:
         backoff = 1.0
         while True:
             started = time.monotonic()
+            since = int(time.time())  # sink_rejects.rejected_at is in seconds
             try:
                 for table, items in self._buffer.items():
                     if items:
@@ -110,6 +138,8 @@ class Sink:
                     return  # shutting down: the uncommitted rows are redelivered next time
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         INSERT_SECONDS.observe(time.monotonic() - started)
+        if self._buffer[ch.INTAKE]:
+            self._count_intake(self._buffer[ch.INTAKE], since)
         CLICKHOUSE_UP.set(1)
         self.readiness.set("store", True)
         commit_offsets(self._consumer, self._offsets)
@@ -144,7 +174,27 @@ class Sink:
                 "topic": item.topic, "partition": item.partition, "offset": item.offset,
                 "reason": reason})
             return
-        ROWS.labels(table.name).inc(len(items))
+        if table is not ch.INTAKE:  # counted once ClickHouse has judged them
+            ROWS.labels(table.name).inc(len(items))
+
+    def _count_intake(self, items: list[_Buffered], since: int) -> None:
+        """Count and log the records of ``items`` that ClickHouse kept in sink_rejects."""
+        spans: dict[tuple[str, int], list[float]] = defaultdict(lambda: [inf, -inf])
+        for item in items:
+            span = spans[item.topic, item.partition]
+            span[0], span[1] = min(span[0], item.offset), max(span[1], item.offset)
+        where = " OR ".join(  # topic names are Kafka's: letters, digits, '.', '_' and '-'
+            f"(topic = '{topic}' AND kafka_partition = {partition} "
+            f"AND kafka_offset BETWEEN {first:.0f} AND {last:.0f})"
+            for (topic, partition), (first, last) in spans.items())
+        _, rejected = self._store.query(
+            f"SELECT DISTINCT topic, kafka_partition, kafka_offset, reason FROM {ch.REJECTS.name} "
+            f"WHERE rejected_at >= toDateTime({since}) AND ({where})")
+        for topic, partition, offset, reason in rejected:
+            REJECTED.labels(topic).inc()
+            log.warning("record kept in sink_rejects", extra={
+                "topic": topic, "partition": partition, "offset": offset, "reason": reason})
+        ROWS.labels(ch.TELEMETRY.name).inc(len(items) - len(rejected))
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self.readiness.set(GROUP, True)  # in the group, even with no partition to own

@@ -111,6 +111,14 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"no JSONEachRow form for a {type(value).__name__}")
 
 
+def _tsv_string(text: str) -> str:
+    """A string as a TabSeparated field, escaped as ClickHouse reads it (a NUL too: chDB takes
+    the query as a C string)."""
+    # str.replace five times is a tenth of str.translate's cost
+    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r").replace("\0", "\\0"))
+
+
 class ChdbStore:
     def __init__(self, path: Path, url: str) -> None:
         import chdb
@@ -134,9 +142,15 @@ class ChdbStore:
             self._connection.query(sql)
 
     def insert(self, table: ch.Table, rows: Rows) -> None:
-        lines = "\n".join(json.dumps(row, default=_json_value) for row in rows)
+        if table is ch.INTAKE:  # raw records: escaping them for TSV is a fifth of json.dumps
+            lines = "".join(f"{row['topic']}\t{row['kafka_partition']}\t{row['kafka_offset']}\t"
+                            f"{_tsv_string(row['raw'])}\n" for row in rows)
+            query = f"INSERT INTO {table.name} FORMAT TabSeparated\n{lines}"
+        else:
+            lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
+            query = f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}"
         with self._lock:
-            self._connection.query(f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}\n")
+            self._connection.query(query)
 
     def query(self, sql: str) -> Result:
         with self._lock:

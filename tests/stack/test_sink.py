@@ -7,7 +7,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,15 +20,17 @@ from deploy import process
 from deploy.pipeline import SMARTPORT
 from deploy.services import CLICKHOUSE_PORT, HOST, ClickHouse
 from deploy.stack import up
+from ingest.records import envelope_value
+from ingest.validation import Accepted, Limits, classify
 from schemas import Alert, AlertState, GatewayEnvelope, Rule, Severity, encode, topics
 from schemas import clickhouse as ch
 from smartport.kafka import consumer_config, high_watermarks, read_range
 from smartport.settings import Settings
 from streams.analytics.migrations import ensure_schema
 from streams.analytics.rows import to_row
-from streams.analytics.sink import Sink
+from streams.analytics.sink import REJECTED, Sink
 from streams.analytics.store import Store, open_store
-from tests.helpers import crane_reading
+from tests.helpers import container_reading, crane_reading, rtg_reading
 from tests.stack.pipeline import unique, wait_for
 
 # -- against both back-ends -----------------------------------------------------------------
@@ -80,9 +82,11 @@ def _publish_some(settings: Settings, count: int = 2000) -> None:
     device = unique("sink")
     for seq in range(count):
         reading = crane_reading(device_id=device, seq=seq)
-        value = json.dumps({"received_at": "2026-11-24T02:00:01Z", "gateway_id": "test",
-                            "mqtt_topic": f"port/CNSHK/crane/{device}/telemetry",
-                            "reading": reading}).encode()
+        # Half as the gateway writes them (on chDB, ClickHouse converts those), half without
+        # the reading_id (records written before it existed: converted by the sink).
+        value = _gateway_envelope(reading) if seq % 2 else json.dumps({
+            "received_at": "2026-11-24T02:00:01Z", "gateway_id": "test",
+            "mqtt_topic": f"port/CNSHK/crane/{device}/telemetry", "reading": reading}).encode()
         producer.produce(topics.TELEMETRY, key=b"CSQU3054383", value=value)
         if seq % 100 == 0:  # redeliveries: the same (device_id, seq) twice
             producer.produce(topics.TELEMETRY, key=b"CSQU3054383", value=value)
@@ -94,7 +98,12 @@ def test_sink_holds_exactly_what_kafka_holds(stack: Settings, store_url: str) ->
     _publish_some(stack)
     producer = Producer(stack.kafka.client_config())
     producer.produce(topics.ANCHORS, key=b"junk", value=b"{not an anchor")  # kept, not fatal
+    hostile = [HOSTILE_RECORDS["seq fractional"][0], HOSTILE_RECORDS["deeply nested"][0],
+               _GOOD.replace(b'"gw-intake"', b'"gw-\xff"')]  # not UTF-8
+    for value in hostile:
+        producer.produce(topics.TELEMETRY, key=b"junk", value=value)
     producer.flush(10)
+    rejected_before = REJECTED.labels(topics.TELEMETRY)._value.get()
     until = high_watermarks(stack.kafka, topics.TELEMETRY)
     store = open_store(store_url)
     ensure_schema(store, ttl_days=None)
@@ -103,6 +112,13 @@ def test_sink_holds_exactly_what_kafka_holds(stack: Settings, store_url: str) ->
     _exact(store, stack, until)
     _, rejects = store.query("SELECT raw FROM sink_rejects FINAL WHERE topic = 'anchors.v1'")
     assert ("{not an anchor",) in rejects
+    _, rejects = store.query("SELECT raw, reason FROM sink_rejects FINAL "
+                             f"WHERE topic = '{topics.TELEMETRY}'")
+    kept = {raw.encode("utf-8", errors="surrogateescape"): reason for raw, reason in rejects}
+    for value in hostile[:2]:
+        assert kept[value].startswith("not a valid telemetry message"), kept[value]
+    assert any("invalid unicode code point" in reason for reason in kept.values())
+    assert REJECTED.labels(topics.TELEMETRY)._value.get() - rejected_before >= len(hostile)
     for name, sql in ch.ANALYST_QUERIES.items():  # every README query runs on this back-end
         store.query(sql)
         del name
@@ -313,5 +329,123 @@ def test_a_refused_row_never_stops_the_others(stack: Settings, store_url: str) -
         refused = [reason for (reason,) in rejects]
         assert 1000 in stored or any(r.startswith("ClickHouse refused the telemetry row")
                                      for r in refused), refused
+    finally:
+        store.close()
+
+
+# -- chDB's intake: ClickHouse turns telemetry.v1's records into rows ------------------------
+
+def _gateway_envelope(reading: dict[str, Any]) -> bytes:
+    """What the gateway writes for ``reading``: validated, enveloped, with its reading_id."""
+    topic = f"port/{reading['port']}/{reading['kind']}/{reading['device_id']}/telemetry"
+    outcome = classify(topic, json.dumps(reading).encode(), Limits(), INTAKE_NOW)
+    assert isinstance(outcome, Accepted), outcome
+    return envelope_value(outcome, topic, "gw-intake", INTAKE_NOW)
+
+
+INTAKE_NOW = datetime(2026, 11, 24, 3, 0, 0, 123000, tzinfo=UTC)
+# Every kind, optional fields absent and present, and strings that need escaping in TSV.
+INTAKE_READINGS = [
+    crane_reading(),
+    crane_reading(seq=2, event="heartbeat", container_no=None, load_kg=None, boot=4),
+    container_reading(seal_id='a\\b\t"c"\n\x00é✓'),
+    container_reading(seq=8, door=None, seal_state="broken", reefer_temp_c=None, lat=-0.0),
+    rtg_reading(),
+    {"kind": "gate", "device_id": "gate-02", "seq": 2**63 - 1, "boot": 2**32 - 1,
+     "ts": "2026-11-24T09:59:59.999+08:00", "port": "CNSHK", "event": "gate_in",
+     "container_no": "CSQU3054383", "lane": 3, "truck_plate": "YUE B 12345", "load_kg": 0},
+]
+
+
+def _intake(store: Store, values: list[bytes]) -> None:
+    store.insert(ch.INTAKE, [{"topic": topics.TELEMETRY, "kafka_partition": 2,
+                              "kafka_offset": offset, "raw": value.decode()}
+                             for offset, value in enumerate(values)])
+
+
+def test_the_chdb_intake_stores_each_reading_as_the_sink_would(tmp_path: Path) -> None:
+    values = [_gateway_envelope(reading) for reading in INTAKE_READINGS]
+    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    try:
+        ensure_schema(store, ttl_days=None)
+        store.insert(ch.TELEMETRY, [to_row(topics.TELEMETRY, 2, offset, value, INTAKE_NOW)[1]
+                                    for offset, value in enumerate(values)])
+        every_column = "SELECT * FROM telemetry ORDER BY kafka_offset"
+        converted = store.query(every_column)[1]
+        assert len(converted) == len(values)
+        store.execute("TRUNCATE TABLE telemetry")
+        _intake(store, values)
+        assert store.query(every_column)[1] == converted
+        assert store.query("SELECT count() FROM sink_rejects")[1] == [(0,)]
+    finally:
+        store.close()
+
+
+def _mutated(change: Callable[[dict[str, Any]], None]) -> bytes:
+    envelope = json.loads(_gateway_envelope(crane_reading()))
+    change(envelope)
+    return json.dumps(envelope).encode()
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(envelope: dict[str, Any]) -> None:
+        *parents, key = path.split(".")
+        target = envelope
+        for parent in parents:
+            target = target[parent]
+        if value is _ABSENT:
+            del target[key]
+        else:
+            target[key] = value
+    return change
+
+
+_ABSENT = object()
+_GOOD = _gateway_envelope(crane_reading())
+# A record no gateway wrote (Kafka has no authorizer) → the reason the intake gives.
+HOSTILE_RECORDS: dict[str, tuple[bytes, str]] = {
+    "truncated": (_GOOD[:-1], "not JSON"),
+    "deeply nested": (b'{"reading_id":"' + b"[" * 20_000, "not JSON"),
+    "reading is a list": (_mutated(_set("reading", [1])), "no reading object"),
+    "reading_id forged short": (_mutated(_set("reading_id", "abc")), "reading_id is not"),
+    "received_at not a time": (_mutated(_set("received_at", "yesterday")), "received_at is"),
+    "gateway_id empty": (_mutated(_set("gateway_id", "")), "gateway_id is missing"),
+    "seq fractional": (_mutated(_set("reading.seq", 1.5)),
+                       "reading.seq is of the wrong type: 1.5"),
+    "seq negative": (_mutated(_set("reading.seq", -1)), "reading.seq is missing or not an"),
+    "seq a string": (_mutated(_set("reading.seq", "5")), 'reading.seq is of the wrong type: "5"'),
+    "seq above 2^64": (_mutated(_set("reading.seq", 2**64)), "reading.seq is missing or not an"),
+    "seq absent": (_mutated(_set("reading.seq", _ABSENT)), "reading.seq is missing or not an"),
+    "boot above 2^32": (_mutated(_set("reading.boot", 2**32)), "reading.boot is not an integer"),
+    "boot a boolean": (_mutated(_set("reading.boot", True)), "reading.boot is of the wrong type"),
+    "load a string": (_mutated(_set("reading.load_kg", "heavy")),
+                      "reading.load_kg is of the wrong type"),
+    "load huge": (_mutated(_set("reading.load_kg", [1e308])), "reading.load_kg is of the wrong"),
+    "container_no a number": (_mutated(_set("reading.container_no", 5)),
+                              "reading.container_no is of the wrong type"),
+    "kind unknown": (_mutated(_set("reading.kind", "drone")), "reading.kind is not"),
+    "ts absent": (_mutated(_set("reading.ts", _ABSENT)), "reading.ts is missing"),
+    "ts year 10000": (_mutated(_set("reading.ts", "10000-01-01T00:00:00Z")), "reading.ts is"),
+    "device_id absent": (_mutated(_set("reading.device_id", _ABSENT)), "reading.device_id is"),
+    "port absent": (_mutated(_set("reading.port", _ABSENT)), "reading.port is missing"),
+}
+
+
+def test_the_chdb_intake_keeps_hostile_records_with_their_reason(tmp_path: Path) -> None:
+    values = [value for value, _ in HOSTILE_RECORDS.values()]
+    for name, value in zip(HOSTILE_RECORDS, values, strict=True):  # and so does the sink here
+        assert to_row(topics.TELEMETRY, 2, 0, value, INTAKE_NOW)[0] is ch.REJECTS, name
+    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    try:
+        ensure_schema(store, ttl_days=None)
+        _intake(store, [*values, _GOOD])
+        assert store.query("SELECT kafka_offset FROM telemetry")[1] == [(len(values),)]
+        _, rejects = store.query("SELECT kafka_offset, reason FROM sink_rejects")
+        reasons = {int(offset): str(reason) for offset, reason in rejects}
+        wrong = {name: reasons.get(offset) for offset, (name, (_, want)) in
+                 enumerate(HOSTILE_RECORDS.items())
+                 if not reasons.get(offset, "").startswith(
+                     f"not a valid telemetry message: {want}")}
+        assert not wrong, wrong
     finally:
         store.close()
