@@ -24,7 +24,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from math import inf
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
@@ -179,17 +178,21 @@ class Sink:
 
     def _count_intake(self, items: list[_Buffered], since: int) -> None:
         """Count and log the records of ``items`` that ClickHouse kept in sink_rejects."""
-        spans: dict[tuple[str, int], list[float]] = defaultdict(lambda: [inf, -inf])
+        spans: dict[tuple[str, int], tuple[int, int]] = {}
         for item in items:
-            span = spans[item.topic, item.partition]
-            span[0], span[1] = min(span[0], item.offset), max(span[1], item.offset)
+            first, last = spans.get((item.topic, item.partition), (item.offset, item.offset))
+            spans[item.topic, item.partition] = min(first, item.offset), max(last, item.offset)
         where = " OR ".join(  # topic names are Kafka's: letters, digits, '.', '_' and '-'
             f"(topic = '{topic}' AND kafka_partition = {partition} "
-            f"AND kafka_offset BETWEEN {first:.0f} AND {last:.0f})"
+            f"AND kafka_offset BETWEEN {first} AND {last})"
             for (topic, partition), (first, last) in spans.items())
-        _, rejected = self._store.query(
-            f"SELECT DISTINCT topic, kafka_partition, kafka_offset, reason FROM {ch.REJECTS.name} "
-            f"WHERE rejected_at >= toDateTime({since}) AND ({where})")
+        try:
+            _, rejected = self._store.query(
+                f"SELECT DISTINCT topic, kafka_partition, kafka_offset, reason "
+                f"FROM {ch.REJECTS.name} WHERE rejected_at >= toDateTime({since}) AND ({where})")
+        except Exception as exc:  # the rows are stored: only the count is lost
+            log.error("cannot count the intake's rejects", extra={"error": str(exc)})
+            return
         for topic, partition, offset, reason in rejected:
             REJECTED.labels(topic).inc()
             log.warning("record kept in sink_rejects", extra={
