@@ -5,7 +5,8 @@
 Produces ``--records`` gateway envelopes, as the gateway writes them, to a scratch copy of
 telemetry.v1's shape (the sink's telemetry converter, a scratch topic), then times one sink from
 start to the last insert, into a fresh chDB store and a fresh database on the local ClickHouse
-server (18.16 here: too old for the intake, so the sink converts every record itself).
+server (18.16 here: too old for the intake, so the sink converts every record itself); and
+into chDB again without the intake, for the ratio.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from deploy.services import CLICKHOUSE_PORT, HOST
 from ingest.fleet import Fleet, FleetConfig
 from ingest.records import envelope_value
 from ingest.validation import Accepted, Limits, classify
+from schemas import clickhouse as ch
 from schemas import topics
 from smartport.settings import Settings
 from streams.analytics import rows
@@ -85,9 +87,14 @@ def main() -> None:
         producer.flush(120)
         database = f"bench_{uuid.uuid4().hex[:6]}"
         for name, url in (("chdb", f"chdb://{tempfile.mkdtemp()}/chdb"),
+                          ("chdb_converted_by_the_sink", f"chdb://{tempfile.mkdtemp()}/chdb"),
                           ("server", f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}")):
             store = open_store(url)
             ensure_schema(store, None)
+            if name == "chdb_converted_by_the_sink":  # the same, without the intake
+                for view in ("judge", "rows", "rejects"):
+                    store.execute(f"DROP VIEW {ch.INTAKE.name}_{view}")
+                store.execute(f"DROP TABLE {ch.INTAKE.name}")
             sink = TimedSink(settings, store, group=f"bench-{uuid.uuid4().hex[:6]}",
                              source_topics=(topic,))
             thread = threading.Thread(target=sink.run, kwargs={"idle_exit_s": 3.0})
