@@ -7,9 +7,12 @@ equal bytes.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel
+
+_BLANK_BEFORE_COLON = re.compile(rb'"[ \t\r\n]+:')  # a key written as "key" : value
 
 
 def to_jsonable(message: BaseModel | Any) -> Any:
@@ -28,3 +31,32 @@ def encode(message: BaseModel | Any) -> bytes:
         ensure_ascii=False,
         allow_nan=False,
     ).encode("utf-8")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def duplicate_key(payload: bytes, distinct_keys: int) -> str | None:
+    """The first key that appears twice in one object of ``payload``, JSON holding
+    ``distinct_keys`` distinct keys in all (only asked of JSON a model validated: shallow).
+
+    Every key is a string followed by ``:``. When no key has blanks before its colon and there
+    are no more ``":`` than distinct keys, no key can repeat, and the second
+    parse (14 µs, a third of ``classify``) is skipped for 2 µs of counting."""
+    if payload.count(b'":') <= distinct_keys and not _BLANK_BEFORE_COLON.search(payload):
+        return None
+    try:
+        json.loads(payload, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        return str(exc)
+    return None

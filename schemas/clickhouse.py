@@ -232,8 +232,8 @@ def create_table(table: Table, dialect: Dialect, ttl_days: int | None) -> str:
 
 
 # The intake judges and converts each record once, into a second Null table that two views
-# split: rows to telemetry, the rest to sink_rejects with the reason. A record is parsed four
-# times (valid JSON?, the envelope's fields, the reading's fields, the reading's raw values:
+# split: rows to telemetry, the rest to sink_rejects with the reason. A record is parsed five
+# times (valid JSON?, the envelope's keys and fields, the reading's fields and raw values:
 # types are judged on those, since JSONExtract turns 1.5 into 1 and true into 1). Each
 # expression is named once in a subquery: ClickHouse evaluates an alias at every use.
 _READING_TYPE = ("Tuple(ts Nullable(String), device_id Nullable(String), boot Nullable(UInt32), "
@@ -249,6 +249,8 @@ _KINDS_OF_VALUE = " OR ".join((  # what each field's raw JSON value may be (null
 _PROBLEMS = [  # (condition, reason) in the order a record is judged
     ("NOT isValidJSON(raw)", "'not JSON'"),
     ("empty(pairs)", "'no reading object, or an empty one'"),
+    ("length(arrayDistinct(keys)) != length(keys) OR length(arrayDistinct(pairs.1)) != "
+     "length(pairs)", "'a key appears twice'"),
     ("NOT match(ifNull(e.reading_id, ''), '^[0-9a-f]{32}$')",
      "'reading_id is not 32 lowercase hex digits'"),
     ("received IS NULL", "'received_at is missing or not a time'"),
@@ -286,6 +288,7 @@ INTAKE_DDL = [
                  JSONExtract(raw, 'Tuple(received_at Nullable(String),
                      gateway_id Nullable(String), reading_id Nullable(String))') AS e,
                  JSONExtract(raw, 'reading', '{_READING_TYPE}') AS r,
+                 JSONExtractKeys(raw) AS keys,
                  JSONExtractKeysAndValuesRaw(raw, 'reading') AS pairs,
                  arrayFirstIndex(p -> NOT ({_KINDS_OF_VALUE}), pairs) AS mistyped,
                  parseDateTime64BestEffortOrNull(e.received_at, 3, 'UTC') AS received,

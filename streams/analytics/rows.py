@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from schemas import Alert, AnchorRecord, Declaration, DlqRecord, GatewayEnvelope, topics
 from schemas import clickhouse as ch
 from schemas.base import describe_validation_error
+from schemas.canonical import duplicate_key
 from schemas.transit import Clearance, DischargeCertificate, PortEvent, TransitEvent
 
 Row = dict[str, Any]
@@ -19,6 +20,10 @@ Row = dict[str, Any]
 def _telemetry(value: bytes, partition: int, offset: int) -> Row:
     envelope = GatewayEnvelope.model_validate_json(value)
     reading = envelope.reading
+    # pydantic keeps the last of a key written twice, a raw reader may keep the first
+    twice = duplicate_key(value, len(envelope.model_fields_set) + len(reading.model_fields_set))
+    if twice is not None:
+        raise ValueError(f"a key appears twice: {twice}")
     # What this kind of reading has of a field: a pydantic model keeps its fields in
     # __dict__, and getattr of one another kind lacks costs an AttributeError (3 µs).
     field = reading.__dict__.get
@@ -169,7 +174,9 @@ def to_row(topic: str, partition: int, offset: int, value: bytes | None,
             reason = f"not a valid {table.name} message: {describe_validation_error(exc)}"
         except UnicodeDecodeError as exc:
             reason = str(exc).splitlines()[0]
-        except (ValueError, KeyError, TypeError) as exc:  # a DCSA event without its fields
+        except ValueError as exc:  # a key twice, a DCSA time that is not one
+            reason = f"not a valid {table.name} message: {exc}"[:2000]
+        except (KeyError, TypeError) as exc:  # a DCSA event without its fields
             reason = f"not a valid {table.name} message: {type(exc).__name__} {exc}"[:2000]
     return ch.REJECTS, reject_row(topic, partition, offset, value, reason=reason, now=now)
 

@@ -432,6 +432,11 @@ HOSTILE_RECORDS: dict[str, tuple[bytes, str]] = {
     "ts year 10000": (_mutated(_set("reading.ts", "10000-01-01T00:00:00Z")), "reading.ts is"),
     "device_id absent": (_mutated(_set("reading.device_id", _ABSENT)), "reading.device_id is"),
     "port absent": (_mutated(_set("reading.port", _ABSENT)), "reading.port is missing"),
+    # pydantic keeps the last of two keys, ClickHouse the first: one record, two readings
+    "seq twice": (_GOOD.replace(b'"seq":1,', b'"seq":1,"seq":2,'), "a key appears twice"),
+    "gateway_id twice": (_GOOD.replace(b'"gateway_id":"gw-intake"',
+                                       b'"gateway_id":"gw-intake","gateway_id":"x"'),
+                         "a key appears twice"),
 }
 
 

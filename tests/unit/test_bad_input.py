@@ -161,8 +161,11 @@ def test_a_tampered_receipt_or_record_never_verifies_and_never_crashes(
     code = main(["verify", str(work / "receipt.json"), "--record", str(work / "record.bin"),
                  "--trust-ledger", receipt["ledger"]["ledger_id"]])
     output = capsys.readouterr()
-    if json.dumps(tampered, sort_keys=True) == json.dumps(receipt, sort_keys=True) \
-            and edited == record:  # (compared as JSON text: True == 1 in Python, not in JSON)
+    # The ledger's checkpoint is evidence for whoever lacks the ledger; this verifier checks
+    # the ledger itself, so a receipt that only drops it is still true.
+    equivalents = (receipt, {**receipt, "ledger": {**receipt["ledger"], "checkpoint": None}})
+    if any(json.dumps(tampered, sort_keys=True) == json.dumps(same, sort_keys=True)
+           for same in equivalents) and edited == record:  # (as JSON text: True == 1 in Python)
         assert code == 0
     else:
         assert code in (1, 4), output.err
