@@ -485,7 +485,7 @@ def test_the_sink_stores_the_same_rows_whether_clickhouse_or_it_converts(
                 ensure_schema(store, ttl_days=None)
                 rejected_before = REJECTED.labels(topic)._value.get()
                 Sink(stack, store, group=unique("sink"), source_topics=(topic,)).run(
-                    idle_exit_s=3.0)
+                    idle_exit_s=10.0)
                 rejects = store.query("SELECT kafka_partition, kafka_offset "
                                       "FROM sink_rejects ORDER BY raw")[1]
                 stored[min_rows] = (
