@@ -10,6 +10,10 @@ Runs on the local stack (`smartport stack up`). Two measurements per pipeline:
 The baseline (`mosquitto_sub -q 1 ... | kcat -P`) acknowledges on receipt and validates
 nothing: it is what a user might pick instead, not an equivalent.
 
+Each run also reports the CPU the forwarding processes (the gateways, or mosquitto_sub and
+kcat) used per message, from /proc: the figure the end-to-end budget counts, whatever the
+publishers cost.
+
     .venv/bin/python bench/gateway_throughput.py --messages 100000 --gateways 2
 """
 
@@ -33,13 +37,14 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from pipeline_bench import ProcessUsage  # bench/: sys.path[0]
 
 from deploy.pipeline import SMARTPORT
 from ingest.fleet import HOME_PORT, Fleet, FleetConfig
 from ingest.simulate import MqttPublisher
 from schemas import topics
 from smartport.kafka import consumer_config, high_watermarks
-from smartport.mqtt import GATEWAY_USER, edge_user, mqtt_as
+from smartport.mqtt import GATEWAY_USER, edge_user, forget_session, mqtt_as
 from smartport.settings import Settings
 
 BASELINE_TOPIC = "bench.baseline.v1"
@@ -95,7 +100,7 @@ class Arrivals:
 
 
 @contextmanager
-def gateways(count: int) -> Iterator[None]:
+def gateways(count: int) -> Iterator[list[int]]:
     group = f"bench-{uuid.uuid4().hex[:6]}"
     processes = []
     for index in range(count):
@@ -105,16 +110,18 @@ def gateways(count: int) -> Iterator[None]:
              "--share-group", group, "--log-level", "WARNING"], stdout=log, stderr=log))
     time.sleep(3)
     try:
-        yield
+        yield [process.pid for process in processes]
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
-        for process in processes:
+        for index, process in enumerate(processes):
             process.wait(60)
+            # Or the broker queues every later message for a gateway that never comes back.
+            forget_session(Settings(), f"{group}-{index}")
 
 
 @contextmanager
-def baseline(settings: Settings) -> Iterator[None]:
+def baseline(settings: Settings) -> Iterator[list[int]]:
     admin = AdminClient(settings.kafka.client_config())
     if BASELINE_TOPIC not in admin.list_topics(timeout=10).topics:
         admin.create_topics([NewTopic(BASELINE_TOPIC, settings.kafka.partitions, 1)])[
@@ -131,7 +138,7 @@ def baseline(settings: Settings) -> Iterator[None]:
                              "-t", BASELINE_TOPIC, "-z", "lz4"], stdin=sub.stdout)
     time.sleep(2)
     try:
-        yield
+        yield [sub.pid, kcat.pid]
     finally:
         sub.terminate()
         sub.wait(10)
@@ -139,8 +146,11 @@ def baseline(settings: Settings) -> Iterator[None]:
 
 
 def run(settings: Settings, batch: list[tuple[str, bytes, str, int]], *, publishers: int,
-        rate: float, enveloped: bool, topic: str) -> dict[str, float]:
+        rate: float, enveloped: bool, topic: str, forwarders: list[int]) -> dict[str, float]:
     arrivals = Arrivals(settings, topic, enveloped)
+    usage = [ProcessUsage(pid) for pid in forwarders]
+    for process in usage:
+        process.start()
     start_at = time.time() + 3.0  # after the publisher processes have started
     slices = [batch[i::publishers] for i in range(publishers)]
     per_publisher = rate / publishers if rate else 0.0
@@ -155,6 +165,7 @@ def run(settings: Settings, batch: list[tuple[str, bytes, str, int]], *, publish
     figures: dict[str, float] = {"messages": len(batch), "arrived": len(arrived),
                                  "seconds": max(arrived) - start_at if arrived else 0.0}
     figures["msg_per_s"] = len(arrived) / figures["seconds"] if arrived else 0.0
+    figures["cpu_us_per_msg"] = 1e6 * sum(p.used_s() for p in usage) / max(len(arrived), 1)
     if rate:
         latencies = []
         for index, slice_ in enumerate(slices):
@@ -182,28 +193,32 @@ def main() -> None:
     batch = messages(args.messages, seed=1)
     latency_batch = messages(int(args.latency_rate * args.latency_seconds), seed=2)
     results: dict[str, dict[str, float]] = {}
-    with gateways(args.gateways):
+    with gateways(args.gateways) as pids:
         results["gateway_throughput"] = run(settings, batch, publishers=args.publishers,
-                                            rate=0, enveloped=True, topic=topics.TELEMETRY)
+                                            rate=0, enveloped=True, topic=topics.TELEMETRY,
+                                            forwarders=pids)
         results["gateway_latency"] = run(settings, latency_batch, publishers=args.publishers,
                                          rate=args.latency_rate, enveloped=True,
-                                         topic=topics.TELEMETRY)
-    with baseline(settings):
+                                         topic=topics.TELEMETRY, forwarders=pids)
+    with baseline(settings) as pids:
         results["baseline_throughput"] = run(settings, batch, publishers=args.publishers,
-                                             rate=0, enveloped=False, topic=BASELINE_TOPIC)
+                                             rate=0, enveloped=False, topic=BASELINE_TOPIC,
+                                             forwarders=pids)
         results["baseline_latency"] = run(settings, latency_batch, publishers=args.publishers,
                                           rate=args.latency_rate, enveloped=False,
-                                          topic=BASELINE_TOPIC)
+                                          topic=BASELINE_TOPIC, forwarders=pids)
     ratio = (results["gateway_throughput"]["msg_per_s"]
              / max(results["baseline_throughput"]["msg_per_s"], 1e-9))
     summary = {"args": vars(args), "results": results, "throughput_ratio": ratio}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gateway_throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{'run':<22}{'arrived':>10}{'msg/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'run':<22}{'arrived':>10}{'msg/s':>10}{'p50 ms':>10}{'p99 ms':>10}"
+          f"{'CPU µs/msg':>12}")
     for name, figures in results.items():
         print(f"{name:<22}{figures['arrived']:>10.0f}{figures['msg_per_s']:>10.0f}"
               f"{figures.get('p50_ms', float('nan')):>10.1f}"
-              f"{figures.get('p99_ms', float('nan')):>10.1f}")
+              f"{figures.get('p99_ms', float('nan')):>10.1f}"
+              f"{figures['cpu_us_per_msg']:>12.0f}")
     print(f"throughput ratio gateway / baseline: {ratio:.2f}")
 
 

@@ -11,15 +11,22 @@ telemetry.v1 or, when rejected, in the DLQ. Messages not yet acknowledged stay i
 persistent session and are redelivered if the gateway dies. The broker's in-flight window
 (Receive Maximum) bounds what the gateway holds in memory while Kafka is slow or down.
 
+One thread does everything: it waits on the MQTT socket (paho's external-loop API on a socket
+that reads ahead and writes in bulk, ``ingest.mqtt_socket``), hands what arrived to Kafka,
+serves Kafka's delivery reports, and sends the PUBACKs they release in one write per wake-up.
+There is no lock and no thread hand-off per message.
+
 No exception escapes the MQTT or Kafka callbacks: anything unexpected while handling a message
-sends it to the DLQ with reason ``internal``. Should paho's network thread end anyway, ``run``
-raises ``GatewayDeaf`` at once (the process exits non-zero for its supervisor to restart it),
-and ``smartport_gateway_ready`` is 0 whenever the gateway cannot receive.
+sends it to the DLQ with reason ``internal``. Should something escape paho's handling of the
+connection anyway, ``run`` raises ``GatewayDeaf`` at once (the process exits non-zero for its
+supervisor to restart it), and ``smartport_gateway_ready`` is 0 whenever the gateway cannot
+receive.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
+from ingest.mqtt_socket import BufferedClient, BufferedSocket
 from ingest.records import dlq_value, envelope_value
 from ingest.validation import Accepted, Limits, Rejected, classify
 from schemas import RejectReason, topics
@@ -46,10 +54,14 @@ log = logging.getLogger(__name__)
 READY = "subscribed"  # logged once the subscriptions are in place: ready to receive
 
 SHUTDOWN_FLUSH_SECONDS = 30.0
+IDLE_WAIT_S = 0.1  # longest wait on the socket when Kafka owes no delivery report
+DELIVERY_WAIT_S = 0.005  # ... when it does: each report releases a PUBACK
+READ_BUDGET = 2000  # MQTT packets read per wake-up before delivery reports are served
+RECONNECT_DELAYS_S = (1.0, 10.0)  # first and longest wait before connecting again
 
 
 class GatewayDeaf(StackError):
-    """The MQTT network loop ended while the gateway was meant to be receiving."""
+    """Something escaped the MQTT network loop while the gateway was meant to be receiving."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +78,7 @@ class _Record:
 class _Pending:
     """An MQTT message whose Kafka write is under way."""
 
-    mid: int
+    mid: int  # 0 for a QoS 0 message, which is never acknowledged
     generation: int
     received: float
     dlq_reason: str | None
@@ -91,7 +103,8 @@ class Gateway:
         self._producer = Producer(producer_config(
             settings.kafka, gateway_id, error_cb=self._on_kafka_error
         ))
-        self._client = new_client(mqtt_as(settings, GATEWAY_USER), gateway_id, manual_ack=True)
+        self._client = new_client(mqtt_as(settings, GATEWAY_USER), gateway_id, manual_ack=True,
+                                  client_class=BufferedClient)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -99,20 +112,19 @@ class Gateway:
         # Acks are only valid on the connection that delivered the message: after a reconnect
         # the broker redelivers unacknowledged messages, possibly reusing their packet ids.
         self._generation = 0
-        self._lock = threading.Lock()
         self._in_flight = 0
-        self._stopping = threading.Event()
-        self._network_ended = threading.Event()
+        self._reconnect_delay = RECONNECT_DELAYS_S[0]
+        self._connect_at = 0.0  # monotonic time of the next connection attempt
 
-    # -- MQTT side (paho's network thread) --------------------------------------------------
+    # -- MQTT side ---------------------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:
             log.error("MQTT connection refused", extra={"reason": str(reason)})
             return
-        with self._lock:
-            self._generation += 1
+        self._generation += 1
+        self._reconnect_delay = RECONNECT_DELAYS_S[0]
         metrics.MQTT_CONNECTED.set(1)
         log.info("MQTT connected", extra={"session_present": flags.session_present,
                                           "subscriptions": self._subscriptions})
@@ -130,12 +142,12 @@ class Gateway:
                        reason: ReasonCode, properties: Properties | None) -> None:
         metrics.MQTT_CONNECTED.set(0)
         metrics.READY.set(0)
-        if not self._stopping.is_set():
-            log.warning("MQTT disconnected; reconnecting", extra={"reason": str(reason)})
+        if client.is_connected() or reason.value != 0:  # not the DISCONNECT of our shutdown
+            self._connect_later()
+            log.warning("MQTT disconnected; reconnecting",
+                        extra={"reason": str(reason), "retry_in_s": self._reconnect_delay})
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._stopping.is_set():
-            return  # left unacknowledged: the broker redelivers it to the next session
         received = time.monotonic()
         received_at = datetime.now(UTC)
         metrics.RECEIVED.inc()
@@ -144,9 +156,11 @@ class Gateway:
             record = self._record(message.topic, payload, received_at)
         except Exception as exc:  # a bug of ours must not cost the message or the thread
             record = self._internal(message.topic, payload, received_at, exc)
-        with self._lock:
-            pending = _Pending(message.mid, self._generation, received, record.dlq_reason)
-            self._in_flight += 1
+        # A device may publish at QoS 0: the broker then delivers without a packet id, and a
+        # PUBACK for it would be a protocol error that costs the gateway its connection.
+        mid = message.mid if message.qos else 0
+        pending = _Pending(mid, self._generation, received, record.dlq_reason)
+        self._in_flight += 1
         metrics.IN_FLIGHT.inc()
         try:
             self._produce(record, pending)
@@ -190,7 +204,7 @@ class Gateway:
         produce(self._producer, record.topic, record.key, record.value,
                 on_delivery=lambda err, msg: self._on_delivery(pending, err, msg))
 
-    # -- Kafka side (whichever thread polls the producer) -----------------------------------
+    # -- Kafka side (delivery reports, served by the same thread) ----------------------------
 
     def _on_delivery(self, pending: _Pending, error: KafkaError | None, message: Message) -> None:
         try:
@@ -211,16 +225,13 @@ class Gateway:
         metrics.PRODUCE_LATENCY.observe(time.monotonic() - pending.received)
         if pending.dlq_reason is not None:
             metrics.DLQ.labels(pending.dlq_reason).inc()
-        with self._lock:
-            current = pending.generation == self._generation
-        if current:
-            self._client.ack(pending.mid, 1)
+        if pending.mid and pending.generation == self._generation:
+            self._client.ack(pending.mid, 1)  # buffered: written once per wake-up
             metrics.ACKNOWLEDGED.inc()
         self._settle()
 
     def _settle(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
+        self._in_flight -= 1
         metrics.IN_FLIGHT.dec()
 
     def _on_kafka_error(self, error: KafkaError) -> None:
@@ -238,34 +249,63 @@ class Gateway:
                                         receive_maximum=self._receive_maximum)
         self._client.connect_async(self._settings.mqtt.host, self._settings.mqtt.port,
                                    keepalive=30, clean_start=False, properties=properties)
-        network = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
-        network.start()
         log.info("gateway started", extra={"gateway_id": self.gateway_id})
         try:
             while not stop.is_set():
-                self._producer.poll(0.1)
-                if self._network_ended.is_set():
-                    raise GatewayDeaf("the MQTT network loop ended: this gateway cannot receive "
-                                      "(see the log above); exiting so that it is restarted")
+                sock = self._client.buffered_socket()
+                if sock is None:
+                    self._connect_when_due()
+                    self._producer.poll(self._wait_s())
+                    continue
+                try:
+                    self._serve(sock)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # a bug under paho's handling, or in paho itself
+                    metrics.READY.set(0)
+                    log.critical("the MQTT network loop failed", exc_info=True)
+                    raise GatewayDeaf(
+                        f"the MQTT network loop ended ({type(exc).__name__}: {exc}): this "
+                        "gateway cannot receive; exiting so that it is restarted") from exc
         finally:
             self.shutdown()
-            network.join(5)
 
-    def _network_loop(self) -> None:
-        """paho's loop (reconnecting), in a thread of ours so that its end is noticed."""
+    def _serve(self, sock: BufferedSocket) -> None:
+        """One wake-up: read what arrived, hand it to Kafka, release the acks Kafka allows."""
+        wait = 0.0 if sock.pending() else self._wait_s()
+        readable, _, _ = select.select([sock], [sock] if sock.wants_write else [], [], wait)
+        if readable or sock.pending():
+            for _ in range(READ_BUDGET):
+                if self._client.loop_read() or self._client.socket() is not sock:
+                    return  # the connection was lost: paho closed it and said so
+                if not sock.pending():
+                    break
+        self._producer.poll(0)
+        if self._client.want_write():  # packets paho queued from inside its own callbacks
+            self._client.loop_write()
+        if self._client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # keepalive
+            sock.flush()
+
+    def _wait_s(self) -> float:
+        return DELIVERY_WAIT_S if self._in_flight else IDLE_WAIT_S
+
+    def _connect_when_due(self) -> None:
+        if time.monotonic() < self._connect_at:
+            return
         try:
-            self._client.loop_forever(retry_first_connection=True)
-        except BaseException:
-            log.critical("the MQTT network loop died", exc_info=True)
-        finally:
-            metrics.READY.set(0)
-            self._network_ended.set()
+            self._client.reconnect()
+        except OSError as exc:
+            self._connect_later()
+            log.warning("MQTT broker unreachable; retrying",
+                        extra={"error": str(exc), "retry_in_s": self._reconnect_delay})
+
+    def _connect_later(self) -> None:
+        self._connect_at = time.monotonic() + self._reconnect_delay
+        self._reconnect_delay = min(2 * self._reconnect_delay, RECONNECT_DELAYS_S[1])
 
     def shutdown(self) -> None:
         """Stop taking messages, flush Kafka, send the last acks, disconnect (session kept)."""
-        self._stopping.set()
         left = self._producer.flush(SHUTDOWN_FLUSH_SECONDS)
-        time.sleep(0.2)  # let paho's thread write the last PUBACKs before DISCONNECT
-        self._client.disconnect()  # ends loop_forever
+        self._client.disconnect()  # written after the acks the flush released; closes the socket
         log.info("gateway stopped", extra={"unflushed_records": left,
                                            "in_flight": self._in_flight})

@@ -3,7 +3,9 @@ broker's ACL knows (deploy/mqtt_access.py)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import TypeVar, overload
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -17,6 +19,8 @@ GATEWAY_USER = "smartport-gateway"  # reads all telemetry, publishes nothing
 STREAMS_USER = "smartport-streams"  # publishes field alerts
 OFFICER_USER = "customs-officer"  # reads field alerts
 ROLE_USERS = (GATEWAY_USER, STREAMS_USER, OFFICER_USER)
+
+ClientT = TypeVar("ClientT", bound=mqtt.Client)
 
 
 def edge_user(port: str) -> str:
@@ -42,8 +46,21 @@ def mqtt_as(settings: Settings, user: str) -> MqttSettings:
     return settings.mqtt.model_copy(update={"username": user, "password": SecretStr(password)})
 
 
+@overload
 def new_client(settings: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
-    client = mqtt.Client(
+    ...
+
+
+@overload
+def new_client(settings: MqttSettings, client_id: str, manual_ack: bool = False, *,
+               client_class: type[ClientT]) -> ClientT:
+    ...
+
+
+def new_client(settings: MqttSettings, client_id: str, manual_ack: bool = False, *,
+               client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
+    """A client of ``client_class`` (paho's, or a subclass of it) configured from settings."""
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
@@ -65,3 +82,15 @@ def connect_properties(*, session_expiry_s: int, receive_maximum: int | None = N
     if receive_maximum is not None:
         properties.ReceiveMaximum = receive_maximum
     return properties
+
+
+def forget_session(settings: Settings, client_id: str) -> None:
+    """Delete the broker's persistent session of ``client_id`` (a gateway of a test or a bench
+    that will not come back: the broker would otherwise queue every message for it)."""
+    client = new_client(mqtt_as(settings, GATEWAY_USER), client_id)
+    client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
+                   properties=connect_properties(session_expiry_s=0))
+    client.loop_start()
+    time.sleep(0.3)
+    client.disconnect()
+    client.loop_stop()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from ingest import gateway
 from ingest.fleet import HOME_PORT
 from schemas import topics
 from smartport import kafka, logs
-from smartport.mqtt import GATEWAY_USER, connect_properties, edge_user, mqtt_as, new_client
+from smartport.mqtt import edge_user, forget_session, mqtt_as
 from smartport.polling import wait_until
 from smartport.settings import MqttSettings, Settings
 
@@ -108,18 +107,7 @@ class GatewayProcess:
 
     def forget_session(self, settings: Settings) -> None:
         """Delete the broker's persistent session of this gateway (test clean-up)."""
-        forget_mqtt_session(settings, self.gateway_id)
-
-
-def forget_mqtt_session(settings: Settings, client_id: str) -> None:
-    """Delete the broker's persistent session of ``client_id`` (test clean-up)."""
-    client = new_client(mqtt_as(settings, GATEWAY_USER), client_id)
-    client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True,
-                   properties=connect_properties(session_expiry_s=0))
-    client.loop_start()
-    time.sleep(0.3)
-    client.disconnect()
-    client.loop_stop()
+        forget_session(settings, self.gateway_id)
 
 
 def telemetry_ids(records: list[Record]) -> set[tuple[str, int]]:

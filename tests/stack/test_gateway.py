@@ -143,6 +143,32 @@ def test_mosquitto_pub_payloads_arrive_in_order(stack: Settings, start_gateway: 
         assert seqs == sorted(seqs), f"{device} readings of key {key!r} out of order in Kafka"
 
 
+def test_qos_0_messages_are_forwarded_without_a_puback(
+    stack: Settings, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """A device may publish at QoS 0: the broker then delivers it at QoS 0, without a packet
+    id. A PUBACK for it is a protocol error for which the broker drops the gateway's
+    connection, so one such device would keep every gateway reconnecting."""
+    gateway = start_gateway()
+    since = high_watermarks(stack, topics.TELEMETRY)
+    messages = fleet_messages(40, seed=12, prefix=unique("q0"))
+    edge = edge_mqtt(stack)
+    assert edge.username
+    assert edge.password
+    for message in messages:
+        subprocess.run(["mosquitto_pub", "-h", stack.mqtt.host, "-p", str(stack.mqtt.port),
+                        "-u", edge.username, "-P", edge.password.get_secret_value(),
+                        "-q", "0", "-t", message.topic, "-m", message.payload.decode()],
+                       check=True, timeout=30)
+    wait_until_in_kafka(stack, since, expected_ids(messages))
+    then = fleet_messages(20, seed=13, prefix=unique("q1"))
+    publish(stack, then)
+    wait_until_in_kafka(stack, since, expected_ids(then))
+    log = gateway.log_path.read_text()
+    assert "MQTT disconnected" not in log, log[-2000:]
+    assert log.count(gateway_module.READY) == 1  # subscribed once: never reconnected
+
+
 BAD_PAYLOADS: dict[str, tuple[bytes, str, str]] = {
     # name: (payload, reason, words in the detail)
     "not_json": (b"{temperature: 5", "not_json", "not JSON"),

@@ -25,10 +25,10 @@ from ingest.simulate import MqttPublisher
 from schemas import Alert, topics
 from smartport.errors import StackError
 from smartport.kafka import high_watermarks, read_range
-from smartport.mqtt import GATEWAY_USER
+from smartport.mqtt import GATEWAY_USER, forget_session
 from smartport.settings import Settings
 from tests.helpers import container_reading, declaration
-from tests.stack.pipeline import edge_mqtt, forget_mqtt_session, unique, wait_for
+from tests.stack.pipeline import edge_mqtt, unique, wait_for
 
 
 def _secure(stack: Settings, password: str) -> dict[str, str]:
@@ -85,7 +85,7 @@ def test_the_pipeline_runs_on_the_sasl_ssl_listener(stack: Settings, tmp_path: P
         publisher.close(1)
         gateway.stop()
         worker.stop()
-        forget_mqtt_session(stack, run)
+        forget_session(stack, run)
 
 
 def test_the_secure_listener_wants_the_password(stack: Settings) -> None:
@@ -131,7 +131,7 @@ def test_devices_and_the_gateway_speak_mqtts_with_their_own_credentials(
         wait_for(arrived, 60, "the reading sent over mqtts")
     finally:
         gateway.stop()
-        forget_mqtt_session(stack, run)
+        forget_session(stack, run)
     for wrong in ({"tls_ca": None}, {"password": SecretStr("not-it")}):
         with pytest.raises(StackError):
             MqttPublisher(device_mqtt.model_copy(update=wrong))
