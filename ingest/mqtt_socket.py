@@ -11,6 +11,7 @@ system calls per wake-up instead of several per message.
 from __future__ import annotations
 
 import ssl
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -97,10 +98,11 @@ class BufferedSocket:
 
 
 class BufferedClient(mqtt.Client):
-    """paho's client on a ``BufferedSocket``.
+    """paho's client on a ``BufferedSocket``, decoding the gateway's PUBLISHes itself.
 
-    ``_create_socket`` is paho's own (2.x) hook between connecting and its first write; it is
-    the one private name this module relies on, and tests/unit/test_mqtt_socket.py checks it.
+    Two of paho's (2.x) private names are overridden: ``_create_socket``, its hook between
+    connecting and its first write, and ``_handle_publish``; tests/unit/test_mqtt_socket.py
+    checks both against a real paho client.
     """
 
     def _create_socket(self) -> Any:
@@ -110,3 +112,42 @@ class BufferedClient(mqtt.Client):
         sock = self.socket()
         return sock if isinstance(sock, BufferedSocket) else None
 
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        """A QoS 1 PUBLISH of MQTT 5, without decoding its properties (the gateway reads none:
+        paho builds a ``Properties`` per message, a sixth of the gateway's CPU). Anything else
+        (QoS 0, MQTT 3, an empty topic name, a malformed packet) is decoded, or refused, by paho.
+        """
+        command: int = self._in_packet["command"]
+        body: bytearray = self._in_packet["packet"]
+        if command & 0x06 != 0x02 or self._protocol != mqtt.MQTTv5:
+            return super()._handle_publish()
+        topic_end = 2 + int.from_bytes(body[:2], "big")
+        properties_length, properties_start = variable_byte_integer(body, topic_end + 2)
+        payload_start = properties_start + properties_length
+        if topic_end == 2 or properties_length < 0 or payload_start > len(body):
+            return super()._handle_publish()
+        message = mqtt.MQTTMessage(int.from_bytes(body[topic_end:topic_end + 2], "big"),
+                                   bytes(body[2:topic_end]))
+        message.qos = 1
+        message.dup = bool(command & 0x08)
+        message.retain = bool(command & 0x01)
+        message.payload = bytes(body[payload_start:])
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+        if self._manual_ack:
+            return mqtt.MQTT_ERR_SUCCESS
+        return self._send_puback(message.mid)
+
+
+def variable_byte_integer(data: bytes | bytearray, start: int) -> tuple[int, int]:
+    """MQTT's variable byte integer at ``start``: (value, where what follows starts), or
+    (-1, start) when it is truncated or longer than its four bytes."""
+    value = 0
+    for index in range(4):
+        if start + index >= len(data):
+            break
+        byte = data[start + index]
+        value |= (byte & 0x7F) << (7 * index)
+        if not byte & 0x80:
+            return value, start + index + 1
+    return -1, start

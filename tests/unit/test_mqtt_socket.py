@@ -8,8 +8,11 @@ from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.exception import MalformedPacket
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from ingest.mqtt_socket import READ_AHEAD, BufferedClient, BufferedSocket
+from ingest.mqtt_socket import READ_AHEAD, BufferedClient, BufferedSocket, variable_byte_integer
 from smartport.mqtt import new_client
 from smartport.settings import MqttSettings
 
@@ -146,3 +149,79 @@ def test_paho_connects_through_the_buffered_socket() -> None:
             select.select([sock], [], [], 5)
             assert client.loop_read() != mqtt.MQTT_ERR_SUCCESS  # refused, connection closed
             assert client.socket() is None
+
+
+def _publish_body(topic: bytes, mid: int, properties: bytes, payload: bytes) -> bytes:
+    return len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + properties + payload
+
+
+def _properties(**values: object) -> bytes:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    for name, value in values.items():
+        setattr(properties, name, value)
+    return bytes(properties.pack())  # type: ignore[no-untyped-call]
+
+
+def _handled(client_class: type[mqtt.Client], command: int, body: bytes) -> mqtt.MQTTMessage:
+    client = new_client(MqttSettings(), "decode-test", manual_ack=True, client_class=client_class)
+    got: list[mqtt.MQTTMessage] = []
+    client.on_message = lambda client, userdata, message: got.append(message)
+    client._in_packet["command"] = command  # what paho's reader sets
+    client._in_packet["packet"] = bytearray(body)
+    assert client._handle_publish() == mqtt.MQTT_ERR_SUCCESS
+    (message,) = got
+    return message
+
+
+PUBLISHES = {
+    "plain": (0x32, _publish_body(b"port/CNSHK/rtg/r-1/telemetry", 7, b"\x00", b'{"seq":1}')),
+    "dup and retain": (0x3B, _publish_body(b"a/b", 65535, b"\x00", b"x")),
+    "empty payload": (0x32, _publish_body(b"a/b", 1, b"\x00", b"")),
+    "non-ASCII topic": (0x32, _publish_body("港/货柜".encode(), 2, b"\x00", b"{}")),
+    "70 KB payload": (0x32, _publish_body(b"a/b", 3, b"\x00", b"[" * 70_000)),
+    "every property a broker forwards": (0x32, _publish_body(b"a/b", 4, _properties(
+        PayloadFormatIndicator=1, MessageExpiryInterval=60, ContentType="application/json",
+        ResponseTopic="r/t", CorrelationData=b"\x00\x01", UserProperty=[("k", "v" * 300)],
+        SubscriptionIdentifier=[268_435_455]), b'{"a":1}')),
+    "payload that looks like properties": (0x32, _publish_body(b"a/b", 5, b"\x00", b"\x80\x80")),
+}
+
+
+@pytest.mark.parametrize("name", PUBLISHES)
+def test_publishes_decode_as_paho_decodes_them(name: str) -> None:
+    command, body = PUBLISHES[name]
+    ours = _handled(BufferedClient, command, body)
+    pahos = _handled(mqtt.Client, command, body)
+    assert (ours.topic, ours.mid, ours.qos, ours.dup, ours.retain, ours.payload) == (
+        pahos.topic, pahos.mid, pahos.qos, pahos.dup, pahos.retain, pahos.payload)
+
+
+MALFORMED = {
+    "properties length truncated": _publish_body(b"a/b", 1, b"\x80", b""),
+    "properties length of five bytes": _publish_body(b"a/b", 1, b"\xff\xff\xff\xff\x7f", b""),
+    "properties longer than the packet": _publish_body(b"a/b", 1, b"\x10", b"abc"),
+    "topic longer than the packet": b"\x00\x40a/b\x00\x01\x00",
+    "no packet id": b"\x00\x03a/b",
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_malformed_publish_is_refused_as_paho_refuses_it(name: str) -> None:
+    """paho's MalformedPacket makes its reader close the connection (a protocol error)."""
+    for client_class in (BufferedClient, mqtt.Client):
+        client = new_client(MqttSettings(), "malformed", manual_ack=True,
+                            client_class=client_class)
+        client.on_message = lambda *args: pytest.fail("a malformed PUBLISH was delivered")
+        client._in_packet["command"] = 0x32
+        client._in_packet["packet"] = bytearray(MALFORMED[name])
+        with pytest.raises(MalformedPacket):
+            client._handle_publish()
+
+
+@pytest.mark.parametrize(("encoded", "value"), [
+    (b"\x00", 0), (b"\x7f", 127), (b"\x80\x01", 128), (b"\xff\x7f", 16_383),
+    (b"\xff\xff\xff\x7f", 268_435_455), (b"\xff\xff\xff\xff\x01", -1), (b"\x80", -1), (b"", -1),
+])
+def test_variable_byte_integers(encoded: bytes, value: int) -> None:
+    after = 2 + len(encoded) if value >= 0 else 2
+    assert variable_byte_integer(b"xx" + encoded, 2) == (value, after)
