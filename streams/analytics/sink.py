@@ -148,6 +148,8 @@ class Sink:
                 for table, items in self._buffer.items():
                     if items:
                         self._insert(table, items)
+                if self._buffer[ch.INTAKE]:
+                    self._check_intake(self._buffer[ch.INTAKE], since)
                 break
             except Exception as exc:  # unreachable, restarting, out of disk: keep offsets, retry
                 CLICKHOUSE_UP.set(0)
@@ -158,8 +160,6 @@ class Sink:
                     return  # shutting down: the uncommitted rows are redelivered next time
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         INSERT_SECONDS.observe(time.monotonic() - started)
-        if self._buffer[ch.INTAKE]:
-            self._count_intake(self._buffer[ch.INTAKE], since)
         CLICKHOUSE_UP.set(1)
         self.readiness.set("store", True)
         commit_offsets(self._consumer, self._offsets)
@@ -197,28 +197,53 @@ class Sink:
         if table is not ch.INTAKE:  # counted once ClickHouse has judged them
             ROWS.labels(table.name).inc(len(items))
 
-    def _count_intake(self, items: list[_Buffered], since: int) -> None:
-        """Count and log the records of ``items`` that ClickHouse kept in sink_rejects."""
-        spans: dict[tuple[str, int], tuple[int, int]] = {}
+    def _check_intake(self, items: list[_Buffered], since: int) -> None:
+        """Count the records of ``items`` that ClickHouse kept in sink_rejects, and make sure
+        every other one reached telemetry: with one of the intake's views gone, its Null table
+        takes rows and keeps nothing. What is unaccounted for (everything, when the check
+        itself fails) is converted here and inserted again, and the sink stops using the
+        intake; ReplacingMergeTree folds a row that was there after all."""
+        offsets: dict[tuple[str, int], list[str]] = defaultdict(list)
         for item in items:
-            first, last = spans.get((item.topic, item.partition), (item.offset, item.offset))
-            spans[item.topic, item.partition] = min(first, item.offset), max(last, item.offset)
-        where = " OR ".join(  # topic names are Kafka's: letters, digits, '.', '_' and '-'
-            f"(topic = '{topic}' AND kafka_partition = {partition} "
-            f"AND kafka_offset BETWEEN {first} AND {last})"
-            for (topic, partition), (first, last) in spans.items())
-        try:
+            offsets[item.topic, item.partition].append(str(item.offset))
+        at = {key: f"kafka_partition = {key[1]} AND kafka_offset IN ({', '.join(values)})"
+              for key, values in offsets.items()}
+        try:  # topic names are Kafka's: letters, digits, '.', '_' and '-'
+            _, stored = self._store.query(
+                f"SELECT DISTINCT kafka_partition, kafka_offset FROM {ch.TELEMETRY.name} "
+                f"WHERE {' OR '.join(f'({where})' for where in at.values())}")
             _, rejected = self._store.query(
                 f"SELECT DISTINCT topic, kafka_partition, kafka_offset, reason "
-                f"FROM {ch.REJECTS.name} WHERE rejected_at >= toDateTime({since}) AND ({where})")
-        except Exception as exc:  # the rows are stored: only the count is lost
-            log.error("cannot count the intake's rejects", extra={"error": str(exc)})
-            return
+                f"FROM {ch.REJECTS.name} WHERE rejected_at >= toDateTime({since}) AND ("
+                + " OR ".join(f"(topic = '{topic}' AND {where})"
+                              for (topic, _), where in at.items()) + ")")
+        except Exception as exc:
+            if self._store.transient(exc):
+                raise
+            log.error("cannot check the intake's rows; the sink converts them",
+                      extra={"error": str(exc).splitlines()[0]})
+            stored, rejected = [], []
         for topic, partition, offset, reason in rejected:
             REJECTED.labels(topic).inc()
             log.warning("record kept in sink_rejects", extra={
                 "topic": topic, "partition": partition, "offset": offset, "reason": reason})
-        ROWS.labels(ch.TELEMETRY.name).inc(len(items) - len(rejected))
+        found = {(int(p), int(o)) for p, o in stored} | {(int(p), int(o))
+                                                        for _, p, o, _ in rejected}
+        missing = [item for item in items if (item.partition, item.offset) not in found]
+        ROWS.labels(ch.TELEMETRY.name).inc(len(items) - len(missing) - len(rejected))
+        if not missing:
+            return
+        log.critical("ClickHouse's intake kept records nowhere (is one of its views gone? "
+                     "they are created again when the sink starts); the sink converts them, "
+                     "and every telemetry record until it restarts",
+                     extra={"records": len(missing), "of": len(items)})
+        self._intake = False
+        converted: dict[ch.Table, list[_Buffered]] = defaultdict(list)
+        for item in missing:
+            table, row = self._convert(item.topic, item.partition, item.offset, item.value)
+            converted[table].append(replace(item, row=row))
+        for table, again in converted.items():
+            self._insert(table, again)
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self.readiness.set(GROUP, True)  # in the group, even with no partition to own

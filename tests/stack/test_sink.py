@@ -499,3 +499,36 @@ def test_the_sink_stores_the_same_rows_whether_clickhouse_or_it_converts(
     assert len(by_clickhouse[0]) == len(INTAKE_READINGS)
     assert len(by_clickhouse[1]) == len(hostile) == by_clickhouse[2]
     assert by_clickhouse == by_the_sink
+
+
+@pytest.mark.parametrize("view", ["telemetry_intake_judge", "telemetry_intake_rows"])
+def test_an_intake_without_its_views_loses_nothing(
+        stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, view: str) -> None:
+    """The intake is a Null table: with one of its views dropped (an operator's DDL), an insert
+    into it succeeds and keeps nothing. The sink checks that each record reached telemetry or
+    sink_rejects, converts those that did not itself, and stops using the intake."""
+    topic = unique("intake-gone")
+    admin = AdminClient(stack.kafka.client_config())
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result()
+    monkeypatch.setitem(rows.CONVERTERS, topic, rows.CONVERTERS[topics.TELEMETRY])
+    monkeypatch.setattr(sink_module, "INTAKE_MIN_ROWS", 1)
+    hostile = HOSTILE_RECORDS["seq fractional"][0]
+    producer = Producer(stack.kafka.client_config())
+    for reading in INTAKE_READINGS:
+        producer.produce(topic, _gateway_envelope(reading))
+    producer.produce(topic, hostile)
+    assert producer.flush(30) == 0
+    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    try:
+        ensure_schema(store, ttl_days=None)
+        store.execute(f"DROP VIEW {view}")
+        sink = Sink(stack, store, group=unique("sink"), source_topics=(topic,))
+        sink.run(idle_exit_s=10.0)
+        stored = store.query("SELECT count(), uniqExact(reading_id) FROM telemetry")[1][0]
+        rejected = store.query("SELECT count() FROM sink_rejects")[1][0][0]
+        assert sink.inserted == len(INTAKE_READINGS) + 1
+    finally:
+        store.close()
+        admin.delete_topics([topic])[topic].result()
+    assert tuple(stored) == (len(INTAKE_READINGS), len(INTAKE_READINGS))
+    assert rejected == 1
