@@ -3,7 +3,8 @@
 Runs on the local stack (`smartport stack up`) at increasing offered loads. For each load a
 fresh pipeline (deploy.pipeline.Pipeline: its own gateway session and faust app) gets
 ``--duration`` seconds of simulated traffic from ``--publishers`` lean publisher processes
-(lean_publisher.py; their CPU is reported apart), paced per message; then the run drains. Figures per load:
+(lean_publisher.py; their CPU is reported apart), paced per message; then the run drains.
+Figures per load:
 
 - sustained end-to-end throughput: valid readings stored in ClickHouse *and* anchored, divided
   by the time from the first publish to the moment both were complete; "sustained" means the
