@@ -154,6 +154,22 @@ class LoadResult:
     publishers_cpu_ms_per_message: float = 0.0  # the load generator, apart
 
 
+def _wait_for_backlogs(settings: Settings, timeout_s: float = 1800) -> None:
+    """Let the sink and the anchorer (their usual groups carry on where the last ones stopped)
+    first take what the stack held before this load, so that the load's figures are its own."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ends = high_watermarks(settings.kafka, topics.TELEMETRY)
+        lag = {group: _group_lag(settings, group, ends)
+               for group in ("smartport-sink", "smartport-anchor")}
+        if not any(lag.values()):
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"the stack's backlog did not drain in {timeout_s:.0f} s: {lag}")
+        print(f"waiting for the backlog the stack held before the load: {lag}", flush=True)
+        time.sleep(10)
+
+
 def _publish_all(shares: list[list[tuple[str, bytes, float]]]) -> tuple[int, float]:
     """Publish each share from its own process: (acknowledged, the publishers' CPU seconds)."""
     with multiprocessing.Pool(len(shares)) as pool:
@@ -173,6 +189,7 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
     try:
         with pipeline:
             declarations.load(settings, work / "declarations.jsonl")
+            _wait_for_backlogs(settings)
             since = {t: high_watermarks(settings.kafka, t)
                      for t in (topics.TELEMETRY, topics.ALERTS)}
             before = {t: sum(high_watermarks(settings.kafka, t).values())

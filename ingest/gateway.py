@@ -119,6 +119,7 @@ class Gateway:
         self._reconnect_delay = RECONNECT_DELAYS_S[0]
         self._connect_at = 0.0  # monotonic time of the next connection attempt
         self._woke = 0.0
+        self._stopping = False
 
     # -- MQTT side ---------------------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class Gateway:
                        reason: ReasonCode, properties: Properties | None) -> None:
         metrics.MQTT_CONNECTED.set(0)
         metrics.READY.set(0)
-        if client.is_connected() or reason.value != 0:  # not the DISCONNECT of our shutdown
+        if not self._stopping:
             self._connect_later()
             log.warning("MQTT disconnected; reconnecting",
                         extra={"reason": str(reason), "retry_in_s": self._reconnect_delay})
@@ -313,6 +314,7 @@ class Gateway:
 
     def shutdown(self) -> None:
         """Stop taking messages, flush Kafka, send the last acks, disconnect (session kept)."""
+        self._stopping = True
         left = self._producer.flush(SHUTDOWN_FLUSH_SECONDS)
         self._client.disconnect()  # written after the acks the flush released; closes the socket
         log.info("gateway stopped", extra={"unflushed_records": left,
