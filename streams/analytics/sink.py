@@ -48,6 +48,7 @@ INSERT_SECONDS = Histogram("smartport_sink_insert_seconds", "one batch insert, a
 MAX_BACKOFF_S = 30.0
 _HAS_READING_ID = b'"reading_id":"'
 INTAKE_MIN_ROWS = 1000  # fewer telemetry records in a flush are converted by the sink
+INTAKE_WRITES = 3  # rows ClickHouse writes per intake record: the record, judged, then stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +149,6 @@ class Sink:
                 for table, items in self._buffer.items():
                     if items:
                         self._insert(table, items)
-                if self._buffer[ch.INTAKE]:
-                    self._check_intake(self._buffer[ch.INTAKE], since)
                 break
             except Exception as exc:  # unreachable, restarting, out of disk: keep offsets, retry
                 CLICKHOUSE_UP.set(0)
@@ -160,6 +159,8 @@ class Sink:
                     return  # shutting down: the uncommitted rows are redelivered next time
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         INSERT_SECONDS.observe(time.monotonic() - started)
+        if self._buffer[ch.INTAKE] and self._intake:  # else the sink converted and counted
+            self._count_intake(self._buffer[ch.INTAKE], since)
         CLICKHOUSE_UP.set(1)
         self.readiness.set("store", True)
         commit_offsets(self._consumer, self._offsets)
@@ -175,7 +176,7 @@ class Sink:
         refuses sink_rejects itself): the caller retries the whole batch, and what was
         inserted again is folded by ReplacingMergeTree."""
         try:
-            self._store.insert(table, [item.row for item in items])
+            written = self._store.insert(table, [item.row for item in items])
         except Exception as exc:
             if table is ch.REJECTS or self._store.transient(exc):
                 raise
@@ -194,56 +195,52 @@ class Sink:
                 "topic": item.topic, "partition": item.partition, "offset": item.offset,
                 "reason": reason})
             return
-        if table is not ch.INTAKE:  # counted once ClickHouse has judged them
+        if table is ch.INTAKE:  # counted once ClickHouse has judged them
+            self._check_intake(items, written)
+        else:
             ROWS.labels(table.name).inc(len(items))
 
-    def _check_intake(self, items: list[_Buffered], since: int) -> None:
-        """Count the records of ``items`` that ClickHouse kept in sink_rejects, and make sure
-        every other one reached telemetry: with one of the intake's views gone, its Null table
-        takes rows and keeps nothing. What is unaccounted for (everything, when the check
-        itself fails) is converted here and inserted again, and the sink stops using the
-        intake; ReplacingMergeTree folds a row that was there after all."""
-        offsets: dict[tuple[str, int], list[str]] = defaultdict(list)
-        for item in items:
-            offsets[item.topic, item.partition].append(str(item.offset))
-        at = {key: f"kafka_partition = {key[1]} AND kafka_offset IN ({', '.join(values)})"
-              for key, values in offsets.items()}
-        try:  # topic names are Kafka's: letters, digits, '.', '_' and '-'
-            _, stored = self._store.query(
-                f"SELECT DISTINCT kafka_partition, kafka_offset FROM {ch.TELEMETRY.name} "
-                f"WHERE {' OR '.join(f'({where})' for where in at.values())}")
-            _, rejected = self._store.query(
-                f"SELECT DISTINCT topic, kafka_partition, kafka_offset, reason "
-                f"FROM {ch.REJECTS.name} WHERE rejected_at >= toDateTime({since}) AND ("
-                + " OR ".join(f"(topic = '{topic}' AND {where})"
-                              for (topic, _), where in at.items()) + ")")
-        except Exception as exc:
-            if self._store.transient(exc):
-                raise
-            log.error("cannot check the intake's rows; the sink converts them",
-                      extra={"error": str(exc).splitlines()[0]})
-            stored, rejected = [], []
-        for topic, partition, offset, reason in rejected:
-            REJECTED.labels(topic).inc()
-            log.warning("record kept in sink_rejects", extra={
-                "topic": topic, "partition": partition, "offset": offset, "reason": reason})
-        found = {(int(p), int(o)) for p, o in stored} | {(int(p), int(o))
-                                                        for _, p, o, _ in rejected}
-        missing = [item for item in items if (item.partition, item.offset) not in found]
-        ROWS.labels(ch.TELEMETRY.name).inc(len(items) - len(missing) - len(rejected))
-        if not missing:
+    def _check_intake(self, items: list[_Buffered], written: int | None) -> None:
+        """Make sure ClickHouse wrote each of ``items`` twice more: once judged, once to
+        telemetry or sink_rejects. With one of the intake's views gone its Null table takes
+        rows and keeps nothing; then the sink converts ``items`` itself, inserts them again
+        (ReplacingMergeTree folds what was there after all) and stops using the intake."""
+        if written is None or written == INTAKE_WRITES * len(items):
             return
-        log.critical("ClickHouse's intake kept records nowhere (is one of its views gone? "
-                     "they are created again when the sink starts); the sink converts them, "
-                     "and every telemetry record until it restarts",
-                     extra={"records": len(missing), "of": len(items)})
+        log.critical("ClickHouse's intake did not keep every record (is one of its views "
+                     "gone? they are created again when the sink starts); the sink converts "
+                     "them, and every telemetry record until it restarts",
+                     extra={"records": len(items), "rows_written": written})
         self._intake = False
         converted: dict[ch.Table, list[_Buffered]] = defaultdict(list)
-        for item in missing:
+        for item in items:
             table, row = self._convert(item.topic, item.partition, item.offset, item.value)
             converted[table].append(replace(item, row=row))
         for table, again in converted.items():
             self._insert(table, again)
+
+    def _count_intake(self, items: list[_Buffered], since: int) -> None:
+        """Count and log the records of ``items`` that ClickHouse kept in sink_rejects."""
+        spans: dict[tuple[str, int], tuple[int, int]] = {}
+        for item in items:
+            first, last = spans.get((item.topic, item.partition), (item.offset, item.offset))
+            spans[item.topic, item.partition] = min(first, item.offset), max(last, item.offset)
+        where = " OR ".join(  # topic names are Kafka's: letters, digits, '.', '_' and '-'
+            f"(topic = '{topic}' AND kafka_partition = {partition} "
+            f"AND kafka_offset BETWEEN {first} AND {last})"
+            for (topic, partition), (first, last) in spans.items())
+        try:
+            _, rejected = self._store.query(
+                f"SELECT DISTINCT topic, kafka_partition, kafka_offset, reason "
+                f"FROM {ch.REJECTS.name} WHERE rejected_at >= toDateTime({since}) AND ({where})")
+        except Exception as exc:  # the rows are stored: only the count is lost
+            log.error("cannot count the intake's rejects", extra={"error": str(exc)})
+            return
+        for topic, partition, offset, reason in rejected:
+            REJECTED.labels(topic).inc()
+            log.warning("record kept in sink_rejects", extra={
+                "topic": topic, "partition": partition, "offset": offset, "reason": reason})
+        ROWS.labels(ch.TELEMETRY.name).inc(len(items) - len(rejected))
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self.readiness.set(GROUP, True)  # in the group, even with no partition to own

@@ -43,7 +43,10 @@ class Store(Protocol):
 
     def execute(self, sql: str) -> None: ...
 
-    def insert(self, table: ch.Table, rows: Rows) -> None: ...
+    def insert(self, table: ch.Table, rows: Rows) -> int | None:
+        """Insert ``rows``; the rows ClickHouse wrote, those of materialized views included,
+        when the store reports it (chDB does), else None."""
+        ...
 
     def query(self, sql: str) -> Result: ...
 
@@ -80,11 +83,12 @@ class ServerStore:
     def execute(self, sql: str) -> None:
         self._client.execute(sql)
 
-    def insert(self, table: ch.Table, rows: Rows) -> None:
+    def insert(self, table: ch.Table, rows: Rows) -> int | None:
         names = table.column_names
         columns = [[row[name] for row in rows] for name in names]  # columnar: native blocks
         self._client.execute(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES", columns,
                              columnar=True)
+        return None
 
     def query(self, sql: str, settings: dict[str, Any] | None = None) -> Result:
         data, columns = self._client.execute(sql, with_column_types=True, settings=settings)
@@ -141,7 +145,7 @@ class ChdbStore:
         with self._lock:
             self._connection.query(sql)
 
-    def insert(self, table: ch.Table, rows: Rows) -> None:
+    def insert(self, table: ch.Table, rows: Rows) -> int | None:
         if table is ch.INTAKE:  # raw records: escaping them for TSV is a fifth of json.dumps
             lines = "".join(f"{row['topic']}\t{row['kafka_partition']}\t{row['kafka_offset']}\t"
                             f"{_tsv_string(row['raw'])}\n" for row in rows)
@@ -150,7 +154,7 @@ class ChdbStore:
             lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
             query = f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}"
         with self._lock:
-            self._connection.query(query)
+            return int(self._connection.query(query).rows_written())
 
     def query(self, sql: str) -> Result:
         with self._lock:

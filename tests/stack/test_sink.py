@@ -362,9 +362,12 @@ INTAKE_READINGS = [
 
 
 def _intake(store: Store, values: list[bytes]) -> None:
-    store.insert(ch.INTAKE, [{"topic": topics.TELEMETRY, "kafka_partition": 2,
-                              "kafka_offset": offset, "raw": value.decode()}
-                             for offset, value in enumerate(values)])
+    written = store.insert(ch.INTAKE, [{"topic": topics.TELEMETRY, "kafka_partition": 2,
+                                        "kafka_offset": offset, "raw": value.decode()}
+                                       for offset, value in enumerate(values)])
+    # What the sink checks to know that no view of the intake is gone: each record written,
+    # judged, then stored or rejected.
+    assert written == sink_module.INTAKE_WRITES * len(values)
 
 
 def test_the_chdb_intake_stores_each_reading_as_the_sink_would(tmp_path: Path) -> None:
@@ -484,8 +487,10 @@ def test_the_sink_stores_the_same_rows_whether_clickhouse_or_it_converts(
             try:
                 ensure_schema(store, ttl_days=None)
                 rejected_before = REJECTED.labels(topic)._value.get()
-                Sink(stack, store, group=unique("sink"), source_topics=(topic,)).run(
-                    idle_exit_s=10.0)
+                sink = Sink(stack, store, group=unique("sink"), source_topics=(topic,))
+                sink.run(idle_exit_s=10.0)
+                # ClickHouse wrote what the sink's check expects of every intake record
+                assert sink._intake, "the sink stopped using a sound intake"
                 rejects = store.query("SELECT kafka_partition, kafka_offset "
                                       "FROM sink_rejects ORDER BY raw")[1]
                 stored[min_rows] = (
@@ -527,6 +532,7 @@ def test_an_intake_without_its_views_loses_nothing(
         stored = store.query("SELECT count(), uniqExact(reading_id) FROM telemetry")[1][0]
         rejected = store.query("SELECT count() FROM sink_rejects")[1][0][0]
         assert sink.inserted == len(INTAKE_READINGS) + 1
+        assert not sink._intake  # converted by the sink from then on
     finally:
         store.close()
         admin.delete_topics([topic])[topic].result()
