@@ -12,7 +12,7 @@ nothing: it is what a user might pick instead, not an equivalent.
 
 Each run also reports the CPU the forwarding processes (the gateways, or mosquitto_sub and
 kcat) used per message, from /proc: the figure the end-to-end budget counts. The publishers are
-lean (``lean_publisher.py``, a few µs per message) and their CPU is reported apart.
+lean (``lean_publisher.py``, a fraction of a paho publisher's CPU) and reported apart.
 
     .venv/bin/python bench/gateway_throughput.py --messages 100000 --gateways 2
 """
