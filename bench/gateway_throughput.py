@@ -38,7 +38,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from lean_publisher import LeanPublisher  # bench/: sys.path[0]
-from pipeline_bench import ProcessUsage
+from process_usage import ProcessUsage
 
 from deploy.pipeline import SMARTPORT
 from ingest.fleet import HOME_PORT, Fleet, FleetConfig

@@ -42,6 +42,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from lean_publisher import LeanPublisher  # bench/: sys.path[0]
+from process_usage import ProcessUsage
 from streams_bench import backlog
 
 from anchoring.anchors import anchored_through
@@ -61,7 +62,6 @@ from smartport.settings import Settings
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def scenario_messages(fleet: Fleet, count: int) -> list[SimMessage]:
@@ -84,40 +84,6 @@ def _publish(args: tuple[list[tuple[str, bytes, float]], int]) -> tuple[int, flo
     publisher.publish(batch)
     acknowledged = publisher.close(expected, timeout=300)
     return acknowledged, time.process_time() - started
-
-
-@dataclass
-class ProcessUsage:
-    """CPU and peak memory of one process over a window, from /proc."""
-
-    pid: int
-    started_ticks: int = 0
-    cpu_percent: float = 0.0
-    peak_rss_mb: float = 0.0
-
-    def _ticks(self) -> int:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-
-    def start(self) -> None:
-        self.started_ticks = self._ticks()
-
-    def used_s(self) -> float:
-        """CPU seconds since ``start`` (0 when the process is gone)."""
-        try:
-            return (self._ticks() - self.started_ticks) / CLOCK_TICKS
-        except OSError:
-            return 0.0
-
-    def stop(self, seconds: float) -> None:
-        try:
-            used = (self._ticks() - self.started_ticks) / CLOCK_TICKS
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return  # the process is gone
-        self.cpu_percent = 100 * used / seconds
-        peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
-        self.peak_rss_mb = int(peak.split()[1]) / 1024
 
 
 def _group_lag(settings: Settings, group: str, ends: dict[int, int]) -> int:
