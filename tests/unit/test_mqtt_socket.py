@@ -1,7 +1,9 @@
-"""The gateway's MQTT socket: reads ahead, writes in bulk, and never loses or reorders a byte."""
+"""The gateway's MQTT socket: reads ahead, frames PUBLISHes as paho would, leaves every other
+packet whole to paho, writes in bulk, and never loses or reorders a byte."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 from collections.abc import Iterator
@@ -12,7 +14,16 @@ from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.mqtt_socket import READ_AHEAD, BufferedClient, BufferedSocket, variable_byte_integer
+from ingest.mqtt_socket import (
+    MALFORMED,
+    READ_AHEAD,
+    BufferedClient,
+    BufferedSocket,
+    Publish,
+    decode_publish,
+    packet_bounds,
+    variable_byte_integer,
+)
 from smartport.mqtt import new_client
 from smartport.settings import MqttSettings
 
@@ -21,40 +32,68 @@ from smartport.settings import MqttSettings
 def pair() -> Iterator[tuple[BufferedSocket, socket.socket]]:
     ours, peer = socket.socketpair()
     ours.setblocking(False)
-    buffered = BufferedSocket(ours)
+    buffered = BufferedSocket(ours, publishes=True)
     yield buffered, peer
     buffered.close()
     peer.close()
 
 
-def _receive_all(sock: BufferedSocket, sizes: list[int]) -> list[bytes]:
-    """What paho would read: each size in turn, waiting for the network only when needed."""
-    got = []
-    for size in sizes:
-        chunk = b""
-        while len(chunk) < size:
-            if not sock.pending():
-                select.select([sock], [], [], 5)
-            chunk += sock.recv(size - len(chunk))
-        got.append(chunk)
-    return got
+def _length(value: int) -> bytes:
+    encoded = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        encoded.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(encoded)
 
 
-def test_a_packet_read_byte_by_byte_is_served_from_one_read(
+def _publish_body(topic: bytes, mid: int | None, properties: bytes, payload: bytes) -> bytes:
+    packet_id = b"" if mid is None else mid.to_bytes(2, "big")
+    return len(topic).to_bytes(2, "big") + topic + packet_id + properties + payload
+
+
+def _packet(command: int, body: bytes) -> bytes:
+    return bytes([command]) + _length(len(body)) + body
+
+
+def _fill_until(sock: BufferedSocket) -> None:
+    """Read from the network until the socket holds a whole packet (or the timeout)."""
+    for _ in range(100):
+        if sock.has_packet():
+            return
+        select.select([sock], [], [], 0.05)
+        sock.fill()
+
+
+def test_publishes_are_taken_from_one_read(pair: tuple[BufferedSocket, socket.socket]) -> None:
+    sock, peer = pair
+    bodies = [_publish_body(b"a/b", mid, b"\x00", b'{"seq":%d}' % mid) for mid in (1, 2, 3)]
+    peer.sendall(b"".join(_packet(0x32, body) for body in bodies))
+    select.select([sock], [], [], 5)
+    assert sock.fill()
+    assert [sock.next_publish() for _ in range(4)] == [
+        Publish("a/b", 1, b'{"seq":1}'), Publish("a/b", 2, b'{"seq":2}'),
+        Publish("a/b", 3, b'{"seq":3}'), None]
+    assert not sock.fill()  # nothing more on the wire
+    with pytest.raises(BlockingIOError):
+        sock.recv(1)  # paho is never served more than was read: "try again later"
+
+
+def test_a_packet_split_across_reads_is_taken_once_whole(
     pair: tuple[BufferedSocket, socket.socket]
 ) -> None:
     sock, peer = pair
-    publish = b"\x32\x0a" + b"\x00\x03a/b\x00\x07" + b"{}\x00"  # type, length, body
-    peer.sendall(publish * 3)
-    select.select([sock], [], [], 5)
-    assert sock.recv(1) == b"\x32"
-    assert sock.pending() == len(publish) * 3 - 1  # the rest came with the first read
-    assert sock.recv(1) == b"\x0a"
-    assert sock.recv(10) == publish[2:]
-    assert _receive_all(sock, [len(publish)] * 2) == [publish] * 2
-    assert sock.pending() == 0
-    with pytest.raises(BlockingIOError):
-        sock.recv(1)  # nothing buffered, nothing on the wire: paho's "try again later"
+    packet = _packet(0x32, _publish_body(b"port/x", 9, b"\x00", b"{}" * 100))
+    for cut in (1, 2, 5, len(packet) - 1):
+        peer.sendall(packet[:cut])
+        select.select([sock], [], [], 5)
+        assert sock.fill()
+        assert sock.next_publish() is None
+        assert not sock.has_packet()
+        assert not sock.ready()
+        peer.sendall(packet[cut:])
+        _fill_until(sock)
+        assert sock.next_publish() == Publish("port/x", 9, b"{}" * 100)
 
 
 def test_a_packet_larger_than_the_read_ahead_arrives_whole_and_in_order(
@@ -62,18 +101,43 @@ def test_a_packet_larger_than_the_read_ahead_arrives_whole_and_in_order(
 ) -> None:
     sock, peer = pair
     big = bytes(range(256)) * (3 * READ_AHEAD // 256 + 7)
-    small = b"after"
-    peer.sendall(big + small)
-    assert _receive_all(sock, [1, len(big) - 1, len(small)]) == [big[:1], big[1:], small]
+    packets = [_packet(0x32, _publish_body(b"a/b", 1, b"\x00", big)),
+               _packet(0x30, _publish_body(b"a/c", None, b"\x00", b"after"))]
+    peer.setblocking(False)
+    sent = 0
+    wire = b"".join(packets)
+    got: list[Publish] = []
+    while len(got) < 2:
+        if sent < len(wire):
+            with contextlib.suppress(BlockingIOError):
+                sent += peer.send(wire[sent:sent + 50_000])
+        sock.fill()
+        publish = sock.next_publish()
+        if publish is not None:
+            got.append(publish)
+    assert got == [Publish("a/b", 1, big), Publish("a/c", 0, b"after")]
+
+
+def test_other_packets_are_left_whole_for_paho(
+    pair: tuple[BufferedSocket, socket.socket]
+) -> None:
+    sock, peer = pair
+    pingresp, publish = b"\xd0\x00", _packet(0x32, _publish_body(b"a/b", 4, b"\x00", b"x"))
+    peer.sendall(pingresp + publish)
+    _fill_until(sock)
+    assert sock.next_publish() is None  # not a PUBLISH: untouched
+    assert sock.has_packet()
+    assert (sock.recv(1), sock.recv(1)) == (b"\xd0", b"\x00")  # what paho reads
+    assert sock.next_publish() == Publish("a/b", 4, b"x")
 
 
 def test_writes_wait_for_flush_and_leave_in_order(
     pair: tuple[BufferedSocket, socket.socket]
 ) -> None:
     sock, peer = pair
-    acks = [b"\x40\x02" + i.to_bytes(2, "big") for i in range(1, 501)]
-    for ack in acks:
-        assert sock.send(ack) == len(ack)
+    for mid in range(1, 501):
+        sock.acknowledge(mid)
+    sock.send(b"\xc0\x00")  # a PINGREQ paho writes between them
     peer.setblocking(False)
     with pytest.raises(BlockingIOError):
         peer.recv(1)  # nothing written yet
@@ -81,7 +145,11 @@ def test_writes_wait_for_flush_and_leave_in_order(
     sock.flush()
     assert not sock.wants_write
     peer.setblocking(True)
-    assert peer.recv(65536) == b"".join(acks)
+    expected = b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in range(1, 501))
+    received = b""
+    while len(received) < len(expected) + 2:
+        received += peer.recv(65536)
+    assert received == expected + b"\xc0\x00"
 
 
 def test_what_the_kernel_refuses_waits_for_the_next_flush(
@@ -106,12 +174,25 @@ def test_a_write_error_is_reported_by_the_next_read(
 ) -> None:
     sock, peer = pair
     peer.close()
-    sock.send(b"\x40\x02\x00\x01")
+    sock.acknowledge(1)
     sock.flush()
     assert not sock.wants_write  # nothing more is attempted on a broken connection
-    assert sock.pending() > 0  # so that the loop reads at once and learns of it
+    assert sock.has_packet()
+    assert sock.ready()
     with pytest.raises((BrokenPipeError, ConnectionResetError)):
         sock.recv(1)
+
+
+def test_the_end_of_the_connection_follows_what_came_before_it(
+    pair: tuple[BufferedSocket, socket.socket]
+) -> None:
+    sock, peer = pair
+    peer.sendall(b"\xd0")  # half a PINGRESP, then the broker closes
+    peer.close()
+    _fill_until(sock)
+    assert sock.fill() is False  # nothing is read after the end
+    assert sock.has_packet()  # paho's to read: the half packet, then the end
+    assert (sock.recv(1), sock.recv(1)) == (b"\xd0", b"")
 
 
 def test_close_writes_what_is_buffered(pair: tuple[BufferedSocket, socket.socket]) -> None:
@@ -123,12 +204,14 @@ def test_close_writes_what_is_buffered(pair: tuple[BufferedSocket, socket.socket
     assert peer.recv(16) == b""
 
 
-def test_paho_connects_through_the_buffered_socket() -> None:
-    """paho 2.x's ``_create_socket`` hook is in place: its CONNECT leaves on our socket."""
+def test_paho_connects_and_keeps_every_packet_but_publishes() -> None:
+    """paho 2.x's ``_create_socket`` hook is in place: its CONNECT leaves on our socket, it
+    reads the CONNACK and refuses a malformed packet, and the socket frames the PUBLISHes."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         client = new_client(MqttSettings(url=f"mqtt://127.0.0.1:{port}"), "buffered-test",
-                            client_class=BufferedClient)
+                            manual_ack=True, client_class=BufferedClient)
+        client.on_message = lambda *args: pytest.fail("paho decoded a QoS 1 PUBLISH")
         client.connect_async("127.0.0.1", port)
         client.reconnect()
         sock = client.buffered_socket()
@@ -141,18 +224,18 @@ def test_paho_connects_through_the_buffered_socket() -> None:
             sock.flush()
             broker.settimeout(5)
             assert broker.recv(1) == bytes([mqtt.CONNECT])
-            broker.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK, MQTT 5, no properties
-            select.select([sock], [], [], 5)
+            broker.sendall(b"\x20\x03\x00\x00\x00"  # CONNACK, MQTT 5, no properties
+                           + _packet(0x32, _publish_body(b"a/b", 7, b"\x00", b"{}")))
+            _fill_until(sock)
+            assert sock.next_publish() is None
             assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
             assert client.is_connected()
+            assert sock.next_publish() == Publish("a/b", 7, b"{}")
             broker.sendall(b"\x32" + b"\xff" * 5)  # a remaining length of five bytes
-            select.select([sock], [], [], 5)
+            _fill_until(sock)
+            assert sock.next_publish() is None
             assert client.loop_read() != mqtt.MQTT_ERR_SUCCESS  # refused, connection closed
             assert client.socket() is None
-
-
-def _publish_body(topic: bytes, mid: int, properties: bytes, payload: bytes) -> bytes:
-    return len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + properties + payload
 
 
 def _properties(**values: object) -> bytes:
@@ -162,19 +245,20 @@ def _properties(**values: object) -> bytes:
     return bytes(properties.pack())  # type: ignore[no-untyped-call]
 
 
-def _handled(client_class: type[mqtt.Client], command: int, body: bytes) -> mqtt.MQTTMessage:
-    client = new_client(MqttSettings(), "decode-test", manual_ack=True, client_class=client_class)
+def _paho_decodes(command: int, body: bytes) -> mqtt.MQTTMessage:
+    client = new_client(MqttSettings(), "decode-test", manual_ack=True)
     got: list[mqtt.MQTTMessage] = []
     client.on_message = lambda client, userdata, message: got.append(message)
     client._in_packet["command"] = command  # what paho's reader sets
     client._in_packet["packet"] = bytearray(body)
-    assert client._handle_publish() == mqtt.MQTT_ERR_SUCCESS
+    client._handle_publish()
     (message,) = got
     return message
 
 
 PUBLISHES = {
     "plain": (0x32, _publish_body(b"port/CNSHK/rtg/r-1/telemetry", 7, b"\x00", b'{"seq":1}')),
+    "QoS 0": (0x30, _publish_body(b"port/CNSHK/rtg/r-1/telemetry", None, b"\x00", b"{}")),
     "dup and retain": (0x3B, _publish_body(b"a/b", 65535, b"\x00", b"x")),
     "empty payload": (0x32, _publish_body(b"a/b", 1, b"\x00", b"")),
     "non-ASCII topic": (0x32, _publish_body("港/货柜".encode(), 2, b"\x00", b"{}")),
@@ -190,32 +274,53 @@ PUBLISHES = {
 @pytest.mark.parametrize("name", PUBLISHES)
 def test_publishes_decode_as_paho_decodes_them(name: str) -> None:
     command, body = PUBLISHES[name]
-    ours = _handled(BufferedClient, command, body)
-    pahos = _handled(mqtt.Client, command, body)
-    assert (ours.topic, ours.mid, ours.qos, ours.dup, ours.retain, ours.payload) == (
-        pahos.topic, pahos.mid, pahos.qos, pahos.dup, pahos.retain, pahos.payload)
+    ours = decode_publish(command, body)
+    pahos = _paho_decodes(command, body)
+    assert ours == Publish(pahos.topic, pahos.mid, bytes(pahos.payload))
 
 
-MALFORMED = {
+MALFORMED_PUBLISHES = {
     "properties length truncated": _publish_body(b"a/b", 1, b"\x80", b""),
     "properties length of five bytes": _publish_body(b"a/b", 1, b"\xff\xff\xff\xff\x7f", b""),
     "properties longer than the packet": _publish_body(b"a/b", 1, b"\x10", b"abc"),
     "topic longer than the packet": b"\x00\x40a/b\x00\x01\x00",
     "no packet id": b"\x00\x03a/b",
+    "no topic length": b"\x00",
+    "empty": b"",
 }
 
 
-@pytest.mark.parametrize("name", MALFORMED)
-def test_a_malformed_publish_is_refused_as_paho_refuses_it(name: str) -> None:
+@pytest.mark.parametrize("name", MALFORMED_PUBLISHES)
+def test_a_malformed_publish_is_left_to_paho_which_refuses_it(name: str) -> None:
     """paho's MalformedPacket makes its reader close the connection (a protocol error)."""
-    for client_class in (BufferedClient, mqtt.Client):
-        client = new_client(MqttSettings(), "malformed", manual_ack=True,
-                            client_class=client_class)
-        client.on_message = lambda *args: pytest.fail("a malformed PUBLISH was delivered")
-        client._in_packet["command"] = 0x32
-        client._in_packet["packet"] = bytearray(MALFORMED[name])
-        with pytest.raises(MalformedPacket):
-            client._handle_publish()
+    body = MALFORMED_PUBLISHES[name]
+    assert decode_publish(0x32, body) is None
+    client = new_client(MqttSettings(), "malformed", manual_ack=True)
+    client.on_message = lambda *args: pytest.fail("a malformed PUBLISH was delivered")
+    client._in_packet["command"] = 0x32
+    client._in_packet["packet"] = bytearray(body)
+    with pytest.raises((MalformedPacket, IndexError, ValueError)):
+        client._handle_publish()
+
+
+@pytest.mark.parametrize(("command", "body"), [
+    (0x34, _publish_body(b"a/b", 1, b"\x00", b"{}")),  # QoS 2: paho's handshake
+    (0x32, _publish_body(b"", 1, b"\x03\x23\x00\x01", b"{}")),  # a topic alias
+    (0x32, _publish_body(b"a/b", 0, b"\x00", b"{}")),  # packet id 0
+    (0x20, b"\x00\x00"),  # CONNACK
+    (0x90, b"\x00\x01\x00\x01"),  # SUBACK
+])
+def test_every_other_packet_is_left_to_paho(command: int, body: bytes) -> None:
+    assert decode_publish(command, body) is None
+
+
+@pytest.mark.parametrize(("data", "bounds"), [
+    (b"", (1, -1)), (b"\x32", (1, -1)), (b"\x32\x05abcd", (2, -1)), (b"\x32\x05abcde", (2, 7)),
+    (b"\xd0\x00", (2, 2)), (b"\x32\x80\x01" + b"x" * 128, (3, 131)),
+    (b"\x32\xff\xff\xff", (1, -1)), (b"\x32\xff\xff\xff\xff", (1, MALFORMED)),
+])
+def test_packet_bounds(data: bytes, bounds: tuple[int, int]) -> None:
+    assert packet_bounds(data, 0) == bounds
 
 
 @pytest.mark.parametrize(("encoded", "value"), [
