@@ -9,19 +9,20 @@ anchorer resumes exactly where the ledger says the last batch ended.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 from anchoring import merkle
 from schemas import AggregateProof, AnchorManifest, encode
 from schemas.anchoring import HashAlgorithm, LeafFormat
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
+class KafkaRecord(NamedTuple):
+    """One record of a batch (a tuple: the anchorer makes one per record it reads)."""
+
     offset: int
     value: bytes
-    timestamp: datetime
+    timestamp_ms: int  # Kafka's, as the broker or producer set it
 
 
 def leaf(offset: int, value: bytes, leaves: LeafFormat | None = "offset+value") -> bytes:
@@ -67,7 +68,7 @@ def manifest(
                          merkle.hasher_for(hash_alg)).hex(),
         hash_alg=hash_alg,
         prev_manifest_hash=prev_manifest_hash,
-        created_at=records[-1].timestamp,
+        created_at=datetime.fromtimestamp(records[-1].timestamp_ms / 1000, UTC),
         leaves="offset+value",
     )
 

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
@@ -123,9 +122,7 @@ class Anchorer:
         last = state.pending[-1].offset if state.pending else state.next_offset - 1
         if offset <= last:
             return  # already batched or anchored (a redelivery after a seek)
-        _, timestamp_ms = message.timestamp()
-        record = batches.KafkaRecord(offset, message.value() or b"",
-                                     datetime.fromtimestamp(timestamp_ms / 1000, UTC))
+        record = batches.KafkaRecord(offset, message.value() or b"", message.timestamp()[1])
         if state.pending and offset > self._end(state):
             self._close((topic, partition), state)
         if not state.pending:

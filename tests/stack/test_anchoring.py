@@ -10,7 +10,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -329,7 +328,7 @@ def test_a_crash_around_sending_never_anchors_a_batch_twice(
     web3 = Web3(Web3.HTTPProvider(f"http://{HOST}:{ANVIL_PORT}"))
     owner = Account.from_key(ANVIL_DEV_KEY).address
     nonce = web3.eth.get_transaction_count(owner)
-    records = [batches.KafkaRecord(o, f"r{o}".encode(), datetime.now(UTC)) for o in range(5)]
+    records = [batches.KafkaRecord(o, f"r{o}".encode(), int(time.time() * 1000)) for o in range(5)]
     manifest = batches.manifest(unique("t"), 0, records, hash_alg="blake3",
                                 prev_manifest_hash=None)
     aggregate = batches.aggregate([manifest], "blake3")[0]

@@ -17,10 +17,11 @@ from schemas import LedgerRef, Receipt, RecordRef
 from tests.helpers import edit_second_root, rewrite_ledger
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
+T0_MS = int(T0.timestamp() * 1000)
 
 
 def _records(offsets: range) -> list[batches.KafkaRecord]:
-    return [batches.KafkaRecord(o, f"record-{o}".encode(), T0) for o in offsets]
+    return [batches.KafkaRecord(o, f"record-{o}".encode(), T0_MS) for o in offsets]
 
 
 def test_batch_ranges_are_fixed_by_offsets() -> None:
@@ -74,7 +75,7 @@ def _receipt(records: list[batches.KafkaRecord], offset: int, *, legacy: bool = 
 
 
 # Offsets with gaps, as a compacted topic or transaction markers leave them.
-GAPPY = [batches.KafkaRecord(o, f"record-{o}".encode(), T0) for o in (100, 101, 104, 107, 108)]
+GAPPY = [batches.KafkaRecord(o, f"record-{o}".encode(), T0_MS) for o in (100, 101, 104, 107, 108)]
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["offset-bound", "legacy-contiguous"])

@@ -8,7 +8,6 @@ gateway in test_gateway.py and against the pure validator in test_validation.py.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +105,7 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     """A file ledger with one anchored batch, and a true receipt of one of its records."""
     home = tmp_path_factory.mktemp("receipts")
     values = [json.dumps({"n": n}).encode() for n in range(7)]
-    records = [batches.KafkaRecord(n, v, datetime(2026, 11, 28, tzinfo=UTC))
+    records = [batches.KafkaRecord(n, v, 1_795_824_000_000)
                for n, v in enumerate(values)]
     manifest = batches.manifest("telemetry.v1", 2, records, hash_alg="blake3",
                                 prev_manifest_hash=None)

@@ -19,10 +19,11 @@ from schemas import LedgerRef, encode
 from smartport import ed25519
 
 T0 = datetime(2026, 11, 30, tzinfo=UTC)
+T0_MS = int(T0.timestamp() * 1000)
 
 
 def _anchor(ledger: FileLedger, n: int) -> LedgerRef:
-    records = [batches.KafkaRecord(o, f"r{o}".encode(), T0) for o in range(n * 10, n * 10 + 10)]
+    records = [batches.KafkaRecord(o, f"r{o}".encode(), T0_MS) for o in range(n * 10, n * 10 + 10)]
     manifest = batches.manifest("t", 0, records, hash_alg="blake3", prev_manifest_hash=None)
     proof = batches.aggregate([manifest], "blake3")[0]
     return ledger.anchor(proof.root, "blake3", [(manifest, proof)])
