@@ -3,7 +3,7 @@ produce → alert latency, and two baselines: faust's own floor (an agent that d
 each event of the same topic, in an app configured as ours) and the same rules in a plain
 confluent-kafka loop.
 
-    .venv/bin/python bench/streams_bench.py --events 50000
+    .venv/bin/python bench/streams_bench.py --events 150000
 
 Uses scratch topics (deleted afterwards). Throughput: all events produced first, then the time
 until the worker's committed offsets reach the end (faust commits every 2.8 s: that is the
@@ -25,6 +25,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
+from typing import NoReturn
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -158,6 +159,12 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
     return total / (time.perf_counter() - started)
 
 
+def _untimeable(worker: subprocess.Popen[bytes], total: int) -> NoReturn:
+    worker.terminate()
+    raise SystemExit(f"a worker read all {total:,} events before its first commit (every "
+                     "2.8 s), so they cannot be timed: give it more (--events 150000)")
+
+
 def timed_worker(settings: Settings, mode: str, app_id: str, names: list[str], total: int, *,
                  script: str = __file__) -> tuple[subprocess.Popen[bytes], float]:
     """Start a worker (``script``'s ``mode``) and time it through the ``total`` records already
@@ -166,6 +173,8 @@ def timed_worker(settings: Settings, mode: str, app_id: str, names: list[str], t
     worker = subprocess.Popen([sys.executable, script, mode, app_id, *names])
     while (first := committed(settings, app_id, names[0])) == 0:
         time.sleep(0.2)  # the worker is starting and joining the group
+    if first >= total:
+        _untimeable(worker, total)
     started = time.perf_counter()
     while committed(settings, app_id, names[0]) < total:
         time.sleep(0.5)
@@ -181,6 +190,8 @@ def timed_streams_worker(settings: Settings, app_id: str, names: list[str],
         time.sleep(0.2)
     started = time.perf_counter()
     first = total - backlog(settings, app_id, names[0])
+    if first == total:
+        _untimeable(worker, total)
     while backlog(settings, app_id, names[0]) > 0:
         time.sleep(0.5)
     return worker, (total - first) / (time.perf_counter() - started)
@@ -188,7 +199,7 @@ def timed_streams_worker(settings: Settings, app_id: str, names: list[str],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--events", type=int, default=150_000)
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     args = parser.parse_args()

@@ -158,8 +158,8 @@ class Gateway:
                         extra={"reason": str(reason), "retry_in_s": self._reconnect_delay})
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        """A PUBLISH paho decoded: only one the socket leaves to it, at QoS 2, which paho
-        acknowledges itself (the gateway subscribes at QoS 1, so a broker sends none)."""
+        """A PUBLISH the socket left to paho: only one at QoS 2, which a broker never sends
+        to the gateway's QoS 1 subscriptions. Forwarded all the same, never acknowledged."""
         metrics.RECEIVED.inc()
         self._on_publish(Publish(message.topic, 0, bytes(message.payload)))
 
