@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, model_validator
 
 from schemas import Evidence, Rule
 from streams.transit.state import TransitState
@@ -22,6 +22,17 @@ EVIDENCE_KEPT = 10
 # comes (declarations and telemetry are two topics, read by two agents): the earliest, which
 # hold a movement's departure. Bounded: an undeclared container is written per reading.
 EARLY_KEPT = 64
+
+
+def _from_base64(window: Any) -> Any:
+    return base64.b64decode(window, validate=True) if isinstance(window, str) else window
+
+
+# A device's last reading ids (arrival order), their prefixes end to end: bytes in memory,
+# searched and extended at every reading; written as one base64 string, a third of the bytes
+# of a JSON list of the ids and far cheaper to write and parse at each commit.
+IdWindow = Annotated[bytes, BeforeValidator(_from_base64), PlainSerializer(
+    lambda window: base64.b64encode(window).decode("ascii"), return_type=str)]
 
 
 class EarlyReading(BaseModel):
@@ -44,10 +55,7 @@ class OpenAlert(BaseModel):
 
 
 class ContainerState(BaseModel):
-    # Each device's last reading ids (arrival order) as the base64 of their prefixes, one
-    # string: a third of the bytes of a JSON list of the ids, and far cheaper to write and
-    # parse, which the worker does for every container it saw at each commit.
-    recent: dict[str, str] = Field(default_factory=dict)
+    recent: dict[str, IdWindow] = Field(default_factory=dict)
     declaration_version: int | None = None
     reefer_out_since: datetime | None = None
     reefer_last_out: datetime | None = None
@@ -87,7 +95,7 @@ class ContainerState(BaseModel):
         """Record a reading's id (32 hex digits); False when it was already processed (a
         redelivery). A seq that restarts after a reboot is a new reading: its id differs."""
         prefix = bytes.fromhex(reading_id[:2 * ID_PREFIX_BYTES])
-        kept = base64.b64decode(self.recent.get(device_id, ""))
+        kept = self.recent.get(device_id, b"")
         at = kept.find(prefix)
         while at != -1:
             if at % ID_PREFIX_BYTES == 0:
@@ -122,7 +130,6 @@ class ContainerState(BaseModel):
         return (self.undeclared_last - self.undeclared_since).total_seconds()
 
 
-def _window(prefixes: Iterable[bytes]) -> str:
-    """The last RECENT_PER_DEVICE prefixes of ``prefixes``, encoded."""
-    kept = b"".join(prefixes)[-RECENT_PER_DEVICE * ID_PREFIX_BYTES:]
-    return base64.b64encode(kept).decode("ascii")
+def _window(prefixes: Iterable[bytes]) -> bytes:
+    """The last RECENT_PER_DEVICE prefixes of ``prefixes``."""
+    return b"".join(prefixes)[-RECENT_PER_DEVICE * ID_PREFIX_BYTES:]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from schemas import (
     Alert,
@@ -407,6 +409,22 @@ def test_a_prefix_found_across_two_kept_ids_is_not_a_redelivery() -> None:
     # Its first 8 bytes are the tail of one kept prefix and the head of the next.
     assert state.first_time("trk-1", "aaaaaaaabbbbbbbb" + "0" * 16)
     assert not state.first_time("trk-1", "aaaaaaaabbbbbbbb" + "f" * 16)
+
+
+def test_the_window_is_written_as_one_base64_string_and_read_back() -> None:
+    """The changelog's format: states written before the window was kept as bytes in memory
+    read back, and new ones are written the same way."""
+    ids = _ids(3)
+    state = ContainerState()
+    assert all(state.first_time("trk-1", i) for i in ids)
+    written = json.loads(state.model_dump_json())["recent"]
+    assert written == {"trk-1": base64.b64encode(
+        b"".join(bytes.fromhex(i[:16]) for i in ids)).decode("ascii")}
+    again = ContainerState.model_validate_json(json.dumps({"recent": written}))
+    assert not any(again.first_time("trk-1", i) for i in ids)
+    assert again.first_time("trk-1", _ids(1, start=3)[0])
+    with pytest.raises(ValidationError, match=r"recent\.trk-1"):
+        ContainerState.model_validate_json('{"recent": {"trk-1": "not base64!"}}')
 
 
 def test_a_state_written_with_lists_of_ids_keeps_its_window() -> None:
