@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from lean_publisher import LeanPublisher  # bench/: sys.path[0]
 from process_usage import ProcessUsage
 from streams_bench import backlog
@@ -55,7 +54,7 @@ from ingest import declarations
 from ingest.fleet import HOME_PORT, Fleet, FleetConfig, SimMessage, step_for_rate
 from ingest.simulate import write_declarations
 from schemas import Alert, topics
-from smartport.kafka import consumer_config, high_watermarks, read_range
+from smartport.kafka import committed_offsets, high_watermarks, read_range
 from smartport.mqtt import edge_user, mqtt_as
 from smartport.polling import wait_until
 from smartport.settings import Settings
@@ -87,13 +86,8 @@ def _publish(args: tuple[list[tuple[str, bytes, float]], int]) -> tuple[int, flo
 
 
 def _group_lag(settings: Settings, group: str, ends: dict[int, int]) -> int:
-    consumer = Consumer(consumer_config(settings.kafka, group))
-    try:
-        committed = consumer.committed([TopicPartition(topics.TELEMETRY, p) for p in ends],
-                                       timeout=10)
-    finally:
-        consumer.close()
-    return sum(max(0, ends[tp.partition] - max(tp.offset, 0)) for tp in committed)
+    committed = committed_offsets(settings.kafka, group, topics.TELEMETRY, len(ends))
+    return sum(max(0, end - committed.get(partition, 0)) for partition, end in ends.items())
 
 
 @dataclass

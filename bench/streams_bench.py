@@ -27,15 +27,16 @@ from itertools import islice
 from pathlib import Path
 from typing import NoReturn
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import StreamT
 
+from deploy.topics import delete_app_topics
 from ingest.fleet import Fleet, FleetConfig
 from ingest.records import envelope_value
 from ingest.validation import Accepted, Limits, classify
 from schemas import Alert, Declaration, Evidence, encode
-from smartport.kafka import consumer_config, high_watermarks, read_range
+from smartport.kafka import committed_offsets, consumer_config, high_watermarks, read_range
 from smartport.settings import Settings
 from streams.micro_batch import unpack
 from streams.relay import batches_topic, relay_group
@@ -102,26 +103,18 @@ def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]],
     producer.flush(60)
 
 
-def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer(consumer_config(settings.kafka, group))
-    try:
-        asked = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
-        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(asked, 10)}
-    finally:
-        consumer.close()
-
-
 def committed(settings: Settings, group: str, topic: str) -> int:
-    return sum(committed_offsets(settings, group, topic).values())
+    return sum(committed_offsets(settings.kafka, group, topic, settings.kafka.partitions).values())
 
 
 def backlog(settings: Settings, app_id: str, source: str) -> int:
     """Readings of ``source`` a streams worker has not judged (as of its last commit): those
     its relay has not batched, and those in batches its agent has not committed."""
     ends = high_watermarks(settings.kafka, source)
-    relayed = committed_offsets(settings, relay_group(app_id), source)
+    relayed = committed_offsets(settings.kafka, relay_group(app_id), source,
+                                settings.kafka.partitions)
     batches = batches_topic(app_id)
-    judged = committed_offsets(settings, app_id, batches)
+    judged = committed_offsets(settings.kafka, app_id, batches, settings.kafka.partitions)
     return sum(ends[p] - relayed.get(p, 0) for p in ends) + sum(
         len(unpack(message.value() or b"")) for message in read_range(settings.kafka, batches,
                                                                       judged))
@@ -159,8 +152,7 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
     return total / (time.perf_counter() - started)
 
 
-def _untimeable(worker: subprocess.Popen[bytes], total: int) -> NoReturn:
-    worker.terminate()
+def _untimeable(total: int) -> NoReturn:
     raise SystemExit(f"a worker read all {total:,} events before its first commit (every "
                      "2.8 s), so they cannot be timed: give it more (--events 150000)")
 
@@ -171,13 +163,17 @@ def timed_worker(settings: Settings, mode: str, app_id: str, names: list[str], t
     in ``names[0]``, read straight from it: records/s from its first commit to its commit of
     the last one. Returns the worker, still running."""
     worker = subprocess.Popen([sys.executable, script, mode, app_id, *names])
-    while (first := committed(settings, app_id, names[0])) == 0:
-        time.sleep(0.2)  # the worker is starting and joining the group
-    if first >= total:
-        _untimeable(worker, total)
-    started = time.perf_counter()
-    while committed(settings, app_id, names[0]) < total:
-        time.sleep(0.5)
+    try:
+        while (first := committed(settings, app_id, names[0])) == 0:
+            time.sleep(0.2)  # the worker is starting and joining the group
+        if first >= total:
+            _untimeable(total)
+        started = time.perf_counter()
+        while committed(settings, app_id, names[0]) < total:
+            time.sleep(0.5)
+    except BaseException:  # the bench fails: so does its worker, not left behind
+        worker.terminate()
+        raise
     return worker, (total - first) / (time.perf_counter() - started)
 
 
@@ -186,14 +182,19 @@ def timed_streams_worker(settings: Settings, app_id: str, names: list[str],
     """``timed_worker`` for the streams worker, which reads ``names[0]`` through its relay:
     from its first commit of micro-batches until it has judged every reading."""
     worker = subprocess.Popen([sys.executable, __file__, "worker", app_id, *names])
-    while not any(committed_offsets(settings, app_id, batches_topic(app_id)).values()):
-        time.sleep(0.2)
-    started = time.perf_counter()
-    first = total - backlog(settings, app_id, names[0])
-    if first == total:
-        _untimeable(worker, total)
-    while backlog(settings, app_id, names[0]) > 0:
-        time.sleep(0.5)
+    try:
+        while not any(committed_offsets(settings.kafka, app_id, batches_topic(app_id),
+                                        settings.kafka.partitions).values()):
+            time.sleep(0.2)
+        started = time.perf_counter()
+        first = total - backlog(settings, app_id, names[0])
+        if first == total:
+            _untimeable(total)
+        while backlog(settings, app_id, names[0]) > 0:
+            time.sleep(0.5)
+    except BaseException:
+        worker.terminate()
+        raise
     return worker, (total - first) / (time.perf_counter() - started)
 
 
@@ -211,11 +212,23 @@ def main() -> None:
     admin = AdminClient(settings.kafka.client_config())
     for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
         future.result()
+    try:
+        results = measure(settings, names, tag, count=args.events, rate=args.rate,
+                          latency_seconds=args.latency_seconds)
+    finally:  # the scratch topics, both workers' internal topics and their groups
+        delete_app_topics(settings.kafka, f"bench-{tag}-empty")
+        delete_app_topics(settings.kafka, f"bench-{tag}")
+    save("streams.json", results)
+
+
+def measure(settings: Settings, names: list[str], tag: str, *, count: int, rate: float,
+            latency_seconds: float) -> dict[str, float]:
+    """Every figure of the bench, on the scratch topics ``names``."""
     fleet = Fleet(FleetConfig(devices=500, seed=3, anomaly_rate=0.01,
                               step=timedelta(milliseconds=1)))  # behind the wall clock
     produce(settings, names[1], [(d.container_no.encode(), encode(d))
                                  for d in fleet.declarations])
-    events = envelopes(fleet, args.events)
+    events = envelopes(fleet, count)
     produce(settings, names[0], events)
     total = len(events)
     results: dict[str, float] = {"events": total}
@@ -227,8 +240,8 @@ def main() -> None:
         settings, f"bench-{tag}", names, total)
     try:
         since = high_watermarks(settings.kafka, names[2])
-        timed = envelopes(fleet, int(args.rate * args.latency_seconds))
-        produce(settings, names[0], timed, rate=args.rate)
+        timed = envelopes(fleet, int(rate * latency_seconds))
+        produce(settings, names[0], timed, rate=rate)
         time.sleep(10)
         stamps = {(m.partition(), m.offset()): m.timestamp()[1]
                   for m in read_range(settings.kafka, names[0], {})}
@@ -250,9 +263,7 @@ def main() -> None:
     results["faust_vs_empty_agent"] = (results["faust_events_per_s"]
                                        / results["empty_agent_events_per_s"])
     results["faust_vs_plain"] = results["faust_events_per_s"] / results["plain_loop_events_per_s"]
-    for future in admin.delete_topics(names).values():
-        future.result()
-    save("streams.json", results)
+    return results
 
 
 def save(file_name: str, results: dict[str, float]) -> None:

@@ -124,6 +124,27 @@ def high_watermarks(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> 
         consumer.close()
 
 
+def committed_offsets(kafka: KafkaSettings, group: str, topic: str, partitions: int,
+                      timeout: float = 60.0) -> dict[int, int]:
+    """``group``'s committed offset of each of ``topic``'s first ``partitions`` partitions
+    (0 where it committed none), riding out a coordinator that is moving or still loading."""
+    consumer = Consumer(consumer_config(kafka, group))
+    asked = [TopicPartition(topic, p) for p in range(partitions)]
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                return {tp.partition: max(tp.offset, 0)
+                        for tp in consumer.committed(asked, timeout=10)}
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() not in _COMMIT_RETRIABLE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
 def read_range(
     kafka: KafkaSettings, topic: str, since: dict[int, int], timeout: float = 60.0
 ) -> Iterator[Message]:
