@@ -152,6 +152,12 @@ def plain_loop(settings: Settings, names: list[str], total: int) -> float:
     return total / (time.perf_counter() - started)
 
 
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    """Stop a worker and wait for it (on failure too: none is left running)."""
+    worker.terminate()
+    worker.wait(60)
+
+
 def _untimeable(total: int) -> NoReturn:
     raise SystemExit(f"a worker read all {total:,} events before its first commit (every "
                      "2.8 s), so they cannot be timed: give it more (--events 150000)")
@@ -171,8 +177,8 @@ def timed_worker(settings: Settings, mode: str, app_id: str, names: list[str], t
         started = time.perf_counter()
         while committed(settings, app_id, names[0]) < total:
             time.sleep(0.5)
-    except BaseException:  # the bench fails: so does its worker, not left behind
-        worker.terminate()
+    except BaseException:
+        _stop(worker)
         raise
     return worker, (total - first) / (time.perf_counter() - started)
 
@@ -193,7 +199,7 @@ def timed_streams_worker(settings: Settings, app_id: str, names: list[str],
         while backlog(settings, app_id, names[0]) > 0:
             time.sleep(0.5)
     except BaseException:
-        worker.terminate()
+        _stop(worker)
         raise
     return worker, (total - first) / (time.perf_counter() - started)
 
@@ -234,8 +240,7 @@ def measure(settings: Settings, names: list[str], tag: str, *, count: int, rate:
     results: dict[str, float] = {"events": total}
     empty, results["empty_agent_events_per_s"] = timed_worker(
         settings, "empty", f"bench-{tag}-empty", names, total)
-    empty.terminate()
-    empty.wait(60)
+    _stop(empty)
     worker, results["faust_events_per_s"] = timed_streams_worker(
         settings, f"bench-{tag}", names, total)
     try:
@@ -257,8 +262,7 @@ def measure(settings: Settings, names: list[str], tag: str, *, count: int, rate:
                 quantiles[49], quantiles[98])
         results["latency_samples"] = len(latencies)
     finally:
-        worker.terminate()
-        worker.wait(60)
+        _stop(worker)
     results["plain_loop_events_per_s"] = plain_loop(settings, names, total)
     results["faust_vs_empty_agent"] = (results["faust_events_per_s"]
                                        / results["empty_agent_events_per_s"])

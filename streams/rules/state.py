@@ -25,7 +25,13 @@ EARLY_KEPT = 64
 
 
 def _from_base64(window: Any) -> Any:
-    return base64.b64decode(window, validate=True) if isinstance(window, str) else window
+    if not isinstance(window, str):
+        return window
+    kept = base64.b64decode(window, validate=True)
+    if len(kept) % ID_PREFIX_BYTES:  # a garbled window would shift every later match
+        raise ValueError(f"a window of whole {ID_PREFIX_BYTES}-byte prefixes, not {len(kept)} "
+                         "bytes")
+    return kept
 
 
 # A device's last reading ids (arrival order), their prefixes end to end: bytes in memory,

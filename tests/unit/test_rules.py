@@ -425,6 +425,9 @@ def test_the_window_is_written_as_one_base64_string_and_read_back() -> None:
     assert again.first_time("trk-1", _ids(1, start=3)[0])
     with pytest.raises(ValidationError, match=r"recent\.trk-1"):
         ContainerState.model_validate_json('{"recent": {"trk-1": "not base64!"}}')
+    with pytest.raises(ValidationError, match="whole 8-byte prefixes"):
+        ContainerState.model_validate_json(json.dumps(
+            {"recent": {"trk-1": base64.b64encode(b"x" * 9).decode("ascii")}}))
 
 
 def test_a_state_written_with_lists_of_ids_keeps_its_window() -> None:
