@@ -13,7 +13,9 @@ Figures per load:
   and anchored within the anchoring interval plus 10 s;
 - nothing lost: distinct readings (reading_id) stored == valid readings published;
 - publish → alert latency p50/p99: the alert's Kafka timestamp minus the scheduled publish time
-  of the reading that raised it (publisher lag counts against us);
+  of the reading that raised it (publisher lag counts against us); the alerts more than a
+  second late and the 10-s windows of the run they fell in (each alert's times are in the load's
+  work directory, ``alert_latencies.jsonl``);
 - CPU (% of one core) and peak RSS of every process, ours and the brokers';
 - the bottleneck: the stage with the largest backlog when publishing stopped.
 
@@ -109,6 +111,10 @@ class LoadResult:
     to_kafka_p99_ms: float | None = None
     kafka_to_alert_p50_ms: float | None = None
     kafka_to_alert_p99_ms: float | None = None
+    # Alerts more than a second late, and the 10-s windows of the run they were published in:
+    # a few windows point at a stall, many at a pipeline running at its limit.
+    late_alerts: int = 0
+    late_windows: list[int] = field(default_factory=list)  # seconds since the first publish
     backlog_at_end: dict[str, int] = field(default_factory=dict)
     bottleneck: str = ""
     processes: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -232,7 +238,8 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             containers = ({d.container_no for d in fleet.declarations}
                           | {m.truth[0] for m in messages if m.truth})
             result.anomalies = sum(1 for m in messages if m.truth)
-            _alert_latency(settings, result, since, scheduled, containers)
+            _alert_latency(settings, result, since, scheduled, containers, start_at,
+                           work / "alert_latencies.jsonl")
     finally:
         pipeline.clean_up()
     return result
@@ -267,11 +274,15 @@ def _quantiles(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def _alert_latency(settings: Settings, result: LoadResult, since: dict[str, dict[int, int]],
-                   scheduled: dict[tuple[str, int], float], containers: set[str]) -> None:
-    """Publish → alert, split at the moment the raising reading was in Kafka."""
+                   scheduled: dict[tuple[str, int], float], containers: set[str],
+                   start_at: float, record: Path) -> None:
+    """Publish → alert, split at the moment the raising reading was in Kafka; each alert's
+    three times (epoch ms) go to ``record`` as JSON lines."""
     in_kafka = {(m.partition(), m.offset()): m.timestamp()[1]
                 for m in read_range(settings.kafka, topics.TELEMETRY, since[topics.TELEMETRY])}
     total, to_kafka, to_alert = [], [], []
+    late: set[int] = set()
+    lines = []
     for message in read_range(settings.kafka, topics.ALERTS, since[topics.ALERTS]):
         alert = Alert.model_validate_json(message.value() or b"")
         if alert.state.value != "raised" or alert.container_no not in containers:
@@ -285,6 +296,14 @@ def _alert_latency(settings: Settings, result: LoadResult, since: dict[str, dict
             total.append(alerted - published * 1000)
             to_kafka.append(stored - published * 1000)
             to_alert.append(alerted - stored)
+            since_start = published - start_at
+            lines.append(json.dumps({"published": round(published * 1000),
+                                     "in_kafka": stored, "alerted": alerted}))
+            if total[-1] > 1000:
+                result.late_alerts += 1
+                late.add(int(since_start // 10 * 10))
+    record.write_text("".join(f"{line}\n" for line in lines))
+    result.late_windows = sorted(late)
     result.alert_p50_ms, result.alert_p99_ms = _quantiles(total)
     result.to_kafka_p50_ms, result.to_kafka_p99_ms = _quantiles(to_kafka)
     result.kafka_to_alert_p50_ms, result.kafka_to_alert_p99_ms = _quantiles(to_alert)
@@ -325,8 +344,8 @@ def markdown(results: list[LoadResult], base: dict[str, Any]) -> str:
     plain = base.get("plain_rules_loop_events_per_s")
     lines = ["| offered/s | end-to-end/s | vs kcat | vs plain loop | drain s | sustained | "
              "lost | alerts/anomalies | alert p50 / p99 ms | publish→Kafka p50 / p99 | "
-             "Kafka→alert p50 / p99 | bottleneck |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Kafka→alert p50 / p99 | alerts > 1 s (in 10-s windows) | bottleneck |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         def ratio(base_rate: float | None, value: float = r.end_to_end_per_s) -> str:
             return f"{value / base_rate:.2f}" if base_rate else "-"
@@ -336,7 +355,7 @@ def markdown(results: list[LoadResult], base: dict[str, Any]) -> str:
                      f"{_pair(r.alert_p50_ms, r.alert_p99_ms)} | "
                      f"{_pair(r.to_kafka_p50_ms, r.to_kafka_p99_ms)} | "
                      f"{_pair(r.kafka_to_alert_p50_ms, r.kafka_to_alert_p99_ms)} | "
-                     f"{r.bottleneck} |")
+                     f"{r.late_alerts} ({len(r.late_windows)}) | {r.bottleneck} |")
     lines += ["", "| process | " + " | ".join(
         f"{r.offered_per_s:,.0f}/s: CPU %, CPU ms/msg, peak MB" for r in results) + " |",
         "|---|" + "---|" * len(results)]

@@ -133,7 +133,9 @@ class Kafka(Service):
         shared = self.state_dir / "kafka" / f"cluster-of-{self.brokers}.id"
         if self.brokers > 1 and shared.is_file():
             return shared.read_text().strip()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: not read as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if self.brokers > 1:
             shared.parent.mkdir(parents=True, exist_ok=True)
             shared.write_text(cluster_id)
@@ -163,8 +165,8 @@ class Kafka(Service):
         if not (self.data / "meta.properties").is_file():
             # KRaft storage is formatted once; -g ignores directories already formatted.
             result = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", self._cluster_id(),
-                 "-c", str(properties), "-g"],
+                [*java, "kafka.tools.StorageTool", "format",
+                 f"--cluster-id={self._cluster_id()}", "-c", str(properties), "-g"],
                 capture_output=True, text=True, check=False,
             )
             if result.returncode != 0:
