@@ -238,8 +238,8 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             containers = ({d.container_no for d in fleet.declarations}
                           | {m.truth[0] for m in messages if m.truth})
             result.anomalies = sum(1 for m in messages if m.truth)
-            _alert_latency(settings, result, since, scheduled, containers, start_at,
-                           work / "alert_latencies.jsonl")
+            _alert_latency(settings, result, since, scheduled, containers, start_at=start_at,
+                           record=work / "alert_latencies.jsonl")
     finally:
         pipeline.clean_up()
     return result
@@ -274,7 +274,7 @@ def _quantiles(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def _alert_latency(settings: Settings, result: LoadResult, since: dict[str, dict[int, int]],
-                   scheduled: dict[tuple[str, int], float], containers: set[str],
+                   scheduled: dict[tuple[str, int], float], containers: set[str], *,
                    start_at: float, record: Path) -> None:
     """Publish → alert, split at the moment the raising reading was in Kafka; each alert's
     three times (epoch ms) go to ``record`` as JSON lines."""
