@@ -122,6 +122,10 @@ class Fleet:
         self._rtgs = [_Device(f"rtg-{i:02d}", "rtg", boot=0) for i in range(1, rtgs + 1)]
         self._numbers: set[str] = set()
         self._boxes = [self._box(i) for i in range(trackers)]
+        # What cranes and RTGs move: declared and not held (declarations never change here;
+        # found once, not per message: with 2,000 boxes that search was 0.6 ms a message).
+        self._movable = [b for b in self._boxes
+                         if b.declaration and b.declaration.status != DeclarationStatus.HELD]
         self._undeclared = 0
         self._injected: set[tuple[str, Rule]] = set()
 
@@ -216,8 +220,7 @@ class Fleet:
     def _normal(self) -> SimMessage:
         rng = self._rng
         roll = rng.random()
-        movable = [b for b in self._boxes
-                   if b.declaration and b.declaration.status != DeclarationStatus.HELD]
+        movable = self._movable
         if roll < 0.15 and movable:
             return self._emit(rng.choice(self._cranes), self._crane_body(rng.choice(movable)))
         if roll < 0.35 and movable:
