@@ -1,8 +1,9 @@
 """A load generator that does not eat the budget it measures: MQTT 3.1.1 QoS 1 over a plain
 socket, every PUBLISH encoded before the clock starts, the packets due written together every
-``TICK_S``, PUBACKs counted in bulk by a reader thread. A fraction of a paho publisher's CPU
-per message (which took a third of a core per 1,000 msg/s), so the two cores go to the
-pipeline under test; the benches report it apart.
+``TICK_S``, PUBACKs counted in bulk by a reader thread (``publish_together`` runs several, a
+process each, on one clock). A fraction of a paho publisher's CPU per message (which took a
+third of a core per 1,000 msg/s), so the two cores go to the pipeline under test; the benches
+report it apart.
 
 Bench-only: no TLS, no reconnection (a lost connection fails the run, with what was
 acknowledged so far).
@@ -10,10 +11,15 @@ acknowledged so far).
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.synchronize import Barrier, Event
+from typing import Any
 
 from smartport.settings import MqttSettings
 
@@ -46,6 +52,12 @@ def connect_packet(client_id: str, username: str | None, password: str | None) -
 def publish_packet(topic: str, payload: bytes, mid: int) -> bytes:
     body = _string(topic.encode()) + mid.to_bytes(2, "big") + payload
     return b"\x32" + _length(len(body)) + body
+
+
+def encode(messages: Sequence[tuple[str, bytes, float]]) -> list[bytes]:
+    """The PUBLISH packets of (topic, payload, _) messages."""
+    return [publish_packet(topic, payload, index % 65535 + 1)
+            for index, (topic, payload, _) in enumerate(messages)]
 
 
 class LeanPublisher:
@@ -84,19 +96,21 @@ class LeanPublisher:
 
     def publish(self, messages: Sequence[tuple[str, bytes, float]]) -> None:
         """Publish each (topic, payload, due wall-clock time) at its time, in order."""
-        packets = [publish_packet(topic, payload, index % 65535 + 1)
-                   for index, (topic, payload, _) in enumerate(messages)]
+        self.send(encode(messages), [due for _, _, due in messages], 0.0)
+
+    def send(self, packets: Sequence[bytes], offsets: Sequence[float], start_at: float) -> None:
+        """Write each encoded PUBLISH at ``start_at`` plus its offset (seconds), in order."""
         sent = 0
         while sent < len(packets):
-            now = time.time()
+            now = time.time() - start_at
             due = sent
-            while due < len(packets) and messages[due][2] <= now:
+            while due < len(packets) and offsets[due] <= now:
                 due += 1
             if due > sent:
                 self._sock.sendall(b"".join(packets[sent:due]))
                 sent = due
             else:
-                time.sleep(min(TICK_S, max(0.0, messages[sent][2] - now)))
+                time.sleep(min(TICK_S, max(0.0, offsets[sent] - now)))
 
     def close(self, expected: int, timeout: float) -> int:
         """Wait up to ``timeout`` s for ``expected`` PUBACKs; disconnect; what was acknowledged."""
@@ -107,3 +121,60 @@ class LeanPublisher:
         self._sock.sendall(b"\xe0\x00")  # DISCONNECT
         self._sock.close()
         return self.acknowledged
+
+
+Share = Sequence[tuple[str, bytes, float]]  # (topic, payload, seconds after the start)
+
+
+@dataclass
+class Published:
+    start_at: float  # the wall-clock time offsets count from
+    acknowledged: int
+    cpu_s: float  # the publishers' CPU, connecting and encoding included
+
+
+def publish_together(settings: MqttSettings, shares: Sequence[Share],
+                     on_start: Callable[[], None] = lambda: None,
+                     timeout_s: float = 300) -> Published:
+    """Publish each share from its own process, each message at its offset after one start.
+
+    The start is set only when every publisher is connected and has encoded its share: with
+    a clock set before (a million messages take seconds to hand over and encode), a run began
+    seconds late, in a burst, and that burst was measured as the pipeline's latency. Forked:
+    each process inherits its share, nothing is pickled. ``on_start`` is called as the clock
+    starts (to start the meters)."""
+    context = multiprocessing.get_context("fork")
+    ready, go = context.Barrier(len(shares) + 1), context.Event()
+    start_at = context.Value("d", 0.0)
+    results: Any = context.Queue()
+    processes = [context.Process(target=_publish_share, daemon=True, args=(share, settings),
+                                 kwargs={"ready": ready, "go": go, "start_at": start_at,
+                                         "results": results, "timeout_s": timeout_s})
+                 for share in shares]
+    for process in processes:
+        process.start()
+    ready.wait(timeout=600)  # BrokenBarrierError when a publisher could not get ready
+    on_start()
+    start_at.value = time.time() + 0.1
+    go.set()
+    last = max((share[-1][2] for share in shares if share), default=0.0)
+    outcomes = [results.get(timeout=last + timeout_s + 60) for _ in processes]
+    for process in processes:
+        process.join()
+    return Published(start_at.value, sum(count for count, _ in outcomes),
+                     sum(cpu for _, cpu in outcomes))
+
+
+def _publish_share(share: Share, settings: MqttSettings, *, ready: Barrier, go: Event,
+                   start_at: Any, results: Any, timeout_s: float) -> None:
+    started = time.process_time()
+    try:
+        publisher = LeanPublisher(settings, f"bench-pub-{uuid.uuid4().hex[:8]}")
+        packets = encode(share)
+    except BaseException:
+        ready.abort()  # the others, and the parent, stop waiting for this one
+        raise
+    ready.wait()
+    go.wait()
+    publisher.send(packets, [offset for _, _, offset in share], start_at.value)
+    results.put((publisher.close(len(share), timeout_s), time.process_time() - started))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lean_publisher import LeanPublisher  # bench/: sys.path[0]
+from lean_publisher import publish_together  # bench/: sys.path[0]
 from process_usage import ProcessUsage
 from streams_bench import backlog
 
@@ -73,18 +72,6 @@ def scenario_messages(fleet: Fleet, count: int) -> list[SimMessage]:
         if len(out) >= count and message.ends_scenario:
             return out
     raise AssertionError("the fleet's stream is endless")
-
-
-def _publish(args: tuple[list[tuple[str, bytes, float]], int]) -> tuple[int, float]:
-    """One publisher process: each message at its scheduled wall-clock time. Returns what the
-    broker acknowledged and the CPU seconds publishing cost."""
-    batch, expected = args
-    started = time.process_time()
-    publisher = LeanPublisher(mqtt_as(Settings(), edge_user(HOME_PORT)),
-                              f"bench-pub-{uuid.uuid4().hex[:8]}")
-    publisher.publish(batch)
-    acknowledged = publisher.close(expected, timeout=300)
-    return acknowledged, time.process_time() - started
 
 
 def _group_lag(settings: Settings, group: str, ends: dict[int, int]) -> int:
@@ -157,13 +144,6 @@ def _wait_for_backlogs(settings: Settings, timeout_s: float = 1800) -> None:
         time.sleep(10)
 
 
-def _publish_all(shares: list[list[tuple[str, bytes, float]]]) -> tuple[int, float]:
-    """Publish each share from its own process: (acknowledged, the publishers' CPU seconds)."""
-    with multiprocessing.Pool(len(shares)) as pool:
-        outcomes = pool.map(_publish, [(share, len(share)) for share in shares])
-    return sum(count for count, _ in outcomes), sum(cpu for _, cpu in outcomes)
-
-
 def run_load(settings: Settings, rate: float, duration: float, publishers: int,
              work: Path) -> LoadResult:
     result = LoadResult(offered_per_s=rate)
@@ -181,20 +161,23 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
                      for t in (topics.TELEMETRY, topics.ALERTS)}
             before = {t: sum(high_watermarks(settings.kafka, t).values())
                       for t in (topics.TELEMETRY, topics.TELEMETRY_DLQ)}
-            start_at = time.time() + 3
-            due = [start_at + index / rate for index in range(len(messages))]
-            scheduled = {(m.device_id, m.seq): t for m, t in zip(messages, due, strict=True)
-                         if m.seq is not None}
             shares: list[list[tuple[str, bytes, float]]] = [[] for _ in range(publishers)]
-            for message, at in zip(messages, due, strict=True):
+            for index, message in enumerate(messages):
                 shares[hash(message.device_id) % publishers].append(
-                    (message.topic, message.payload, at))
+                    (message.topic, message.payload, index / rate))
             usage = _usage(pipeline, settings)
-            for process in usage.values():
-                process.start()
-            acknowledged, publishers_cpu_s = _publish_all(shares)
+
+            def start_meters() -> None:
+                for process in usage.values():
+                    process.start()
+
+            published = publish_together(mqtt_as(settings, edge_user(HOME_PORT)), shares,
+                                         on_start=start_meters)
+            acknowledged, start_at = published.acknowledged, published.start_at
+            scheduled = {(m.device_id, m.seq): start_at + index / rate
+                         for index, m in enumerate(messages) if m.seq is not None}
             result.publishers_cpu_ms_per_message = round(
-                1000 * publishers_cpu_s / max(len(messages), 1), 4)
+                1000 * published.cpu_s / max(len(messages), 1), 4)
             published_at = time.time()
             window = published_at - start_at
             for process in usage.values():
