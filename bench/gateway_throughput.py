@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import shutil
 import signal
 import statistics
@@ -30,6 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from itertools import islice
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from lean_publisher import LeanPublisher  # bench/: sys.path[0]
+from lean_publisher import publish_together  # bench/: sys.path[0]
 from process_usage import ProcessUsage
 
 from deploy.pipeline import SMARTPORT
@@ -55,18 +55,6 @@ def messages(count: int, seed: int) -> list[tuple[str, bytes, str, int]]:
     fleet = Fleet(FleetConfig(devices=500, seed=seed, step=timedelta(milliseconds=1)))
     return [(m.topic, m.payload, m.device_id, m.seq or 0)
             for m in islice(fleet.messages(), count)]
-
-
-def _publish(args: tuple[list[tuple[str, bytes]], float, float]) -> float:
-    """One publisher process (flat out when ``rate`` is 0); returns its CPU seconds."""
-    batch, rate, start_at = args
-    started = time.process_time()
-    publisher = LeanPublisher(mqtt_as(Settings(), edge_user(HOME_PORT)),
-                              f"bench-pub-{uuid.uuid4().hex[:8]}")
-    publisher.publish([(topic, payload, start_at + (index / rate if rate else 0.0))
-                       for index, (topic, payload) in enumerate(batch)])
-    publisher.close(len(batch), timeout=300)
-    return time.process_time() - started
 
 
 class Arrivals:
@@ -146,17 +134,21 @@ def run(settings: Settings, batch: list[tuple[str, bytes, str, int]], *, publish
         rate: float, enveloped: bool, topic: str, forwarders: list[int]) -> dict[str, float]:
     arrivals = Arrivals(settings, topic, enveloped)
     usage = [ProcessUsage(pid) for pid in forwarders]
-    for process in usage:
-        process.start()
-    start_at = time.time() + 3.0  # after the publisher processes have started
     slices = [batch[i::publishers] for i in range(publishers)]
     per_publisher = rate / publishers if rate else 0.0
-    pool = multiprocessing.get_context("spawn").Pool(publishers)
-    jobs = [([(t, p) for t, p, _, _ in s], per_publisher, start_at) for s in slices]
-    result = pool.map_async(_publish, jobs)
-    arrivals.until({(d, s) for _, _, d, s in batch}, timeout=600)
-    publishers_cpu_s = sum(result.get(600))
-    pool.close()
+    shares = [[(t, p, position / per_publisher if rate else 0.0)
+               for position, (t, p, _, _) in enumerate(slice_)] for slice_ in slices]
+
+    def start_meters() -> None:
+        for process in usage:
+            process.start()
+
+    with ThreadPoolExecutor(1) as pool:  # the publishers publish while arrivals are read
+        publishing = pool.submit(publish_together, mqtt_as(settings, edge_user(HOME_PORT)),
+                                 shares, on_start=start_meters)
+        arrivals.until({(d, s) for _, _, d, s in batch}, timeout=600)
+        published = publishing.result(600)
+    start_at, publishers_cpu_s = published.start_at, published.cpu_s
     got = [arrivals.seen.get((d, s)) for _, _, d, s in batch]
     arrived = [t for t in got if t is not None]
     figures: dict[str, float] = {"messages": len(batch), "arrived": len(arrived),
