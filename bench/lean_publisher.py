@@ -94,10 +94,6 @@ class LeanPublisher:
                 self._acked.notify_all()
             time.sleep(TICK_S)  # PUBACKs in bulk: one wake-up per tick, not per message
 
-    def publish(self, messages: Sequence[tuple[str, bytes, float]]) -> None:
-        """Publish each (topic, payload, due wall-clock time) at its time, in order."""
-        self.send(encode(messages), [due for _, _, due in messages], 0.0)
-
     def send(self, packets: Sequence[bytes], offsets: Sequence[float], start_at: float) -> None:
         """Write each encoded PUBLISH at ``start_at`` plus its offset (seconds), in order."""
         sent = 0
