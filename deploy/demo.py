@@ -39,7 +39,7 @@ from anchoring.anchors import anchored_through
 from anchoring.verify import verify_certificate
 from deploy import process, reconcile, stack
 from deploy.demo_view import Counted, LiveStatus
-from deploy.pipeline import Pipeline
+from deploy.pipeline import Pipeline, PipelineProcess
 from deploy.reconcile import Reconciliation
 from ingest import declarations
 from ingest import simulate as simulation
@@ -65,9 +65,20 @@ LINKED_QUERIES = ("Transit time per corridor (certified transits)",
 
 
 def _wait(console: Console, what: str, done: Callable[[], bool],
-          timeout: float = _DRAIN_TIMEOUT_S) -> bool:
+          timeout: float = _DRAIN_TIMEOUT_S, stage: PipelineProcess | None = None) -> bool:
+    """Wait for ``what``; when the deadline passes, say so, with the end of ``stage``'s log
+    (the process that should have done it: alive, but was it working?)."""
     with console.status(f"waiting for {what} ..."):
-        return wait_until(done, timeout, interval=1.0)
+        if wait_until(done, timeout, interval=1.0):
+            return True
+    console.print(f"[red]✗[/] {what}: not done after {timeout:.0f} s")
+    if stage is not None:
+        state = ("exited" if not stage.running
+                 else f"running, readiness {'1' if stage.ready else '0 or unanswered'}")
+        console.print(f"{stage.name} {state}; "
+                      f"{stage.log_path} ends:\n{process.tail(stage.log_path, 40)}",
+                      markup=False, highlight=False)
+    return False
 
 
 def _linked_truth(ports: LinkedPorts) -> reconcile.TransitReconciliation:
@@ -140,19 +151,20 @@ def run(settings: Settings, *, duration: float, rate: float, devices: int, seed:
                 "truth", "transit-truth") if (work / f"{name}.jsonl").exists()
                 for row in map(json.loads, (work / f"{name}.jsonl").read_text().splitlines())}
             _wait(console, "the gateway to drain into Kafka",
-                  lambda: reconcile.count_run(settings, report, gateway_id, since))
+                  lambda: reconcile.count_run(settings, report, gateway_id, since),
+                  stage=pipeline.gateway)
             containers = ({d.container_no for d in fleet.declarations}
                           | {d.container_no for d in (ports.declarations if ports else ())}
                           | {container for container, _ in report.truth})
             _wait(console, "the streams worker to raise every alert",
                   lambda: reconcile.count_alerts(settings, report, since[topics.ALERTS],
-                                                 containers))
+                                                 containers), stage=pipeline.streams)
             if report.transit is not None:
                 transit = report.transit
                 _wait(console, "a certificate for every clean transit, a clearance for each",
                       lambda: reconcile.count_transit(settings, transit, since))
             _wait(console, "the sink to store the run in ClickHouse",
-                  lambda: reconcile.stored(settings, report, gateway_id))
+                  lambda: reconcile.stored(settings, report, gateway_id), stage=pipeline.sink)
             report.answers = {name: reconcile.answer(settings, ANALYST_QUERIES[name])
                               for name in DEMO_QUERIES + (LINKED_QUERIES if ports else ())}
             anchored = [topics.TELEMETRY] + ([topics.CERTIFICATES] if ports else [])
