@@ -1,11 +1,12 @@
 """`smartport anchor`: a consumer group that batches records, anchors roots, commits after.
 
-Per assigned (topic, partition) it resumes right after the last batch recorded in anchors.v1,
+Per assigned (topic, partition) it resumes right after the last batch recorded in
+anchors.heads.v1 (the latest anchors.v1 record of each partition),
 collects record values in offset order, closes a batch at its fixed offset boundary (or after
 ``anchor_seconds``), and every ``anchor_seconds`` anchors all closed batches in one ledger entry
-(their aggregate root). Only after the ledger confirmed and anchors.v1 took the records are the
-consumer offsets committed; a batch the ledger already holds (a crash between the two) is
-republished, never anchored twice.
+(their aggregate root). Only after the ledger confirmed and anchors.v1, then anchors.heads.v1,
+took the records are the consumer offsets committed; a batch the ledger already holds (a crash
+in between) is republished, never anchored twice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from prometheus_client import Counter, Gauge
 
 from anchoring import batches
-from anchoring.anchors import TopicPartitionKey, last_anchored, latest_manifests
+from anchoring.anchors import (
+    TopicPartitionKey,
+    anchor_records,
+    head_key,
+    heads,
+    latest_manifests,
+    latest_records,
+)
 from anchoring.errors import LedgerError
 from anchoring.ledgers.base import Ledger
 from anchoring.ledgers.file import FileLedger
@@ -90,10 +98,10 @@ class Anchorer:
     # -- assignment ----------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
-        latest = last_anchored(self._settings)
+        latest = self._resume_points()
         for tp in assigned:
             key = (tp.topic, tp.partition)
-            manifest = latest.get(key)
+            manifest = latest[key].manifest if key in latest else None
             start = manifest.last_offset + 1 if manifest else 0
             self._partitions[key] = _Partition(
                 start, batches.manifest_hash(manifest) if manifest else None)
@@ -102,6 +110,21 @@ class Anchorer:
         self.readiness.set(GROUP, True)
         log.info("assigned", extra={"partitions": [f"{t.topic}/{t.partition}@{t.offset}"
                                                    for t in assigned]})
+
+    def _resume_points(self) -> dict[TopicPartitionKey, AnchorRecord]:
+        """The latest anchored batch per partition. Heads written by no one yet, with batches
+        on anchors.v1 (an anchorer from before the heads topic), are found there once, in a
+        read of the whole topic, and written as heads; if Kafka refuses them the anchorer
+        stops (for its supervisor) rather than anchor on without them."""
+        latest = heads(self._settings)
+        if not latest:
+            latest = latest_records(anchor_records(self._settings))
+            if latest:
+                log.warning("anchors.heads.v1 is empty: resuming from a read of the whole of "
+                            "anchors.v1, once", extra={"partitions": len(latest)})
+                self._produce_all(topics.ANCHOR_HEADS,
+                                  [(head_key(key), r) for key, r in latest.items()])
+        return latest
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self.readiness.set(GROUP, False)
@@ -186,24 +209,31 @@ class Anchorer:
         self._offer_witness()
 
     def _publish(self, records: list[AnchorRecord]) -> None:
-        """Put ``records`` on anchors.v1, or raise: an empty producer queue is not a write,
-        each delivery report is (a refused record would otherwise be committed past)."""
+        """Put ``records`` on anchors.v1, then the latest of each partition on
+        anchors.heads.v1 (a head ahead of anchors.v1 would resume past batches no receipt
+        could find), or raise."""
+        self._produce_all(topics.ANCHORS, [(r.manifest.batch_id.encode(), r) for r in records])
+        self._produce_all(topics.ANCHOR_HEADS, [
+            (head_key(key), r) for key, r in latest_records(records).items()])
+
+    def _produce_all(self, topic: str, keyed: list[tuple[bytes, AnchorRecord]]) -> None:
+        """Produce ``keyed`` to ``topic`` and wait for every delivery report, or raise: an
+        empty producer queue is not a write (a refused record would be committed past)."""
         refused: list[KafkaError] = []
 
         def delivered(error: KafkaError | None, _: Message) -> None:
             if error is not None:
                 refused.append(error)
 
-        for record in records:
-            produce(self._producer, topics.ANCHORS, record.manifest.batch_id.encode(),
-                    encode(record), on_delivery=delivered)
+        for key, record in keyed:
+            produce(self._producer, topic, key, encode(record), on_delivery=delivered)
         if self._producer.flush(60) > 0:
-            raise LedgerError("Kafka did not take the anchor records within 60 s")
+            raise LedgerError(f"Kafka did not take the {topic} records within 60 s")
         if refused:
             if any(error.fatal() for error in refused):  # librdkafka: the producer is done for
                 self._producer = Producer(producer_config(self._settings.kafka,
                                                           f"{self._group}-producer"))
-            raise LedgerError(f"Kafka refused {len(refused)} of {len(records)} anchor records: "
+            raise LedgerError(f"Kafka refused {len(refused)} of {len(keyed)} {topic} records: "
                               f"{refused[0].str()}")
 
     def _offer_witness(self) -> None:

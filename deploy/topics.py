@@ -12,6 +12,11 @@ from streams.relay import relay_group
 
 
 def topic_configs(topic: str) -> dict[str, str]:
+    if topic == topics.ANCHOR_HEADS:  # a record per partition per anchoring: the active
+        # segment, never compacted, rolls every 10 minutes so that a reader of the heads
+        # reads thousands of records, not a week of them
+        return {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000",
+                "segment.ms": "600000"}
     if topic in topics.COMPACTED_TOPICS:
         return {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
     return {}

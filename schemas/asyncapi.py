@@ -75,6 +75,11 @@ def build() -> dict[str, Any]:
             topics.ANCHORS, "kafka", "AnchorRecord",
             "Merkle batch manifests with their aggregate proof and ledger reference.", "batch id",
         ),
+        "anchorHeads": _channel(
+            topics.ANCHOR_HEADS, "kafka", "AnchorRecord",
+            "Compacted: the latest anchors.v1 record of each anchored topic partition, where "
+            "the anchorer resumes it.", "topic/partition",
+        ),
         "transitMovements": _channel(
             topics.TRANSIT, "kafka", "TransitEvent",
             "Linked ports: each step of a declared movement between two ports (lodged, "

@@ -11,15 +11,19 @@ ALERTS = "customs.alerts.v1"
 ALERT_COMMANDS = "customs.alert-commands.v1"
 TELEMETRY_DLQ = "telemetry.dlq.v1"
 ANCHORS = "anchors.v1"
+# Compacted: the latest anchors.v1 record of each anchored (topic, partition), where the anchorer
+# resumes it — read at every start in place of the whole of anchors.v1, and kept past retention.
+ANCHOR_HEADS = "anchors.heads.v1"
 TRANSIT = "transit.movements.v1"  # linked ports: each step of a declared movement
 CERTIFICATES = "transit.certificates.v1"  # ... and the discharge certificate of a clean one
 CLEARANCE = "customs.clearance.v1"  # ... and, per container, green or held
 PORT_EVENTS = "dcsa.events.v1"  # DCSA Track & Trace equipment events the terminal derived
 
 KAFKA_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS, ALERTS, ALERT_COMMANDS, TELEMETRY_DLQ,
-                                 ANCHORS, TRANSIT, CERTIFICATES, CLEARANCE, PORT_EVENTS)
+                                 ANCHORS, ANCHOR_HEADS, TRANSIT, CERTIFICATES, CLEARANCE,
+                                 PORT_EVENTS)
 # Compacted topics keep the latest value per key (the current declaration of a container).
-COMPACTED_TOPICS = frozenset({DECLARATIONS, CLEARANCE})
+COMPACTED_TOPICS = frozenset({DECLARATIONS, CLEARANCE, ANCHOR_HEADS})
 # Topics read by keyed stream tasks must have the same partition count (co-partitioning).
 CO_PARTITIONED_TOPICS: tuple[str, ...] = (TELEMETRY, DECLARATIONS, ALERT_COMMANDS)
 

@@ -103,6 +103,13 @@ def high_watermarks(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> 
     Right after a broker restart partitions have no leader for a moment: retriable errors are
     retried for up to ``timeout`` seconds.
     """
+    return {p: high for p, (_, high) in watermarks(kafka, topic, timeout).items()}
+
+
+def watermarks(kafka: KafkaSettings, topic: str, timeout: float = 30.0
+               ) -> dict[int, tuple[int, int]]:
+    """The first offset still held (retention moves it on) and the next offset of every
+    partition of ``topic``, riding out partitions without a leader as ``high_watermarks``."""
     consumer = Consumer(consumer_config(kafka, "smartport-watermarks"))
     deadline = time.monotonic() + timeout
     try:
@@ -110,7 +117,7 @@ def high_watermarks(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> 
             try:
                 partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
                 return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                          timeout=10)[1]
+                                                          timeout=10)
                         for p in partitions}
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
@@ -152,13 +159,17 @@ def read_range(
 
     Reads by assignment, without a consumer group commit: for reports and verification.
     """
-    end = high_watermarks(kafka, topic)
-    todo = {p for p in end if end[p] > since.get(p, 0)}
+    held = watermarks(kafka, topic)
+    # Where retention has passed ``since``, from the first record still held: a partition
+    # whose records all expired has nothing to read (its reader would wait for none).
+    start = {p: max(since.get(p, 0), low) for p, (low, _) in held.items()}
+    end = {p: high for p, (_, high) in held.items()}
+    todo = {p for p in end if end[p] > start[p]}
     if not todo:
         return
     consumer = Consumer(consumer_config(kafka, "smartport-reader"))
     try:
-        consumer.assign([TopicPartition(topic, p, since.get(p, 0)) for p in todo])
+        consumer.assign([TopicPartition(topic, p, start[p]) for p in todo])
         deadline = time.monotonic() + timeout
         while todo:
             if time.monotonic() > deadline:

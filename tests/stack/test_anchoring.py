@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_END, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from web3 import Web3
 
 from anchoring import batches, merkle, receipts, verify
-from anchoring.anchors import anchor_records
+from anchoring.anchors import anchor_records, heads
 from anchoring.errors import VerificationFailed
 from anchoring.ledgers.base import Ledger
 from anchoring.ledgers.factory import open_ledger, open_witness, periodic_witness
@@ -395,3 +395,82 @@ def test_sigkill_mid_stream_gives_identical_roots_and_no_duplicate_entries(
     on_ledger = Counter(r["manifest"]["batch_id"] for e in entries for r in e["records"])
     assert set(on_ledger) == set(by_batch)
     assert max(on_ledger.values()) == 1, "a batch was anchored twice"
+
+
+
+@pytest.fixture
+def own_anchor_topics(stack: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdminClient]:
+    """Scratch copies of anchors.v1 and anchors.heads.v1 for this test's anchorers to write
+    and read. Not compacted: Kafka refuses DeleteRecords on a compacted topic, and a test
+    empties the heads with it (compaction itself is Kafka's)."""
+    admin = AdminClient(stack.kafka.client_config())
+    scratch = {"ANCHORS": unique("anchors"), "ANCHOR_HEADS": unique("heads")}
+    created = admin.create_topics([
+        NewTopic(scratch["ANCHORS"], 2, 1),
+        NewTopic(scratch["ANCHOR_HEADS"], 2, 1)])
+    for future in created.values():
+        future.result()
+    for name, topic in scratch.items():
+        monkeypatch.setattr(topics, name, topic)
+    yield admin
+    for future in admin.delete_topics(list(scratch.values())).values():
+        future.result()
+
+
+def _expire(admin: AdminClient, *partitions: tuple[str, int, int]) -> None:
+    """Delete the records of each (topic, partition) before an offset, as retention does."""
+    for future in admin.delete_records([TopicPartition(*p) for p in partitions]).values():
+        future.result()
+
+
+def test_a_quiet_partition_resumes_its_chain_after_retention(
+    stack: Settings, scratch_topic: str, tmp_path: Path, own_anchor_topics: AdminClient
+) -> None:
+    """The anchorer learnt where each partition resumes by reading anchors.v1 whole: seconds
+    per day of history at every start, and nothing at all for a partition quiet for longer
+    than the topic's retention (7 days) — the partition's records expire with it, and its
+    next batch started a new hash chain (no previous manifest) instead of continuing the old
+    one. (And reading a topic whose records had all expired waited for them until it timed
+    out.)"""
+    settings = _settings(stack, f"file://{tmp_path / 'ledger'}")
+    ledger = FileLedger(tmp_path / "ledger")
+    _produce(settings, scratch_topic, {0: 300})
+    _anchor(settings, ledger, scratch_topic)
+    [first] = _anchor_records(settings, scratch_topic)
+    assert (first.manifest.first_offset, first.manifest.last_offset) == (0, 299)
+
+    _expire(own_anchor_topics, (topics.ANCHORS, 0, OFFSET_END), (topics.ANCHORS, 1, OFFSET_END),
+            (scratch_topic, 0, 300))
+    _produce(settings, scratch_topic, {0: 10})
+    _anchor(settings, ledger, scratch_topic)
+
+    [second] = _anchor_records(settings, scratch_topic)
+    assert (second.manifest.first_offset, second.manifest.last_offset) == (300, 309)
+    assert second.manifest.prev_manifest_hash == batches.manifest_hash(first.manifest), \
+        "the partition's hash chain was cut"
+
+
+def test_an_anchorer_from_before_the_heads_resumes_from_anchors_v1_once(
+    stack: Settings, scratch_topic: str, tmp_path: Path, own_anchor_topics: AdminClient
+) -> None:
+    """Upgrading: anchors.v1 holds batches and anchors.heads.v1 nothing. The anchorer finds
+    where each partition resumes in anchors.v1, and writes the heads for the next start."""
+    settings = _settings(stack, f"file://{tmp_path / 'ledger'}")
+    ledger = FileLedger(tmp_path / "ledger")
+    _produce(settings, scratch_topic, {0: 300, 1: 200})
+    _anchor(settings, ledger, scratch_topic)
+    before = {(r.manifest.partition): r for r in _anchor_records(settings, scratch_topic)}
+    _expire(own_anchor_topics, (topics.ANCHOR_HEADS, 0, OFFSET_END),
+            (topics.ANCHOR_HEADS, 1, OFFSET_END))
+    assert heads(settings) == {}
+
+    _produce(settings, scratch_topic, {0: 10})
+    _anchor(settings, ledger, scratch_topic)
+
+    after = [r for r in _anchor_records(settings, scratch_topic)
+             if r.manifest.batch_id not in {b.manifest.batch_id for b in before.values()}]
+    assert [(r.manifest.first_offset, r.manifest.last_offset) for r in after] == [(300, 309)]
+    assert after[0].manifest.prev_manifest_hash == batches.manifest_hash(before[0].manifest)
+    assert {key: r.manifest.batch_id for key, r in heads(settings).items()} == {
+        (scratch_topic, 0): after[0].manifest.batch_id,
+        (scratch_topic, 1): before[1].manifest.batch_id}
