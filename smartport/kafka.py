@@ -174,7 +174,9 @@ def read_range(
         while todo:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} from Kafka took longer than {timeout:.0f} s")
-            for message in consumer.consume(1000, timeout=0.5):
+            # consume() waits out its whole timeout unless 1,000 records are there: short,
+            # or every read of a few records costs the timeout (0.5 s was most of a read)
+            for message in consumer.consume(1000, timeout=0.02):
                 if message.error():
                     continue
                 partition, offset = message.partition(), message.offset()
