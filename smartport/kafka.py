@@ -158,6 +158,8 @@ def read_range(
     """Every record of ``topic`` from the ``since`` offsets up to the end as of the call.
 
     Reads by assignment, without a consumer group commit: for reports and verification.
+    Raises TimeoutError after ``timeout`` seconds without a record: a long read that goes on
+    (a week of anchors.v1, once) is not cut short.
     """
     held = watermarks(kafka, topic)
     # Where retention has passed ``since``, from the first record still held: a partition
@@ -173,12 +175,14 @@ def read_range(
         deadline = time.monotonic() + timeout
         while todo:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} from Kafka took longer than {timeout:.0f} s")
+                raise TimeoutError(f"reading {topic} from Kafka: no record for {timeout:.0f} s "
+                                   f"with {len(todo)} partition(s) unfinished; is Kafka up?")
             # consume() waits out its whole timeout unless 1,000 records are there: short,
             # or every read of a few records costs the timeout (0.5 s was most of a read)
             for message in consumer.consume(1000, timeout=0.02):
                 if message.error():
                     continue
+                deadline = time.monotonic() + timeout
                 partition, offset = message.partition(), message.offset()
                 if partition is None or offset is None or offset >= end[partition]:
                     continue
