@@ -65,7 +65,7 @@ def heads(settings: Settings) -> dict[TopicPartitionKey, AnchorRecord]:
 
 def last_anchored(settings: Settings) -> dict[TopicPartitionKey, AnchorManifest]:
     """The latest manifest per (topic, partition), from anchors.heads.v1."""
-    return {key: record.manifest for key, record in heads(settings).items()}
+    return latest_manifests(_read(settings, topics.ANCHOR_HEADS))
 
 
 def anchored_through(settings: Settings, topic: str, ends: dict[int, int]) -> bool:

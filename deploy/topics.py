@@ -12,14 +12,14 @@ from streams.relay import relay_group
 
 
 def topic_configs(topic: str) -> dict[str, str]:
+    if topic not in topics.COMPACTED_TOPICS:
+        return {}
+    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
     if topic == topics.ANCHOR_HEADS:  # a record per partition per anchoring: the active
         # segment, never compacted, rolls every 10 minutes so that a reader of the heads
         # reads thousands of records, not a week of them
-        return {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000",
-                "segment.ms": "600000"}
-    if topic in topics.COMPACTED_TOPICS:
-        return {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
-    return {}
+        return {**compacted, "segment.ms": "600000"}
+    return compacted
 
 
 def ensure_topics(kafka: KafkaSettings, timeout: float = 60.0) -> list[str]:
