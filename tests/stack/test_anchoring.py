@@ -474,3 +474,27 @@ def test_an_anchorer_from_before_the_heads_resumes_from_anchors_v1_once(
     assert {key: r.manifest.batch_id for key, r in heads(settings).items()} == {
         (scratch_topic, 0): after[0].manifest.batch_id,
         (scratch_topic, 1): before[1].manifest.batch_id}
+
+
+def test_malformed_heads_are_skipped_and_the_partition_resumes(
+    stack: Settings, scratch_topic: str, tmp_path: Path, own_anchor_topics: AdminClient
+) -> None:
+    """Anyone who can write anchors.heads.v1 may post garbage under a partition's key: 20 KB
+    of '[', bytes that are not UTF-8, JSON with a key twice. The anchorer skips them and
+    resumes from the last valid head."""
+    settings = _settings(stack, f"file://{tmp_path / 'ledger'}")
+    ledger = FileLedger(tmp_path / "ledger")
+    _produce(settings, scratch_topic, {0: 300})
+    _anchor(settings, ledger, scratch_topic)
+    [first] = _anchor_records(settings, scratch_topic)
+    producer = Producer(settings.kafka.client_config())
+    for garbage in (b"[" * 20_000, b"\xff\xfe" * 100, b'{"manifest": {}, "manifest": {}}'):
+        producer.produce(topics.ANCHOR_HEADS, key=f"{scratch_topic}/0".encode(), value=garbage)
+    assert producer.flush(30) == 0
+
+    _produce(settings, scratch_topic, {0: 10})
+    _anchor(settings, ledger, scratch_topic)
+
+    [second] = [r for r in _anchor_records(settings, scratch_topic) if r != first]
+    assert (second.manifest.first_offset, second.manifest.last_offset) == (300, 309)
+    assert second.manifest.prev_manifest_hash == batches.manifest_hash(first.manifest)
