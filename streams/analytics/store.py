@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from schemas import clickhouse as ch
 from smartport.errors import ConfigError, StackError
 from smartport.redaction import redact_url
+from smartport.signals import crashes_end_the_process
 
 Rows = Sequence[dict[str, Any]]
 Result = tuple[list[str], list[tuple[Any, ...]]]
@@ -133,6 +134,7 @@ class ChdbStore:
             raise StoreLocked(f"the chDB store {path} is open in another process")
         self._path = path
         self._connection = chdb.connect(str(path))
+        crashes_end_the_process()  # chDB's engine start installed ClickHouse's handlers
         self._reader: Any = None  # a second session, read-only for good: analysts' queries
         # One query at a time across both sessions: concurrent queries (the sink's and the
         # query server's threads) were seen to mix their outputs.
@@ -171,6 +173,7 @@ class ChdbStore:
                 import chdb
 
                 reader = chdb.connect(str(self._path))
+                crashes_end_the_process()
                 for name, value in ANALYST_SETTINGS.items():
                     reader.query(f"SET {name} = {value!r}")
                 self._reader = reader
