@@ -9,11 +9,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import Counter
 
 from smartport.errors import StackError
 from smartport.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+COMMIT_FAILURES = Counter("smartport_kafka_commit_failures",
+                          "offset commits that failed and were left to a later one", ["error"])
 # A broker restarting, or gone from the cluster (librdkafka then destroys its handle under the
 # requests in flight to it): the same request succeeds a little later, elsewhere.
 _BROKER_AWAY = frozenset({
@@ -81,6 +84,7 @@ def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "enable.partition.eof": False,
+        "on_commit": on_commit,
         **overrides,
     }
 
@@ -205,31 +209,34 @@ def consume_records(consumer: Consumer, max_messages: int, timeout: float = 0.2)
     return records
 
 
-def commit_offsets(consumer: Consumer, offsets: dict[tuple[str, int], int],
-                   timeout: float = 300.0) -> bool:
-    """Commit ``offsets`` synchronously, riding out a coordinator move or a broker restart.
+def commit_offsets(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
+    """Commit ``offsets`` without waiting: the outcome reaches ``on_commit`` during a later poll.
 
-    False when the group has moved on (a rebalance): the records are redelivered to whoever
-    owns them now, which every consumer of ours tolerates. Other failures raise.
+    A consumer must keep polling: one held in a synchronous commit while its broker restarted
+    was seen never to find its group coordinator again (it cannot serve the rebalance the
+    coordinator's loss starts), while its readiness still said 1. An asynchronous commit that
+    fails leaves the records uncommitted: the next commit covers them, or they are redelivered
+    after a restart or a rebalance, which every consumer of ours tolerates. ``close()`` waits
+    for the commits still in flight.
     """
-    partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    deadline = time.monotonic() + timeout
-    backoff = 0.2
-    while True:
-        try:
-            consumer.commit(offsets=partitions, asynchronous=False)
-            return True
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.code() in _COMMIT_SUPERSEDED:
-                log.warning("offset commit superseded by a rebalance",
-                            extra={"error": error.str()})
-                return False
-            if error.code() not in _COMMIT_RETRIABLE or time.monotonic() > deadline:
-                raise
-            log.warning("offset commit failed; retrying", extra={"error": error.str()})
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    asynchronous=True)
+
+
+def on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """How an asynchronous commit ended (every consumer's ``on_commit``): a coordinator moving
+    or restarting, or a rebalance, is counted and logged, once per commit; any other failure (a
+    refused ACL, say) raises out of the poll that delivered it."""
+    failures = {tp.error.code(): tp.error for tp in partitions if tp.error is not None}
+    if error is not None:
+        failures[error.code()] = error
+    for failure in failures.values():
+        if failure.code() not in _COMMIT_RETRIABLE | _COMMIT_SUPERSEDED:
+            raise KafkaException(failure)
+    for failure in failures.values():
+        COMMIT_FAILURES.labels(failure.name()).inc()
+        log.warning("offset commit failed; the next commit or a redelivery covers it",
+                    extra={"error": failure.str(), "partitions": len(partitions)})
 
 
 def ensure_topics(kafka: KafkaSettings, configs: dict[str, dict[str, str]],
