@@ -41,7 +41,7 @@ from smartport.kafka import (
     produce,
     producer_config,
 )
-from smartport.readiness import GROUP, Readiness
+from smartport.readiness import GROUP, STALL_S, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 
@@ -91,7 +91,7 @@ class Anchorer:
         self._closed: list[_Closed] = []
         self._last_flush = time.monotonic()
         self.readiness = Readiness(READY_GAUGE, "anchorer", settings.kafka.join_timeout_s,
-                                   conditions=("ledger",))
+                                   conditions=("ledger",), stall_s=STALL_S)
         self.readiness.set("ledger", True)  # opened; a failed anchoring says otherwise
         self.anchored_batches = 0
 
@@ -270,6 +270,7 @@ class Anchorer:
         """Consume and anchor until ``stop`` (or SIGTERM/SIGINT), or ``idle_exit_s`` of quiet."""
         stop = stop or threading.Event()
         stop_on_signals(stop)
+        self.readiness.watch()
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke)
         last_message = time.monotonic()

@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import clickhouse as ch
 from smartport.kafka import BULK_FETCH, commit_offsets, consume_records, consumer_config
-from smartport.readiness import GROUP, Readiness
+from smartport.readiness import GROUP, STALL_S, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
 from streams.analytics.rows import CONVERTERS, SINK_TOPICS, Row, reject_row, to_row
@@ -81,7 +81,7 @@ class Sink:
         self._first_buffered = 0.0
         self._stop = threading.Event()
         self.readiness = Readiness(READY_GAUGE, "sink", settings.kafka.join_timeout_s,
-                                   conditions=("store",))
+                                   conditions=("store",), stall_s=STALL_S)
         self.readiness.set("store", True)  # opened; an insert that fails says otherwise
         _, found = store.query("SELECT count() FROM system.tables WHERE database = "
                                f"currentDatabase() AND name = '{ch.INTAKE.name}'")
@@ -159,6 +159,7 @@ class Sink:
                     "error": str(exc).splitlines()[0], "retry_in_s": backoff})
                 if self._stop.wait(backoff):
                     return  # shutting down: the uncommitted rows are redelivered next time
+                self.readiness.beat()  # retrying is not stuck: the store condition says why
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         INSERT_SECONDS.observe(time.monotonic() - started)
         if self._buffer[ch.INTAKE] and self._intake:  # else the sink converted and counted
@@ -256,6 +257,7 @@ class Sink:
         if stop is not None:
             self._stop = stop
         stop_on_signals(self._stop)
+        self.readiness.watch()
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke)
         log.info("subscribed", extra={"topics": list(self._topics)})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
+from smartport.polling import wait_until
 from smartport.readiness import GROUP, NotWorking, Readiness
 
 
@@ -19,9 +22,10 @@ class Clock:
         return self.now
 
 
-def _readiness(clock: Clock, *conditions: str) -> tuple[Readiness, Gauge]:
+def _readiness(clock: Clock, *conditions: str, stall_s: float | None = None
+               ) -> tuple[Readiness, Gauge]:
     gauge = Gauge("smartport_test_ready", "test", registry=CollectorRegistry())
-    return Readiness(gauge, "test", 60.0, conditions, clock=clock), gauge
+    return Readiness(gauge, "test", 60.0, conditions, clock=clock, stall_s=stall_s), gauge
 
 
 def _value(gauge: Gauge) -> float:
@@ -68,6 +72,60 @@ def test_the_bound_counts_from_losing_the_partitions() -> None:
     clock.now = 1061.0
     with pytest.raises(NotWorking):
         readiness.check()
+
+
+def test_a_work_loop_stuck_in_a_call_is_not_ready_until_it_comes_round(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A sink held in a call that did not return (a synchronous offset commit, in CI) kept
+    its gauge at 1 for minutes while storing nothing."""
+    clock = Clock()
+    readiness, gauge = _readiness(clock, stall_s=300.0)
+    readiness.set(GROUP, True)
+    readiness.check()  # the loop comes round
+    clock.now = 299.0
+    readiness.look_for_stall()
+    assert _value(gauge) == 1
+    clock.now = 301.0
+    with caplog.at_level(logging.ERROR):
+        readiness.look_for_stall()
+        readiness.look_for_stall()  # said once per stall
+    assert _value(gauge) == 0
+    [stalled] = [r for r in caplog.records if "has not come round" in r.getMessage()]
+    assert "for 301 s" in stalled.getMessage()
+    assert "test_a_work_loop_stuck_in_a_call" in stalled.__dict__["stack"]  # where it is
+    clock.now = 400.0
+    readiness.check()  # it came round again
+    assert _value(gauge) == 1
+
+
+def test_a_retry_loop_that_comes_round_is_not_a_stall() -> None:
+    clock = Clock()
+    readiness, gauge = _readiness(clock, stall_s=300.0)
+    readiness.set(GROUP, True)
+    for clock.now in range(0, 3000, 30):
+        readiness.beat()  # e.g. the sink retrying an insert every 30 s, its own gauge says why
+        readiness.look_for_stall()
+    assert _value(gauge) == 1
+
+
+def test_the_watchdog_thread_notices_a_stall_by_itself() -> None:
+    gauge = Gauge("smartport_test_ready", "test", registry=CollectorRegistry())
+    readiness = Readiness(gauge, "test", 60.0, stall_s=0.2)
+    readiness.set(GROUP, True)
+    release = threading.Event()
+
+    def work_loop() -> None:
+        readiness.check()
+        release.wait(30)  # a call that does not return
+        readiness.check()
+
+    worker = threading.Thread(target=work_loop, daemon=True)
+    worker.start()
+    readiness.watch(every_s=0.05)
+    assert wait_until(lambda: _value(gauge) == 0, 10, interval=0.05)
+    release.set()
+    worker.join(10)
+    assert _value(gauge) == 1
 
 
 def test_a_worker_whose_stop_hangs_after_a_crash_exits_anyway() -> None:
