@@ -270,22 +270,22 @@ class Anchorer:
         """Consume and anchor until ``stop`` (or SIGTERM/SIGINT), or ``idle_exit_s`` of quiet."""
         stop = stop or threading.Event()
         stop_on_signals(stop)
-        self.readiness.watch()
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke)
         last_message = time.monotonic()
         try:
-            while not stop.is_set():
-                for message in consume_records(self._consumer, 1000):
-                    last_message = time.monotonic()
-                    self._add(message)
-                self._close_expired()
-                self._maybe_flush()
-                self.readiness.check()
-                if idle_exit_s is not None and not self._closed and not any(
-                        s.pending for s in self._partitions.values()) and (
-                        time.monotonic() - last_message > idle_exit_s):
-                    break
+            with self.readiness.watching():
+                while not stop.is_set():
+                    for message in consume_records(self._consumer, 1000):
+                        last_message = time.monotonic()
+                        self._add(message)
+                    self._close_expired()
+                    self._maybe_flush()
+                    self.readiness.check()
+                    if idle_exit_s is not None and not self._closed and not any(
+                            s.pending for s in self._partitions.values()) and (
+                            time.monotonic() - last_message > idle_exit_s):
+                        break
         finally:
             self._consumer.close()
             self._producer.flush(30)

@@ -5,12 +5,13 @@ the gauge at 0, saying where, while the work loop is stuck in a call that does n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import Gauge
 
@@ -33,9 +34,9 @@ class Readiness:
 
     A consumer group member starts with the ``group`` condition false; ``check()`` raises
     ``NotWorking`` once it has been false for longer than ``join_timeout_s`` (never joined, or
-    lost its partitions and never got them back). With ``stall_s``, ``watch()`` starts a thread
+    lost its partitions and never got them back). With ``stall_s``, ``watching()`` runs a thread
     that holds the gauge at 0 while the work loop (which calls ``check()`` or ``beat()`` each
-    time round) has not come round for ``stall_s``."""
+    time round) has not come round for ``stall_s``: ``with readiness.watching(): ...``."""
 
     def __init__(self, gauge: Gauge, process: str, join_timeout_s: float,
                  conditions: tuple[str, ...] = (), *,
@@ -83,14 +84,23 @@ class Readiness:
                 log.warning(f"the {self.process}'s work loop came round again")
                 self.set(LOOP, True)
 
-    def watch(self, every_s: float = 1.0) -> None:
-        """Start the watchdog thread: ``look_for_stall()`` every ``every_s``."""
+    @contextlib.contextmanager
+    def watching(self, every_s: float = 1.0) -> Iterator[None]:
+        """Run the watchdog, ``look_for_stall()`` every ``every_s``, around the work loop."""
+        done = threading.Event()
+        self.beat()  # the loop starts now, however long ago this object was made
+
         def run() -> None:
-            while True:
-                time.sleep(every_s)
+            while not done.wait(every_s):
                 self.look_for_stall()
 
-        threading.Thread(target=run, name=f"{self.process}-watchdog", daemon=True).start()
+        watchdog = threading.Thread(target=run, name=f"{self.process}-watchdog", daemon=True)
+        watchdog.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watchdog.join()
 
     def look_for_stall(self) -> None:
         """Gauge to 0, and one error saying where the loop's thread is, once the work loop has

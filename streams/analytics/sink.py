@@ -257,23 +257,23 @@ class Sink:
         if stop is not None:
             self._stop = stop
         stop_on_signals(self._stop)
-        self.readiness.watch()
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke)
         log.info("subscribed", extra={"topics": list(self._topics)})
         last_message = time.monotonic()
         try:
-            while not self._stop.is_set():
-                for message in consume_records(self._consumer, 5000):
-                    last_message = time.monotonic()
-                    self._add(message)
-                if self._buffered and (self._buffered >= self._max_rows or time.monotonic()
-                                       - self._first_buffered >= self._max_seconds):
-                    self._flush()
-                self.readiness.check()
-                if idle_exit_s is not None and not self._buffered and (
-                        time.monotonic() - last_message > idle_exit_s):
-                    break
-            self._flush()
+            with self.readiness.watching():
+                while not self._stop.is_set():
+                    for message in consume_records(self._consumer, 5000):
+                        last_message = time.monotonic()
+                        self._add(message)
+                    if self._buffered and (self._buffered >= self._max_rows or time.monotonic()
+                                           - self._first_buffered >= self._max_seconds):
+                        self._flush()
+                    self.readiness.check()
+                    if idle_exit_s is not None and not self._buffered and (
+                            time.monotonic() - last_message > idle_exit_s):
+                        break
+                self._flush()
         finally:
             self._consumer.close()

@@ -120,12 +120,13 @@ def test_the_watchdog_thread_notices_a_stall_by_itself() -> None:
         readiness.check()
 
     worker = threading.Thread(target=work_loop, daemon=True)
-    worker.start()
-    readiness.watch(every_s=0.05)
-    assert wait_until(lambda: _value(gauge) == 0, 10, interval=0.05)
-    release.set()
-    worker.join(10)
-    assert _value(gauge) == 1
+    with readiness.watching(every_s=0.05):
+        worker.start()
+        assert wait_until(lambda: _value(gauge) == 0, 10, interval=0.05)
+        release.set()
+        worker.join(10)
+        assert _value(gauge) == 1
+    assert not [t for t in threading.enumerate() if t.name == "test-watchdog"]
 
 
 def test_a_worker_whose_stop_hangs_after_a_crash_exits_anyway() -> None:
