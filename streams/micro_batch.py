@@ -45,6 +45,8 @@ def unpack(batch: bytes) -> list[tuple[int, bytes]]:
         if end - position < _ENTRY.size:
             raise MalformedBatch(f"truncated entry header at byte {position} of {end}")
         offset, length = _ENTRY.unpack_from(batch, position)
+        if offset < 0:  # no Kafka record has one; the alerts' evidence would carry it
+            raise MalformedBatch(f"an entry at byte {position} has offset {offset}")
         position += _ENTRY.size
         if length > end - position:
             raise MalformedBatch(f"an entry of {length} bytes at byte {position} runs past the "

@@ -34,6 +34,7 @@ def test_every_record_comes_back_as_it_went_in() -> None:
     (bytes([VERSION]) + struct.pack(">qI", 7, 10) + b"short", "runs past the end"),
     (pack(AWKWARD)[:-1], "runs past the end"),
     (pack(AWKWARD) + b"\x00", "truncated entry header"),
+    (pack([(-1, b"{}")]), "offset -1"),  # no Kafka record has one: evidence would carry it
 ])
 def test_bytes_that_are_not_a_batch_are_refused(batch: bytes, reason: str) -> None:
     with pytest.raises(MalformedBatch, match=reason):

@@ -11,6 +11,7 @@ from schemas import (
     CraneReading,
     Declaration,
     DlqRecord,
+    Evidence,
     GatewayEnvelope,
     LedgerRef,
     RtgReading,
@@ -181,6 +182,22 @@ def test_the_envelope_carries_the_reading_id_and_computes_it_for_old_records() -
     assert json.loads(encode(envelope))["reading_id"] == reading_id(reading)
     with pytest.raises(ValidationError, match="reading_id"):
         GatewayEnvelope.model_validate_json(json.dumps({**old, "reading_id": "not-a-hash"}))
+
+
+@pytest.mark.parametrize("extra", [{"boot": 7}, {}])
+@pytest.mark.parametrize("with_id", [True, False])
+def test_evidence_names_the_reading_and_its_record(extra: dict[str, Any],
+                                                   with_id: bool) -> None:
+    reading = parse_telemetry(json.dumps({**crane_reading(), **extra}))
+    envelope = GatewayEnvelope.model_validate_json(json.dumps({
+        "received_at": "2026-05-04T10:00:00Z", "gateway_id": "gw", "mqtt_topic": "t",
+        "reading": json.loads(encode(reading)),
+        **({"reading_id": reading_id(reading)} if with_id else {})}))
+    built = Evidence.of(envelope, "telemetry.v1", 3, 2**62)
+    assert (built.topic, built.partition, built.offset) == ("telemetry.v1", 3, 2**62)
+    assert (built.device_id, built.seq, built.boot, built.reading_id) == (
+        reading.device_id, reading.seq, reading.boot, reading_id(reading))
+    assert Evidence.model_validate_json(encode(built)) == built
 
 
 def test_boot_is_optional_and_bounded() -> None:
