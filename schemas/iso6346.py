@@ -35,7 +35,7 @@ def check_digit(first10: str) -> int:
 
     Raises ValueError when ``first10`` is not of the form ``AAAU123456``.
     """
-    if not _FIRST10.match(first10):
+    if not _FIRST10.fullmatch(first10):
         raise ValueError(
             f"{first10!r} is not an ISO 6346 owner code + category + serial number "
             "(want 3 letters, U/J/Z, 6 digits, e.g. 'CSQU305438')"
@@ -45,14 +45,20 @@ def check_digit(first10: str) -> int:
     return total % 11 % 10
 
 
-@functools.lru_cache(maxsize=1 << 16)  # every reading of a box checks the same number again
 def problem(number: str) -> str | None:
     """Why ``number`` is not a valid container number, or None when it is valid."""
-    if not _SHAPE.match(number):
+    if not _SHAPE.fullmatch(number):
         return (
             f"container number {number!r} is not ISO 6346 shaped "
             "(want 3 letters, U/J/Z, 6 digits and a check digit, e.g. 'CSQU3054383')"
         )
+    return _check_digit_problem(number)
+
+
+# Every reading of a box checks the same number again. Only well-shaped numbers are
+# remembered: eleven characters each, whatever a device sends.
+@functools.lru_cache(maxsize=1 << 16)
+def _check_digit_problem(number: str) -> str | None:
     want = check_digit(number[:10])
     if int(number[10]) != want:
         return f"container number {number!r} has check digit {number[10]}, want {want}"
