@@ -77,5 +77,5 @@ class TelemetryTopic:
 
 def parse_telemetry_topic(topic: str) -> TelemetryTopic | None:
     """The port, kind and device id named by a telemetry topic, or None if it is not one."""
-    match = _TELEMETRY_TOPIC.match(topic)
+    match = _TELEMETRY_TOPIC.fullmatch(topic)
     return TelemetryTopic(*match.groups()) if match else None

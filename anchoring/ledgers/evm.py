@@ -56,7 +56,7 @@ class AccountId:
 
     @classmethod
     def parse(cls, text: str) -> AccountId:
-        match = _ACCOUNT_ID.match(text)
+        match = _ACCOUNT_ID.fullmatch(text)
         if match is None:
             raise VerificationFailed("ledger", f"{text!r} is not an EVM ledger id: want "
                                      "eip155:<chain id>:<0x account address>")

@@ -181,3 +181,17 @@ def test_a_non_numeric_entry_in_a_receipt_is_a_clear_failure(ledger: FileLedger)
     with pytest.raises(VerificationFailed, match=r"^ledger entry missing: 'x1'"):
         ledger.check(LedgerRef(kind="file", ledger_id=ledger.ledger_id, entry="x1"),
                      "00" * 32, "blake3")
+
+
+@pytest.mark.parametrize("text", [
+    "eip155:31337:0x5FbDB2315678afecb367f032d93F642f64180aa3\n",  # a trailing newline
+    "eip155:31337:0x5FbDB2315678afecb367f032d93F642f64180aa3x",
+    "eip155::0x5FbDB2315678afecb367f032d93F642f64180aa3",
+])
+def test_an_evm_ledger_id_is_exactly_caip10(text: str) -> None:
+    from anchoring.ledgers.evm import AccountId
+
+    with pytest.raises(VerificationFailed, match="is not an EVM ledger id"):
+        AccountId.parse(text)
+    assert str(AccountId.parse(text.rstrip("\nx").replace("::", ":31337:"))).startswith(
+        "eip155:31337:0x")

@@ -53,6 +53,8 @@ def test_accepted_and_keyed(topic: str, payload: bytes, key: bytes) -> None:
          "payload is 65537 bytes, the limit is 65536"),
         ("port/CNSHK/crane/qc-01/status", _bytes(crane_reading()), RejectReason.BAD_TOPIC,
          "is not port/<locode>/<kind>/<device_id>/telemetry"),
+        ("port/CNSHK/crane/qc-01/telemetry\n", _bytes(crane_reading()), RejectReason.BAD_TOPIC,
+         "is not port/<locode>/<kind>/<device_id>/telemetry"),
         ("port/CNSHK/crane/qc-01/telemetry", b"\xc3\x28", RejectReason.NOT_UTF8, "not UTF-8"),
         ("port/CNSHK/crane/qc-01/telemetry", b'{"kind": ', RejectReason.NOT_JSON, "not JSON"),
         ("port/CNSHK/crane/qc-01/telemetry", _bytes(crane_reading(load_kg=-5)),
@@ -64,8 +66,8 @@ def test_accepted_and_keyed(topic: str, payload: bytes, key: bytes) -> None:
         ("port/CNSHK/rtg/qc-01/telemetry", _bytes(crane_reading()),
          RejectReason.SPOOFED_TOPIC, "kind 'crane' in payload but 'rtg' in topic"),
     ],
-    ids=["oversized", "bad-topic", "not-utf8", "not-json", "schema", "spoofed-device",
-         "spoofed-port", "spoofed-kind"],
+    ids=["oversized", "bad-topic", "newline-after-topic", "not-utf8", "not-json", "schema",
+         "spoofed-device", "spoofed-port", "spoofed-kind"],
 )
 def test_rejected_with_reason(topic: str, payload: bytes, reason: RejectReason,
                               detail: str) -> None:
