@@ -124,7 +124,8 @@ class BatchSettings(BaseModel):
     # intake's views) and makes a part to merge: a 5-s flush took the sink from 81 to 54
     # CPU-µs per row at 2,000 rows/s (bench/sink_bench.py), for rows up to 5 s later in
     # ClickHouse (alerts do not wait for it: the streams worker reads Kafka).
-    sink_rows: int = Field(50_000, ge=1, description="rows per ClickHouse insert, at most")
+    # Rows are held whole until inserted: the row bound is what bounds the sink's memory.
+    sink_rows: int = Field(10_000, ge=1, description="rows per ClickHouse insert, at most")
     sink_seconds: float = Field(5.0, gt=0, description="seconds a row waits for its insert, "
                                 "at most")
 
