@@ -118,16 +118,18 @@ class MqttSettings(BaseModel):
 
 
 class BatchSettings(BaseModel):
-    anchor_records: int = Field(1000, ge=1, description="records per Merkle batch")
-    anchor_seconds: float = Field(5.0, gt=0)
+    # Bounded above: a batch never closed holds its records (and their offsets) forever.
+    anchor_records: int = Field(1000, ge=1, le=1_000_000, description="records per Merkle batch")
+    anchor_seconds: float = Field(5.0, gt=0, le=3600)
+    # Rows are held whole until inserted: the row bound is what bounds the sink's memory.
+    sink_rows: int = Field(10_000, ge=1, le=100_000, description="rows per ClickHouse insert, "
+                           "at most")
     # Every insert has a fixed cost (on chDB ~50 ms, most of it analysing the telemetry
     # intake's views) and makes a part to merge: a 5-s flush took the sink from 81 to 54
     # CPU-µs per row at 2,000 rows/s (bench/sink_bench.py), for rows up to 5 s later in
     # ClickHouse (alerts do not wait for it: the streams worker reads Kafka).
-    # Rows are held whole until inserted: the row bound is what bounds the sink's memory.
-    sink_rows: int = Field(10_000, ge=1, description="rows per ClickHouse insert, at most")
-    sink_seconds: float = Field(5.0, gt=0, description="seconds a row waits for its insert, "
-                                "at most")
+    sink_seconds: float = Field(5.0, gt=0, le=3600, description="seconds a row waits for its "
+                                "insert, at most")
 
 
 class Settings(BaseSettings):

@@ -53,6 +53,19 @@ def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("SINK_SECONDS", "inf"), ("SINK_SECONDS", "1e300"), ("ANCHOR_SECONDS", "inf"),
+    ("SINK_ROWS", "1000000000"), ("ANCHOR_RECORDS", "1000000000"),
+])
+def test_batch_bounds_that_would_never_flush_are_refused(monkeypatch: pytest.MonkeyPatch,
+                                                         name: str, value: str) -> None:
+    """A sink or anchorer that never writes what it holds (rows and offsets held forever, or
+    rows until memory runs out) would look alive while keeping nothing."""
+    monkeypatch.setenv(f"SMARTPORT_BATCHES__{name}", value)
+    with pytest.raises(ValidationError, match=f"batches.{name.lower()}"):
+        Settings()
+
+
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.toml does not exist"):
         load_settings(tmp_path / "nope.toml")
