@@ -42,6 +42,19 @@ def test_nan_is_refused() -> None:
 
 
 @given(json_values)
+def test_encoding_is_json_dumps_with_sorted_keys_and_no_blanks(value: object) -> None:
+    """The definition the encoder is made once from (json.dumps builds it per call)."""
+    assert encode(value) == json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                       ensure_ascii=False, allow_nan=False).encode()
+
+
+@pytest.mark.parametrize("value", [b"bytes", {1, 2}, {"a": 1, 2: "mixed keys"}])
+def test_what_is_not_json_is_refused(value: object) -> None:
+    with pytest.raises(TypeError):
+        encode(value)
+
+
+@given(json_values)
 def test_encoding_is_a_fixed_point(value: object) -> None:
     once = encode(value)
     assert encode(json.loads(once)) == once
