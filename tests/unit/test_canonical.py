@@ -1,5 +1,7 @@
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -52,6 +54,18 @@ def test_encoding_is_json_dumps_with_sorted_keys_and_no_blanks(value: object) ->
 def test_what_is_not_json_is_refused(value: object) -> None:
     with pytest.raises(TypeError):
         encode(value)
+
+
+def test_a_cycle_is_refused_even_under_a_raised_recursion_limit() -> None:
+    """web3 raises the limit to 100,000 on import (the anchorer's EVM ledger): recursing
+    through a cycle until then overflows the C stack, and the process dies without a word."""
+    code = ("import sys; sys.setrecursionlimit(100_000)\n"
+            "from schemas import encode\n"
+            "cyclic = {}; cyclic['self'] = cyclic\n"
+            "try:\n    encode(cyclic)\nexcept ValueError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "Circular reference detected")
 
 
 @given(json_values)
