@@ -28,9 +28,11 @@ _COMMIT_RETRIABLE = _BROKER_AWAY | {
     KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._WAIT_COORD,
 }
-# ... or a partition leader being elected (metadata, watermarks).
+# ... or a partition leader being elected (metadata, watermarks); a new leader answers
+# OFFSET_NOT_AVAILABLE until its high watermark has caught up with the old one's.
 _LEADER_MOVING = _BROKER_AWAY | {
     KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.OFFSET_NOT_AVAILABLE,
 }
 # ... or another process creating the same topic.
 _CREATE_TRANSIENT = _BROKER_AWAY | {KafkaError.TOPIC_ALREADY_EXISTS}
