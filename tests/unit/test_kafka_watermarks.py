@@ -3,6 +3,7 @@ failing whoever asked — a drain wait, a report, a test."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -45,7 +46,7 @@ class ElectingConsumer:
 @pytest.fixture
 def electing(monkeypatch: pytest.MonkeyPatch) -> type[ElectingConsumer]:
     monkeypatch.setattr(kafka, "Consumer", ElectingConsumer)
-    monkeypatch.setattr(kafka.time, "sleep", lambda _: None)
+    monkeypatch.setattr(time, "sleep", lambda _: None)  # the retry's pause
     return ElectingConsumer
 
 
