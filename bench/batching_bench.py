@@ -21,7 +21,13 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import StreamT
-from streams_bench import envelopes, produce, save, timed_worker  # bench/: sys.path[0]
+from streams_bench import (  # bench/: sys.path[0]
+    envelopes,
+    produce,
+    save,
+    timed_worker,
+    timing_settings,
+)
 
 from ingest.fleet import Fleet, FleetConfig
 from schemas import Declaration, Evidence, GatewayEnvelope, encode
@@ -36,7 +42,7 @@ def batched_worker_main(app_id: str, names: list[str]) -> None:
     """The agent: ``names`` = batches topic, declarations topic, alerts topic."""
     from streams.app import faust_app, new_worker
 
-    settings = Settings()
+    settings = timing_settings()
     declarations = {m.key(): Declaration.model_validate_json(m.value() or b"")
                     for m in read_range(settings.kafka, names[1], {})}
     app = faust_app(settings, app_id, offset_reset="earliest")

@@ -9,8 +9,8 @@ Figures per load:
 - sustained end-to-end throughput: valid readings stored in ClickHouse *and* anchored, divided
   by the time from the first publish to the moment both were complete; "sustained" means the
   pipeline kept up: when publishing stopped, no stage was more than ``SLACK_S`` of load behind
-  beyond the window it trails by design (a commit or batch interval), and everything was stored
-  and anchored within the anchoring interval plus 10 s;
+  beyond the window it trails by design (a commit or batch interval), and everything was stored,
+  anchored and judged within the longest of those windows plus 10 s;
 - nothing lost: distinct readings (reading_id) stored == valid readings published;
 - publish → alert latency p50/p99: the alert's Kafka timestamp minus the scheduled publish time
   of the reading that raised it (publisher lag counts against us); the alerts more than a
@@ -43,7 +43,6 @@ from typing import Any
 
 from lean_publisher import publish_together  # bench/: sys.path[0]
 from process_usage import ProcessUsage
-from streams_bench import backlog
 
 from anchoring.anchors import anchored_through
 from deploy import stack
@@ -59,6 +58,7 @@ from smartport.kafka import committed_offsets, high_watermarks, read_range
 from smartport.mqtt import edge_user, mqtt_as
 from smartport.polling import wait_until
 from smartport.settings import Settings
+from streams.relay import unjudged_readings
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results"
@@ -136,11 +136,17 @@ class LoadResult:
 SLACK_S = 2.0  # of load, that a stage may be behind beyond its window when publishing stops
 
 
+def _windows(settings: Settings) -> dict[str, float]:
+    """Seconds each stage's committed offsets may trail what it has done: its commit or batch
+    window."""
+    return {"streams": settings.batches.streams_commit_seconds,
+            "anchorer": settings.batches.anchor_seconds, "sink": settings.batches.sink_seconds}
+
+
 def _excess(settings: Settings, result: LoadResult) -> dict[str, float]:
     """Each stage's backlog when publishing stopped, beyond what it holds by design (its
     committed offsets trail by a commit or batch window)."""
-    windows = {"streams": 2.8,  # faust's commit interval
-               "anchorer": settings.batches.anchor_seconds, "sink": settings.batches.sink_seconds}
+    windows = _windows(settings)
     return {stage: backlog - result.offered_per_s * windows.get(stage, 0.0)
             for stage, backlog in result.backlog_at_end.items()}
 
@@ -149,7 +155,7 @@ def _kept_up(settings: Settings, result: LoadResult) -> bool:
     """Whether the pipeline kept up with the load (see the module's docstring). The drain
     alone is not enough: a minute's growing backlog still drains in seconds."""
     return (max(_excess(settings, result).values()) <= SLACK_S * result.offered_per_s
-            and result.drain_s <= settings.batches.anchor_seconds + 10)
+            and result.drain_s <= max(_windows(settings).values()) + 10)
 
 
 def _wait_for_backlogs(settings: Settings, timeout_s: float = 1800) -> None:
@@ -214,7 +220,7 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
             result.backlog_at_end = {
                 "gateway (MQTT → Kafka)": max(0, acknowledged - _forwarded(settings, before)),
-                "streams": backlog(settings, run_id, topics.TELEMETRY),
+                "streams": unjudged_readings(settings.kafka, run_id, topics.TELEMETRY),
                 "anchorer": _group_lag(settings, "smartport-anchor", ends),
                 "sink": _group_lag(settings, "smartport-sink", ends),
             }
@@ -225,7 +231,7 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             done = done and wait_until(
                 lambda: anchored_through(settings, topics.TELEMETRY, ends), 600)
             done = done and wait_until(
-                lambda: backlog(settings, run_id, topics.TELEMETRY) == 0, 600)
+                lambda: unjudged_readings(settings.kafka, run_id, topics.TELEMETRY) == 0, 600)
             finished_at = time.time()
             # CPU per message: what each process used from the first publish until everything
             # was stored, anchored and judged, over the messages published (an unsustained

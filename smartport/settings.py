@@ -130,6 +130,12 @@ class BatchSettings(BaseModel):
     # ClickHouse (alerts do not wait for it: the streams worker reads Kafka).
     sink_seconds: float = Field(5.0, gt=0, le=3600, description="seconds a row waits for its "
                                 "insert, at most")
+    # Each commit of the streams worker writes back every state changed since the last one and
+    # commits the offsets of every partition: at 1,500 msg/s, 10 s instead of faust's 2.8 s cut
+    # the worker's CPU by 7-8 % of a core (bench/pipeline_bench.py). Alerts do not wait for it;
+    # a crash replays up to this much of the stream (alerts come again with the same ids).
+    streams_commit_seconds: float = Field(10.0, gt=0, le=300, description=(
+        "how often the streams worker commits its offsets and writes its states back"))
 
 
 class Settings(BaseSettings):

@@ -176,6 +176,7 @@ def faust_app(settings: Settings, app_id: str, *, offset_reset: str,
         producer_linger=PRODUCER_LINGER_S,
         producer_compression_type="lz4",
         producer_max_batch_size=256 * 1024,
+        broker_commit_interval=settings.batches.streams_commit_seconds,
     )
 
 

@@ -27,13 +27,16 @@ from smartport.errors import StackError
 from smartport.kafka import (
     BULK_FETCH,
     commit_offsets,
+    committed_offsets,
     consume_records,
     consumer_config,
+    high_watermarks,
     producer_config,
+    read_range,
 )
 from smartport.readiness import NotWorking, Readiness
 from smartport.settings import KafkaSettings
-from streams.micro_batch import chunks, pack
+from streams.micro_batch import chunks, pack, unpack
 
 log = logging.getLogger(__name__)
 RELAY = "relay"  # the worker's readiness condition
@@ -51,6 +54,17 @@ def batches_topic(app_id: str) -> str:
 
 def relay_group(app_id: str) -> str:
     return f"{app_id}-relay"
+
+
+def unjudged_readings(kafka: KafkaSettings, app_id: str, source: str) -> int:
+    """Readings of ``source`` the streams worker ``app_id`` has not judged as of its last
+    commit: those its relay has not batched, and those in batches it has not committed."""
+    ends = high_watermarks(kafka, source)
+    relayed = committed_offsets(kafka, relay_group(app_id), source, kafka.partitions)
+    batches = batches_topic(app_id)
+    judged = committed_offsets(kafka, app_id, batches, kafka.partitions)
+    return sum(ends[p] - relayed.get(p, 0) for p in ends) + sum(
+        len(unpack(message.value() or b"")) for message in read_range(kafka, batches, judged))
 
 
 class RelayFailed(StackError):

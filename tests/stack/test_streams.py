@@ -24,6 +24,7 @@ from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
 from streams.app import STATE_TABLE
+from streams.relay import unjudged_readings
 from tests.helpers import crane_reading
 from tests.stack.pipeline import GatewayProcess, edge_mqtt, run_scratch_worker, unique, wait_for
 
@@ -33,9 +34,17 @@ def app_id() -> str:
     return unique("streams-test")
 
 
+# The crash and rebalance tests need commits before the kill or the join, with states changed
+# since: their workers commit every 2 s instead of batches.streams_commit_seconds (10 s).
+COMMITTING_OFTEN = {"SMARTPORT_BATCHES__STREAMS_COMMIT_SECONDS": "2"}
+
+
 @pytest.fixture
-def worker(stack: Settings, tmp_path: Path, app_id: str) -> Iterator[PipelineProcess]:
-    started = streams_worker(app_id, tmp_path / "streams.log").start()
+def worker(stack: Settings, tmp_path: Path, app_id: str,
+           request: pytest.FixtureRequest) -> Iterator[PipelineProcess]:
+    """A streams worker; parametrized indirectly, the environment it runs with."""
+    env: dict[str, str] = getattr(request, "param", {})
+    started = streams_worker(app_id, tmp_path / "streams.log", env).start()
     yield started
     started.stop()
 
@@ -82,11 +91,11 @@ def _drive(stack: Settings, worker: PipelineProcess, tmp_path: Path, *, seed: in
     try:
         publishing.start()
         if kill_after is not None:
-            time.sleep(kill_after)  # past faust's first offset commit (every 2.8 s)
+            time.sleep(kill_after)  # past the worker's first offset commit
             worker.kill()  # offsets, changelog and alerts in flight
             worker.start()
         if joining is not None:
-            time.sleep(4.0)  # past faust's first commit, with states changed since
+            time.sleep(4.0)  # past the first worker's first commit, with states changed since
             joining.start()
         publishing.join()
         wait_for(lambda: truth <= raised(), 180, "an alert for every injected anomaly")
@@ -106,25 +115,30 @@ def test_every_injected_anomaly_gives_exactly_one_incident(
     stack: Settings, worker: PipelineProcess, tmp_path: Path, app_id: str
 ) -> None:
     _drive(stack, worker, tmp_path, seed=101)
-    # Each container's state is written back once per commit, not once per reading.
+    # Each container's state is written back once per commit, not once per reading: the run's
+    # states are all written once the worker has committed every reading it judged.
+    wait_for(lambda: unjudged_readings(stack.kafka, app_id, topics.TELEMETRY) == 0, 60,
+             "the worker's commit of every reading")
     changelog = f"{app_id}-{STATE_TABLE}-changelog"
     written = sum(1 for _ in read_range(stack.kafka, changelog, {}))
     assert 0 < written < 3000 / 4, f"{written} state records for 3,000 readings"
 
 
+@pytest.mark.parametrize("worker", [COMMITTING_OFTEN], indirect=True)
 def test_sigkill_of_the_worker_loses_no_alert_and_duplicates_no_incident(
     stack: Settings, worker: PipelineProcess, tmp_path: Path
 ) -> None:
     _drive(stack, worker, tmp_path, seed=102, kill_after=4.0)
 
 
+@pytest.mark.parametrize("worker", [COMMITTING_OFTEN], indirect=True)
 def test_a_worker_joining_mid_stream_loses_no_alert_and_duplicates_no_incident(
     stack: Settings, worker: PipelineProcess, tmp_path: Path, app_id: str
 ) -> None:
     """Scaling out: the first worker's partitions are revoked while states of them are not
     written back yet; their new owner replays from the last commit, and each relay takes half
     of telemetry.v1."""
-    joining = streams_worker(app_id, tmp_path / "joining.log")
+    joining = streams_worker(app_id, tmp_path / "joining.log", COMMITTING_OFTEN)
     try:
         _drive(stack, worker, tmp_path, seed=103, joining=joining)
         assert joining.running  # neither crashed in the rebalance

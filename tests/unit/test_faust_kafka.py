@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import pytest
+from pydantic import ValidationError
 
 from smartport.settings import Settings
 from streams.app import faust_app
@@ -50,3 +52,25 @@ def test_the_producer_buffer_is_drained_before_a_commit(tmp_path: Path) -> None:
     assert buffer.flushes == 5
     ours = faust_app(Settings(state_dir=tmp_path), "flush-test", offset_reset="earliest")
     assert isinstance(ours.producer, _Producer)
+
+
+def test_the_worker_commits_every_streams_commit_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each commit writes back every changed state: the worker commits every 10 s by default
+    (faust's own default is 2.8 s), and as often as the settings say."""
+    assert faust.App("plain-faust").conf.broker_commit_interval == 2.8
+    ours = faust_app(Settings(state_dir=tmp_path), "commit-test", offset_reset="earliest")
+    assert ours.conf.broker_commit_interval == 10.0
+    monkeypatch.setenv("SMARTPORT_BATCHES__STREAMS_COMMIT_SECONDS", "2")
+    often = faust_app(Settings(state_dir=tmp_path), "commit-test-2", offset_reset="earliest")
+    assert often.conf.broker_commit_interval == 2.0
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "301", "ten"])
+def test_a_commit_interval_out_of_bounds_is_named(
+    monkeypatch: pytest.MonkeyPatch, seconds: str
+) -> None:
+    monkeypatch.setenv("SMARTPORT_BATCHES__STREAMS_COMMIT_SECONDS", seconds)
+    with pytest.raises(ValidationError, match="streams_commit_seconds"):
+        Settings()
