@@ -45,7 +45,7 @@ def batched_worker_main(app_id: str, names: list[str]) -> None:
     settings = timing_settings()
     declarations = {m.key(): Declaration.model_validate_json(m.value() or b"")
                     for m in read_range(settings.kafka, names[1], {})}
-    app = faust_app(settings, app_id, offset_reset="earliest")
+    app = faust_app(settings, app_id)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "partitions": settings.kafka.partitions}
     batches, alerts = app.topic(names[0], **raw), app.topic(names[2], **raw)

@@ -72,7 +72,7 @@ def empty_worker_main(app_id: str, names: list[str]) -> None:
     from streams.app import faust_app, new_worker
 
     settings = timing_settings()
-    app = faust_app(settings, app_id, offset_reset="earliest")
+    app = faust_app(settings, app_id)
     topic = app.topic(names[0], key_type=bytes, value_type=bytes,
                       partitions=settings.kafka.partitions)
 

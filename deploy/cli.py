@@ -617,7 +617,8 @@ def streams(
     app_id: Annotated[str, typer.Option(
         help="faust app id: consumer group and table changelog prefix")] = "smartport-streams",
     offset_reset: Annotated[str, typer.Option(
-        help="where a new app id starts: earliest or latest")] = "earliest",
+        help="where a new app id starts: earliest, or latest (the end of its sources when "
+             "first started, kept until its first commit)")] = "earliest",
     web_port: Annotated[int, typer.Option(
         min=0, max=65535, help="serve faust's web views on 127.0.0.1:PORT (0 = off)")] = 0,
     metrics_port: MetricsPort = 0,

@@ -142,20 +142,53 @@ def committed_offsets(kafka: KafkaSettings, group: str, topic: str, partitions: 
     """``group``'s committed offset of each of ``topic``'s first ``partitions`` partitions
     (0 where it committed none), riding out a coordinator that is moving or still loading."""
     consumer = Consumer(consumer_config(kafka, group))
-    asked = [TopicPartition(topic, p) for p in range(partitions)]
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            try:
-                return {tp.partition: max(tp.offset, 0)
-                        for tp in consumer.committed(asked, timeout=10)}
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if error.code() not in _COMMIT_RETRIABLE or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        asked = [TopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: max(tp.offset, 0) for tp in _committed(consumer, asked, timeout)}
     finally:
         consumer.close()
+
+
+def start_at_end(kafka: KafkaSettings, group: str, topics: list[str]) -> int:
+    """Commit the end of each partition of ``topics`` that ``group`` has no offset for, and
+    return how many there were: where ``auto.offset.reset=latest`` starts a new group, made to
+    last. Left to ``latest``, a consumer resolves the end when it first fetches and keeps it
+    only in memory until its first commit; one that crashed before then began again at a later
+    end and skipped what came between. A group with members has started already: they are
+    left alone (Kafka refuses commits from outside an active group)."""
+    ends = {(topic, p): end for topic in topics
+            for p, end in high_watermarks(kafka, topic).items()}
+    consumer = Consumer(consumer_config(kafka, group))
+    try:
+        asked = [TopicPartition(topic, p) for topic, p in ends]
+        missing = [TopicPartition(tp.topic, tp.partition, ends[tp.topic, tp.partition])
+                   for tp in _committed(consumer, asked) if tp.offset < 0]
+        if missing:
+            try:
+                consumer.commit(offsets=missing, asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _COMMIT_SUPERSEDED:
+                    raise
+                log.info("not setting where a running group starts", extra={"group": group})
+                return 0
+        return len(missing)
+    finally:
+        consumer.close()
+
+
+def _committed(consumer: Consumer, asked: list[TopicPartition], timeout: float = 60.0
+               ) -> list[TopicPartition]:
+    """The committed offsets of ``asked`` (negative where none), riding out a coordinator
+    that is moving or still loading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return list(consumer.committed(asked, timeout=10))
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() not in _COMMIT_RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def read_range(

@@ -44,13 +44,19 @@ from schemas.topics import mqtt_alert_topic
 from schemas.transit import RecordPosition, TransitPhase
 from smartport.ed25519 import own_key
 from smartport.errors import StackError
-from smartport.kafka import ensure_topics
+from smartport.kafka import ensure_topics, start_at_end
 from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
 from smartport.settings import KafkaSettings, MqttSettings, Settings
 from streams.faust_kafka import App
 from streams.micro_batch import MalformedBatch, unpack
-from streams.relay import BATCH_TOPIC_MAX_BYTES, RELAY, TelemetryRelay, batches_topic
+from streams.relay import (
+    BATCH_TOPIC_MAX_BYTES,
+    RELAY,
+    TelemetryRelay,
+    batches_topic,
+    relay_group,
+)
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
 from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
@@ -147,9 +153,10 @@ class RelayService(mode.Service):
         await asyncio.get_running_loop().run_in_executor(None, self._relay.stop)
 
 
-def faust_app(settings: Settings, app_id: str, *, offset_reset: str,
-              web_port: int | None = None) -> faust.App:
-    """A faust App configured as our workers run (benches measure faust's own floor with it)."""
+def faust_app(settings: Settings, app_id: str, *, web_port: int | None = None) -> faust.App:
+    """A faust App configured as our workers run (benches measure faust's own floor with it).
+    A new app id reads its topics from the start; ``create_app`` sets another start for
+    ``latest`` by committing it."""
     datadir = settings.state_dir / "streams" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     return App(
@@ -166,7 +173,6 @@ def faust_app(settings: Settings, app_id: str, *, offset_reset: str,
         key_serializer="raw",
         value_serializer="raw",
         datadir=str(datadir),
-        consumer_auto_offset_reset=offset_reset,  # where a new app id starts reading
         agent_supervisor=mode.CrashingSupervisor,  # a crashed agent ends the worker
         # Stopping does not wait for buffered events to be processed: a crashed agent never
         # acknowledges its event, and the wait hung the worker ("Wait for streams...", 1 stop
@@ -185,9 +191,15 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
                web_port: int | None = None,
                topic_names: tuple[str, str, str] = (topics.TELEMETRY, topics.DECLARATIONS,
                                                     topics.ALERTS)) -> faust.App:
-    """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches."""
+    """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches.
+    ``offset_reset`` is where a new app id starts: ``earliest``, or ``latest``, the end of its
+    sources as of this call, committed at once so that it holds until the worker's own first
+    commit (smartport.kafka.start_at_end); its internal topics are always read from the start."""
     partitions = settings.kafka.partitions
-    app = faust_app(settings, app_id, offset_reset=offset_reset, web_port=web_port)
+    if offset_reset == "latest":
+        start_at_end(settings.kafka, relay_group(app_id), [topic_names[0]])
+        start_at_end(settings.kafka, app_id, [topic_names[1], topics.ALERT_COMMANDS])
+    app = faust_app(settings, app_id, web_port=web_port)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
     source = topic_names[0]
     declarations, alerts = (app.topic(name, **raw) for name in topic_names[1:])
@@ -201,8 +213,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     officers = AlertPublisher(mqtt_as(settings, STREAMS_USER), f"{app_id}-alerts")
     terminal_key = own_key(settings.resolved_terminal_key_file)  # signs its certificates
     readiness = Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s, (RELAY,))
-    relay = TelemetryRelay(settings.kafka, source, app_id, offset_reset=offset_reset,
-                           readiness=readiness)
+    relay = TelemetryRelay(settings.kafka, source, app_id, readiness=readiness)
     app.add_dependency(officers)  # started and stopped with the app (the worker)
     app.add_dependency(RelayService(relay))
 

@@ -72,13 +72,12 @@ class RelayFailed(StackError):
 
 
 class TelemetryRelay:
-    def __init__(self, kafka: KafkaSettings, source: str, app_id: str, *, offset_reset: str,
+    def __init__(self, kafka: KafkaSettings, source: str, app_id: str, *,
                  readiness: Readiness) -> None:
         self._kafka = kafka
         self._source = source
         self._target = batches_topic(app_id)
         self._app_id = app_id
-        self._offset_reset = offset_reset
         self._readiness = readiness
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="telemetry-relay", daemon=True)
@@ -96,7 +95,6 @@ class TelemetryRelay:
 
     def _run(self) -> None:
         consumer = Consumer(consumer_config(self._kafka, relay_group(self._app_id), **{
-            "auto.offset.reset": self._offset_reset,  # where a new app id starts, as faust
             # A fetch in bulk but for at most half a poll: with 1 byte and 20 ms the broker
             # answered 210 fetches/s at 1,000 msg/s, each with a few records.
             **BULK_FETCH, "fetch.wait.max.ms": int(POLL_S * 1000 / 2),

@@ -71,7 +71,7 @@ def _source(settings: Settings, topic: str) -> dict[int, list[tuple[int, bytes]]
 
 def _relay(settings: Settings, source: str, app_id: str) -> tuple[TelemetryRelay, Readiness]:
     readiness = Readiness(READY, "streams", settings.kafka.join_timeout_s, (RELAY,))
-    return TelemetryRelay(settings.kafka, source, app_id, offset_reset="earliest",
+    return TelemetryRelay(settings.kafka, source, app_id,
                           readiness=readiness), readiness
 
 

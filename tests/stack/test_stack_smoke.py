@@ -15,7 +15,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from deploy import services
 from deploy.services import Mosquitto, chain_id
 from schemas import topics
-from smartport.kafka import consumer_config
+from smartport.kafka import committed_offsets, consumer_config, start_at_end
 from smartport.mqtt import GATEWAY_USER, OFFICER_USER, STREAMS_USER, mqtt_as, new_client
 from smartport.settings import Settings
 from tests.stack.pipeline import edge_mqtt, wait_for
@@ -79,6 +79,38 @@ def test_kafka_produce_consume(stack: Settings) -> None:
         assert (message.key(), message.value()) == (key, b"smoke")
     finally:
         consumer.close()
+
+
+def test_a_new_group_starts_at_the_end_as_of_its_first_start(stack: Settings) -> None:
+    """start_at_end commits the ends a new group starts from, only where it has no offset, and
+    leaves a group with members alone."""
+    topic, group = f"smoke-start-{uuid.uuid4().hex[:8]}", f"smoke-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(stack.kafka.client_config())
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    producer = Producer(stack.kafka.client_config())
+
+    def produce(count: int) -> None:
+        for i in range(count):
+            producer.produce(topic, value=b"%d" % i, partition=i % 2)
+        assert producer.flush(30) == 0
+
+    try:
+        produce(6)
+        assert start_at_end(stack.kafka, group, [topic]) == 2
+        assert committed_offsets(stack.kafka, group, topic, 2) == {0: 3, 1: 3}
+        produce(4)
+        assert start_at_end(stack.kafka, group, [topic]) == 0  # it has offsets: kept
+        assert committed_offsets(stack.kafka, group, topic, 2) == {0: 3, 1: 3}
+        member = Consumer(consumer_config(stack.kafka, f"{group}-active"))
+        member.subscribe([topic])
+        try:
+            wait_for(lambda: bool(member.poll(0.5) or member.assignment()), 60, "assignment")
+            assert start_at_end(stack.kafka, f"{group}-active", [topic]) == 0
+        finally:
+            member.close()
+        assert committed_offsets(stack.kafka, f"{group}-active", topic, 2) == {0: 0, 1: 0}
+    finally:
+        admin.delete_topics([topic])
 
 
 def _client(client_id: str) -> mqtt.Client:

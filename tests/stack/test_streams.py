@@ -19,7 +19,9 @@ from deploy.pipeline import PipelineProcess, streams_worker
 from deploy.topics import delete_app_topics
 from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig, SimMessage
+from ingest.records import envelope_value
 from ingest.simulate import MqttPublisher, write_declarations
+from ingest.validation import Accepted, Limits, classify
 from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
@@ -291,3 +293,48 @@ def _raised(settings: Settings, since: dict[int, int], containers: set[str]
             ) -> set[tuple[str, str]]:
     return {(a.container_no, a.rule.value) for a in _alerts(settings, since, containers)
             if a.state.value == "raised"}
+
+
+def test_a_worker_killed_before_its_first_commit_loses_nothing_it_started_after(
+    stack: Settings, tmp_path: Path, app_id: str
+) -> None:
+    """``--offset-reset latest``: a new app id starts at the end of its sources as of its first
+    start, and stays there until it commits. Left to Kafka's ``latest``, a worker killed before
+    its first commit began again at the later end and skipped what came between (in the fault
+    suite, 28 of 46 alerts)."""
+    from schemas import iso6346
+    from tests.helpers import declaration
+
+    held = [iso6346.with_check_digit(f"TSTU{int(uuid_hex(), 16) % 10**6:06d}") for _ in "ab"]
+    path = tmp_path / "declarations.jsonl"
+    path.write_text("\n".join(
+        encode_json(declaration(container_no=c, declaration_id=f"CNSHK-2026-{c}",
+                                status="held")).decode() for c in held))
+    since = high_watermarks(stack.kafka, topics.ALERTS)
+    producer = Producer(stack.kafka.client_config())
+
+    def lift(container: str) -> None:
+        topic = f"port/CNSHK/crane/{unique('qc')}/telemetry"
+        payload = encode_json(crane_reading(container_no=container, device_id=topic.split("/")[3]))
+        accepted = classify(topic, payload, Limits(), now=datetime(2026, 11, 24, 3, tzinfo=UTC))
+        assert isinstance(accepted, Accepted), accepted
+        producer.produce(topics.TELEMETRY, key=accepted.key,
+                         value=envelope_value(accepted, topic, "gw-test", datetime.now(UTC)))
+        assert producer.flush(30) == 0
+
+    def alerted(container: str) -> bool:
+        return any(a.rule.value == "hold_violation" for a in _alerts(stack, since, {container}))
+
+    worker = streams_worker(app_id, tmp_path / "streams.log",
+                            {"SMARTPORT_BATCHES__STREAMS_COMMIT_SECONDS": "300"}).start()
+    try:
+        declarations.load(stack, path)
+        time.sleep(2)
+        lift(held[0])
+        wait_for(lambda: alerted(held[0]), 60, "the first worker's alert")
+        worker.kill()  # nothing committed yet: the commit interval is 300 s
+        lift(held[1])
+        worker.start()
+        wait_for(lambda: alerted(held[1]), 60, "the alert of a reading sent while it was down")
+    finally:
+        worker.stop()

@@ -28,7 +28,7 @@ def _fetch_wait(app: faust.App) -> int:
 
 def test_the_workers_consumer_waits_at_most_100_ms_per_fetch(tmp_path: Path) -> None:
     assert _fetch_wait(faust.App("plain-faust", broker="kafka://127.0.0.1:1")) == 1500
-    ours = faust_app(Settings(state_dir=tmp_path), "fetch-test", offset_reset="earliest")
+    ours = faust_app(Settings(state_dir=tmp_path), "fetch-test")
     assert _fetch_wait(ours) == FETCH_MAX_WAIT_MS == 100
 
 
@@ -50,7 +50,7 @@ def test_the_producer_buffer_is_drained_before_a_commit(tmp_path: Path) -> None:
     asyncio.run(drain(buffer))
     assert buffer.size == 0
     assert buffer.flushes == 5
-    ours = faust_app(Settings(state_dir=tmp_path), "flush-test", offset_reset="earliest")
+    ours = faust_app(Settings(state_dir=tmp_path), "flush-test")
     assert isinstance(ours.producer, _Producer)
 
 
@@ -60,10 +60,10 @@ def test_the_worker_commits_every_streams_commit_seconds(
     """Each commit writes back every changed state: the worker commits every 10 s by default
     (faust's own default is 2.8 s), and as often as the settings say."""
     assert faust.App("plain-faust").conf.broker_commit_interval == 2.8
-    ours = faust_app(Settings(state_dir=tmp_path), "commit-test", offset_reset="earliest")
+    ours = faust_app(Settings(state_dir=tmp_path), "commit-test")
     assert ours.conf.broker_commit_interval == 10.0
     monkeypatch.setenv("SMARTPORT_BATCHES__STREAMS_COMMIT_SECONDS", "2")
-    often = faust_app(Settings(state_dir=tmp_path), "commit-test-2", offset_reset="earliest")
+    often = faust_app(Settings(state_dir=tmp_path), "commit-test-2")
     assert often.conf.broker_commit_interval == 2.0
 
 

@@ -58,7 +58,7 @@ def test_a_relay_that_never_joins_its_group_says_so_and_stops() -> None:
     """Kafka unreachable (nothing listens on port 1): the relay must not idle alive."""
     readiness = Readiness(Gauge("unit_relay_ready", "-", registry=None), "streams", 60, (RELAY,))
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", join_timeout_s=1.0)
-    relay = TelemetryRelay(kafka, "telemetry.v1", "unit-relay", offset_reset="earliest",
+    relay = TelemetryRelay(kafka, "telemetry.v1", "unit-relay",
                            readiness=readiness)
     relay.start()
     try:
