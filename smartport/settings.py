@@ -134,7 +134,8 @@ class BatchSettings(BaseModel):
     # commits the offsets of every partition: at 1,500 msg/s, 10 s instead of faust's 2.8 s cut
     # the worker's CPU by 7-8 % of a core (bench/pipeline_bench.py). Alerts do not wait for it;
     # a crash replays up to this much of the stream (alerts come again with the same ids).
-    streams_commit_seconds: float = Field(10.0, gt=0, le=300, description=(
+    # At least 0.1 s: a commit per event loop turn would leave the worker busy committing.
+    streams_commit_seconds: float = Field(10.0, ge=0.1, le=300, description=(
         "how often the streams worker commits its offsets and writes its states back"))
 
 

@@ -36,9 +36,14 @@ def app_id() -> str:
     return unique("streams-test")
 
 
+def committing_every(seconds: float) -> dict[str, str]:
+    """A worker's environment: it commits every ``seconds`` (batches.streams_commit_seconds)."""
+    return {"SMARTPORT_BATCHES__STREAMS_COMMIT_SECONDS": str(seconds)}
+
+
 # The crash and rebalance tests need commits before the kill or the join, with states changed
-# since: their workers commit every 2 s instead of batches.streams_commit_seconds (10 s).
-COMMITTING_OFTEN = {"SMARTPORT_BATCHES__STREAMS_COMMIT_SECONDS": "2"}
+# since: their workers commit every 2 s instead of every 10 s.
+COMMITTING_OFTEN = committing_every(2)
 
 
 @pytest.fixture
@@ -326,7 +331,7 @@ def test_a_worker_killed_before_its_first_commit_loses_nothing_it_started_after(
         return any(a.rule.value == "hold_violation" for a in _alerts(stack, since, {container}))
 
     worker = streams_worker(app_id, tmp_path / "streams.log",
-                            {"SMARTPORT_BATCHES__STREAMS_COMMIT_SECONDS": "300"}).start()
+                            committing_every(300)).start()
     try:
         declarations.load(stack, path)
         time.sleep(2)

@@ -67,7 +67,7 @@ def test_the_worker_commits_every_streams_commit_seconds(
     assert often.conf.broker_commit_interval == 2.0
 
 
-@pytest.mark.parametrize("seconds", ["0", "-1", "301", "ten"])
+@pytest.mark.parametrize("seconds", ["0", "1e-300", "-1", "301", "1e308", "nan", "inf", "ten"])
 def test_a_commit_interval_out_of_bounds_is_named(
     monkeypatch: pytest.MonkeyPatch, seconds: str
 ) -> None:
