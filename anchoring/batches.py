@@ -10,19 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 from anchoring import merkle
 from schemas import AggregateProof, AnchorManifest, encode
 from schemas.anchoring import HashAlgorithm, LeafFormat
-
-
-class KafkaRecord(NamedTuple):
-    """One record of a batch (a tuple: the anchorer makes one per record it reads)."""
-
-    offset: int
-    value: bytes
-    timestamp_ms: int  # Kafka's, as the broker or producer set it
 
 
 def leaf(offset: int, value: bytes, leaves: LeafFormat | None = "offset+value") -> bytes:
@@ -48,27 +39,30 @@ def batch_id(topic: str, partition: int, first_offset: int, last_offset: int) ->
 def manifest(
     topic: str,
     partition: int,
-    records: Sequence[KafkaRecord],
+    leaves: Sequence[bytes],
     *,
+    first_offset: int,
+    last_offset: int,
+    timestamp_ms: int,
     hash_alg: HashAlgorithm,
     prev_manifest_hash: str | None,
 ) -> AnchorManifest:
-    """The manifest of one batch; equal inputs give byte-identical manifests."""
-    if not records:
+    """The manifest of one batch: ``leaves`` are its records' ``leaf``s in offset order,
+    ``timestamp_ms`` the last record's Kafka timestamp. Equal inputs give byte-identical
+    manifests."""
+    if not leaves:
         raise ValueError("a batch needs at least one record")
-    first, last = records[0].offset, records[-1].offset
     return AnchorManifest(
-        batch_id=batch_id(topic, partition, first, last),
+        batch_id=batch_id(topic, partition, first_offset, last_offset),
         topic=topic,
         partition=partition,
-        first_offset=first,
-        last_offset=last,
-        count=len(records),
-        root=merkle.root([leaf(r.offset, r.value) for r in records],
-                         merkle.hasher_for(hash_alg)).hex(),
+        first_offset=first_offset,
+        last_offset=last_offset,
+        count=len(leaves),
+        root=merkle.root(leaves, merkle.hasher_for(hash_alg)).hex(),
         hash_alg=hash_alg,
         prev_manifest_hash=prev_manifest_hash,
-        created_at=datetime.fromtimestamp(records[-1].timestamp_ms / 1000, UTC),
+        created_at=datetime.fromtimestamp(timestamp_ms / 1000, UTC),
         leaves="offset+value",
     )
 

@@ -30,10 +30,15 @@ Digest = Callable[[bytes], bytes]
 
 @dataclass(frozen=True, slots=True)
 class Hasher:
-    """The leaf, children and empty-tree hashes of an RFC 9162 tree under one hash function."""
+    """The leaf, children and empty-tree hashes of an RFC 9162 tree under one hash function.
+
+    ``digester`` makes a digest function for one loop over many nodes (never shared between
+    threads), cheaper per call than ``digest`` where the library lets a hash state be reused.
+    """
 
     name: HashAlgorithm
     digest: Digest
+    digester: Callable[[], Digest]
 
     def hash_leaf(self, data: bytes) -> bytes:
         return self.digest(LEAF_PREFIX + data)
@@ -49,12 +54,27 @@ def _blake3(data: bytes) -> bytes:
     return blake3.blake3(data).digest()
 
 
+def _blake3_digester() -> Digest:
+    """BLAKE3 through one reused hash state: making a blake3 object is most of the cost of
+    hashing a short input (about a third of a 200-byte leaf's, bench/merkle_bench.py)."""
+    state = blake3.blake3()
+    update, digest, reset = state.update, state.digest, state.reset
+
+    def reusing(data: bytes) -> bytes:
+        update(data)
+        out = digest()
+        reset()
+        return out
+
+    return reusing
+
+
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-BLAKE3 = Hasher("blake3", _blake3)
-SHA256 = Hasher("sha256", _sha256)
+BLAKE3 = Hasher("blake3", _blake3, _blake3_digester)
+SHA256 = Hasher("sha256", _sha256, lambda: _sha256)
 HASHERS: dict[str, Hasher] = {h.name: h for h in (BLAKE3, SHA256)}
 
 
@@ -87,7 +107,7 @@ def _levels(leaves: Sequence[bytes], h: Digest) -> list[list[bytes]]:
 def root(leaves: Sequence[bytes], hasher: Hasher = BLAKE3) -> bytes:
     if not leaves:
         return hasher.empty_root()
-    return _levels(leaves, hasher.digest)[-1][0]
+    return _levels(leaves, hasher.digester())[-1][0]
 
 
 def _path(levels: list[list[bytes]], index: int) -> list[bytes]:
@@ -104,7 +124,7 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, hasher: Hasher = BLAKE3
     """The audit path of leaf ``index`` (RFC 9162 §2.1.3.1), leaf-side first."""
     if not 0 <= index < len(leaves):
         raise IndexError(f"leaf index {index} is outside a tree of {len(leaves)} leaves")
-    return _path(_levels(leaves, hasher.digest), index)
+    return _path(_levels(leaves, hasher.digester()), index)
 
 
 def tree(leaves: Sequence[bytes], hasher: Hasher = BLAKE3
@@ -116,7 +136,7 @@ def tree(leaves: Sequence[bytes], hasher: Hasher = BLAKE3
     """
     if not leaves:
         return hasher.empty_root(), []
-    levels = _levels(leaves, hasher.digest)
+    levels = _levels(leaves, hasher.digester())
     paths: list[tuple[bytes, ...]] = [()]
     for level in reversed(levels[:-1]):
         size = len(level)
@@ -147,7 +167,7 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int, hasher: Hasher = B
         raise IndexError(f"old size {old_size} is outside 0..{n}")
     if old_size in (0, n):
         return []
-    h = hasher.digest
+    h = hasher.digester()
     hashes = [h(LEAF_PREFIX + leaf) for leaf in leaves]
     proof: list[bytes] = []
     lo, hi, m, complete = 0, n, old_size, True

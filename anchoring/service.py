@@ -56,11 +56,17 @@ WITNESS_FAILURES = Counter("smartport_anchorer_witness_failures",
                            "checkpoints the witness chain did not take (tried again later)")
 _RETRY_S = 2.0
 
-@dataclass
+@dataclass(slots=True)
 class _Partition:
-    next_offset: int  # first offset of the batch being collected
+    """Where one partition's batch collection stands: the leaves of the batch being collected
+    (records are not kept: reading them is the anchorer's hot loop)."""
+
+    last_offset: int  # the last offset batched or anchored
     prev_hash: str | None
-    pending: list[batches.KafkaRecord] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
+    first_offset: int = 0  # of the batch being collected
+    end: int = 0  # last offset of the fixed range that batch falls in
+    last: Message | None = None  # its last record (for the batch's timestamp)
     opened_at: float = 0.0
 
 
@@ -104,7 +110,7 @@ class Anchorer:
             manifest = latest[key].manifest if key in latest else None
             start = manifest.last_offset + 1 if manifest else 0
             self._partitions[key] = _Partition(
-                start, batches.manifest_hash(manifest) if manifest else None)
+                start - 1, batches.manifest_hash(manifest) if manifest else None)
             tp.offset = start
         consumer.assign(assigned)
         self.readiness.set(GROUP, True)
@@ -136,40 +142,41 @@ class Anchorer:
     # -- batching (pure bookkeeping) -------------------------------------------------------
 
     def _add(self, message: Message) -> None:
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        if topic is None or partition is None or offset is None:
+        # librdkafka's records always have both; a key of None is simply not assigned
+        key: TopicPartitionKey = (message.topic(), message.partition())  # type: ignore[assignment]
+        state = self._partitions.get(key)
+        offset = message.offset()
+        if state is None or offset is None:
             return
-        state = self._partitions.get((topic, partition))
-        if state is None:
-            return
-        last = state.pending[-1].offset if state.pending else state.next_offset - 1
-        if offset <= last:
+        if offset <= state.last_offset:
             return  # already batched or anchored (a redelivery after a seek)
-        record = batches.KafkaRecord(offset, message.value() or b"", message.timestamp()[1])
-        if state.pending and offset > self._end(state):
-            self._close((topic, partition), state)
-        if not state.pending:
+        if state.leaves and offset > state.end:
+            self._close(key, state)
+        if not state.leaves:
+            state.first_offset = offset
+            state.end = batches.batch_end(offset, self._batch_records)
             state.opened_at = time.monotonic()
-        state.pending.append(record)
-        if offset >= self._end(state):
-            self._close((topic, partition), state)
-
-    def _end(self, state: _Partition) -> int:
-        """Last offset of the fixed range the batch being collected falls in."""
-        return batches.batch_end(state.pending[0].offset, self._batch_records)
+        state.leaves.append(batches.leaf(offset, message.value() or b""))
+        state.last = message
+        state.last_offset = offset
+        if offset >= state.end:
+            self._close(key, state)
 
     def _close(self, key: TopicPartitionKey, state: _Partition) -> None:
-        manifest = batches.manifest(key[0], key[1], state.pending, hash_alg=self._hash,
-                                    prev_manifest_hash=state.prev_hash)
+        assert state.last is not None  # a batch has records
+        manifest = batches.manifest(
+            key[0], key[1], state.leaves, first_offset=state.first_offset,
+            last_offset=state.last_offset, timestamp_ms=state.last.timestamp()[1],
+            hash_alg=self._hash, prev_manifest_hash=state.prev_hash)
         self._closed.append(_Closed(key, manifest))
         state.prev_hash = batches.manifest_hash(manifest)
-        state.next_offset = manifest.last_offset + 1
-        state.pending = []
+        state.leaves = []
+        state.last = None
 
     def _close_expired(self) -> None:
         now = time.monotonic()
         for key, state in self._partitions.items():
-            if state.pending and now - state.opened_at >= self._interval:
+            if state.leaves and now - state.opened_at >= self._interval:
                 self._close(key, state)
 
     # -- anchoring (I/O) -------------------------------------------------------------------
@@ -258,10 +265,11 @@ class Anchorer:
         for key, manifest in latest.items():
             state = self._partitions.get(key)
             if state is not None:
-                state.next_offset = manifest.last_offset + 1
+                state.last_offset = manifest.last_offset
                 state.prev_hash = batches.manifest_hash(manifest)
-                state.pending = []
-                self._consumer.seek(TopicPartition(key[0], key[1], state.next_offset))
+                state.leaves = []
+                state.last = None
+                self._consumer.seek(TopicPartition(key[0], key[1], state.last_offset + 1))
         self._closed = [c for c in self._closed if c.key not in latest]
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -283,7 +291,7 @@ class Anchorer:
                     self._maybe_flush()
                     self.readiness.check()
                     if idle_exit_s is not None and not self._closed and not any(
-                            s.pending for s in self._partitions.values()) and (
+                            s.leaves for s in self._partitions.values()) and (
                             time.monotonic() - last_message > idle_exit_s):
                         break
         finally:

@@ -86,6 +86,10 @@ def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "enable.partition.eof": False,
+        # librdkafka stops fetching a partition while its local queue holds queued.min.messages
+        # (100,000) and looks again only after this backoff (1 s by default): a reader of a
+        # backlog faster than 100,000 records/s idled most of every second (bench/results).
+        "fetch.queue.backoff.ms": 10,
         "on_commit": on_commit,
         **overrides,
     }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from schemas import RejectReason
+from anchoring import batches
+from schemas import AnchorManifest, RejectReason
 
 VECTORS = Path(__file__).with_name("vectors")
 
@@ -166,3 +167,12 @@ def hostile_payloads(now: datetime) -> dict[str, tuple[bytes, RejectReason, str]
         "just-under-the-broker-packet-limit": (b"x" * 1_048_000, RejectReason.OVERSIZED,
                                                "payload is 1048000 bytes"),
     }
+
+
+def batch_manifest(topic: str, partition: int, records: Sequence[tuple[int, bytes]],
+                   timestamp_ms: int, prev_manifest_hash: str | None = None) -> AnchorManifest:
+    """The manifest the anchorer writes for ``records`` (offset, value), in offset order."""
+    return batches.manifest(
+        topic, partition, [batches.leaf(offset, value) for offset, value in records],
+        first_offset=records[0][0], last_offset=records[-1][0], timestamp_ms=timestamp_ms,
+        hash_alg="blake3", prev_manifest_hash=prev_manifest_hash)

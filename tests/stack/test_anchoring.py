@@ -40,7 +40,7 @@ from deploy.services import ANVIL_DEV_KEY, ANVIL_PORT, HOST
 from schemas import AnchorRecord, LedgerRef, Receipt, WitnessedCheckpoint, encode, topics
 from smartport.kafka import read_range
 from smartport.settings import Settings
-from tests.helpers import edit_second_root, rewrite_ledger
+from tests.helpers import batch_manifest, edit_second_root, rewrite_ledger
 from tests.stack.pipeline import unique, wait_for
 
 # anvil's second dev account (from its public test mnemonic): the forger.
@@ -328,9 +328,8 @@ def test_a_crash_around_sending_never_anchors_a_batch_twice(
     web3 = Web3(Web3.HTTPProvider(f"http://{HOST}:{ANVIL_PORT}"))
     owner = Account.from_key(ANVIL_DEV_KEY).address
     nonce = web3.eth.get_transaction_count(owner)
-    records = [batches.KafkaRecord(o, f"r{o}".encode(), int(time.time() * 1000)) for o in range(5)]
-    manifest = batches.manifest(unique("t"), 0, records, hash_alg="blake3",
-                                prev_manifest_hash=None)
+    records = [(o, f"r{o}".encode()) for o in range(5)]
+    manifest = batch_manifest(unique("t"), 0, records, int(time.time() * 1000))
     aggregate = batches.aggregate([manifest], "blake3")[0]
 
     def crashed(*_: object, **__: object) -> None:

@@ -14,14 +14,17 @@ from anchoring.errors import VerificationFailed
 from anchoring.ledgers.file import FileLedger
 from deploy.cli import main
 from schemas import LedgerRef, Receipt, RecordRef
-from tests.helpers import edit_second_root, rewrite_ledger
+from tests.helpers import batch_manifest, edit_second_root, rewrite_ledger
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
 
 
-def _records(offsets: range) -> list[batches.KafkaRecord]:
-    return [batches.KafkaRecord(o, f"record-{o}".encode(), T0_MS) for o in offsets]
+Record = tuple[int, bytes]  # offset, value
+
+
+def _records(offsets: range) -> list[Record]:
+    return [(o, f"record-{o}".encode()) for o in offsets]
 
 
 def test_batch_ranges_are_fixed_by_offsets() -> None:
@@ -30,15 +33,13 @@ def test_batch_ranges_are_fixed_by_offsets() -> None:
 
 
 def test_manifests_are_deterministic_and_chained() -> None:
-    first = batches.manifest("t", 0, _records(range(0, 10)), hash_alg="blake3",
-                             prev_manifest_hash=None)
-    again = batches.manifest("t", 0, _records(range(0, 10)), hash_alg="blake3",
-                             prev_manifest_hash=None)
+    first = batch_manifest("t", 0, _records(range(0, 10)), T0_MS)
+    again = batch_manifest("t", 0, _records(range(0, 10)), T0_MS)
     assert first == again
     assert first.root == merkle.root(
         [o.to_bytes(8, "big") + f"record-{o}".encode() for o in range(10)]).hex()
-    second = batches.manifest("t", 0, _records(range(10, 15)), hash_alg="blake3",
-                              prev_manifest_hash=batches.manifest_hash(first))
+    second = batch_manifest("t", 0, _records(range(10, 15)), T0_MS,
+                            prev_manifest_hash=batches.manifest_hash(first))
     assert second.prev_manifest_hash == batches.manifest_hash(first)
     assert (second.batch_id, second.count) == ("t/0/10-14", 5)
     proofs = batches.aggregate([first, second], "blake3")
@@ -51,19 +52,18 @@ def test_manifests_are_deterministic_and_chained() -> None:
 # -- a receipt states where the record is ----------------------------------------------------
 
 
-def _receipt(records: list[batches.KafkaRecord], offset: int, *, legacy: bool = False
+def _receipt(records: list[Record], offset: int, *, legacy: bool = False
              ) -> tuple[Receipt, bytes]:
     """A true receipt of the record at ``offset``, without ledger; ``legacy``: a batch anchored
     before leaves carried offsets (the value alone is the leaf)."""
-    manifest = batches.manifest("telemetry.v1", 3, records, hash_alg="blake3",
-                                prev_manifest_hash=None)
-    leaves = [batches.leaf(r.offset, r.value) for r in records]
+    manifest = batch_manifest("telemetry.v1", 3, records, T0_MS)
+    leaves = [batches.leaf(o, value) for o, value in records]
     if legacy:
-        leaves = [r.value for r in records]
+        leaves = [value for _, value in records]
         manifest = manifest.model_copy(update={"leaves": None,
                                                "root": merkle.root(leaves).hex()})
     _, proofs = merkle.tree(leaves)
-    index = [r.offset for r in records].index(offset)
+    index = [o for o, _ in records].index(offset)
     aggregate = batches.aggregate([manifest], "blake3")[0]
     receipt = Receipt(
         record=RecordRef(topic="telemetry.v1", partition=3, offset=offset,
@@ -71,11 +71,11 @@ def _receipt(records: list[batches.KafkaRecord], offset: int, *, legacy: bool = 
         leaf_index=index, inclusion_proof=tuple(p.hex() for p in proofs[index]),
         manifest=manifest, aggregate=aggregate,
         ledger=LedgerRef(kind="file", ledger_id="0" * 64, entry="0"))
-    return receipt, records[index].value
+    return receipt, records[index][1]
 
 
 # Offsets with gaps, as a compacted topic or transaction markers leave them.
-GAPPY = [batches.KafkaRecord(o, f"record-{o}".encode(), T0_MS) for o in (100, 101, 104, 107, 108)]
+GAPPY = [(o, f"record-{o}".encode()) for o in (100, 101, 104, 107, 108)]
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["offset-bound", "legacy-contiguous"])
@@ -114,8 +114,7 @@ def test_a_legacy_batch_with_gaps_cannot_prove_a_position() -> None:
 def ledger_with_entries(tmp_path: Path) -> FileLedger:
     ledger = FileLedger(tmp_path / "ledger")
     for n in range(3):
-        manifest = batches.manifest("t", 0, _records(range(n * 10, n * 10 + 10)),
-                                    hash_alg="blake3", prev_manifest_hash=None)
+        manifest = batch_manifest("t", 0, _records(range(n * 10, n * 10 + 10)), T0_MS)
         proof = batches.aggregate([manifest], "blake3")[0]
         ledger.anchor(proof.root, "blake3", [(manifest, proof)])
     return ledger

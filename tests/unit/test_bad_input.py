@@ -22,6 +22,7 @@ from ingest import declarations
 from ingest.fleet import Fleet, FleetConfig
 from schemas import Declaration, Receipt, RecordRef, encode
 from smartport.errors import InputRejected
+from tests.helpers import batch_manifest
 
 FUZZ = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -105,10 +106,7 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     """A file ledger with one anchored batch, and a true receipt of one of its records."""
     home = tmp_path_factory.mktemp("receipts")
     values = [json.dumps({"n": n}).encode() for n in range(7)]
-    records = [batches.KafkaRecord(n, v, 1_795_824_000_000)
-               for n, v in enumerate(values)]
-    manifest = batches.manifest("telemetry.v1", 2, records, hash_alg="blake3",
-                                prev_manifest_hash=None)
+    manifest = batch_manifest("telemetry.v1", 2, list(enumerate(values)), 1_795_824_000_000)
     aggregate = batches.aggregate([manifest], "blake3")[0]
     ref = FileLedger(home / "ledger").anchor(aggregate.root, "blake3", [(manifest, aggregate)])
     _, proofs = merkle.tree([batches.leaf(n, v) for n, v in enumerate(values)])

@@ -17,14 +17,15 @@ from anchoring.ledgers.file import ENTRIES, PRIVATE_KEY, TORN, FileLedger, entry
 from deploy.cli import main
 from schemas import LedgerRef, encode
 from smartport import ed25519
+from tests.helpers import batch_manifest
 
 T0 = datetime(2026, 11, 30, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
 
 
 def _anchor(ledger: FileLedger, n: int) -> LedgerRef:
-    records = [batches.KafkaRecord(o, f"r{o}".encode(), T0_MS) for o in range(n * 10, n * 10 + 10)]
-    manifest = batches.manifest("t", 0, records, hash_alg="blake3", prev_manifest_hash=None)
+    records = [(o, f"r{o}".encode()) for o in range(n * 10, n * 10 + 10)]
+    manifest = batch_manifest("t", 0, records, T0_MS)
     proof = batches.aggregate([manifest], "blake3")[0]
     return ledger.anchor(proof.root, "blake3", [(manifest, proof)])
 

@@ -128,6 +128,15 @@ def test_blake3_is_the_default() -> None:
         b"\x01" + blake3.blake3(b"\x00a").digest() + blake3.blake3(b"\x00b").digest()).digest()
 
 
+@settings(max_examples=100)
+@given(st.lists(st.binary(max_size=3000), max_size=20))
+def test_a_reused_hash_state_digests_every_input_as_a_fresh_one(inputs: list[bytes]) -> None:
+    # Inputs across BLAKE3's 1,024-byte chunks and the empty input, one after another.
+    for hasher in (merkle.BLAKE3, merkle.SHA256):
+        reusing = hasher.digester()
+        assert [reusing(data) for data in inputs] == [hasher.digest(data) for data in inputs]
+
+
 leaves_strategy = st.lists(st.binary(max_size=40), min_size=1, max_size=70)
 
 
