@@ -11,7 +11,8 @@ from __future__ import annotations
 import fcntl
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -151,12 +152,27 @@ class ChdbStore:
         if table is ch.INTAKE:  # raw records: escaping them for TSV is a fifth of json.dumps
             lines = "".join(f"{row['topic']}\t{row['kafka_partition']}\t{row['kafka_offset']}\t"
                             f"{_tsv_string(row['raw'])}\n" for row in rows)
-            query = f"INSERT INTO {table.name} FORMAT TabSeparated\n{lines}"
-        else:
-            lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
-            query = f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}"
+            with self._lock, self._eager_views():
+                return int(self._connection.query(
+                    f"INSERT INTO {table.name} FORMAT TabSeparated\n{lines}").rows_written())
+        lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
         with self._lock:
-            return int(self._connection.query(query).rows_written())
+            return int(self._connection.query(
+                f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}").rows_written())
+
+    @contextmanager
+    def _eager_views(self) -> Iterator[None]:
+        """Short-circuit evaluation off while the intake's views judge an insert: multiIf then
+        evaluates each branch apart and every branch parsed the record again (a reading's
+        tuple once per field checked), 13 µs of judging a record instead of 5 and 31 µs of CPU
+        per intake row instead of 17. None of the views' functions throws, so evaluating every
+        branch changes no result. Set around the insert alone: an INSERT's SETTINGS clause does
+        not reach the views, and the session's other queries keep ClickHouse's default."""
+        self._connection.query("SET short_circuit_function_evaluation = 'disable'")
+        try:
+            yield
+        finally:
+            self._connection.query("SET short_circuit_function_evaluation = 'enable'")
 
     def query(self, sql: str) -> Result:
         with self._lock:

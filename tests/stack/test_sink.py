@@ -384,6 +384,9 @@ def test_the_chdb_intake_stores_each_reading_as_the_sink_would(tmp_path: Path) -
         _intake(store, values)
         assert store.query(every_column)[1] == converted
         assert store.query("SELECT count() FROM sink_rejects")[1] == [(0,)]
+        # The views judged with short-circuit evaluation off; the session is as it was.
+        assert store.query("SELECT getSetting('short_circuit_function_evaluation')")[1] == [
+            ("enable",)]
     finally:
         store.close()
 
