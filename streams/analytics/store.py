@@ -12,7 +12,7 @@ import fcntl
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -152,13 +152,13 @@ class ChdbStore:
         if table is ch.INTAKE:  # raw records: escaping them for TSV is a fifth of json.dumps
             lines = "".join(f"{row['topic']}\t{row['kafka_partition']}\t{row['kafka_offset']}\t"
                             f"{_tsv_string(row['raw'])}\n" for row in rows)
-            with self._lock, self._eager_views():
-                return int(self._connection.query(
-                    f"INSERT INTO {table.name} FORMAT TabSeparated\n{lines}").rows_written())
-        lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
-        with self._lock:
-            return int(self._connection.query(
-                f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}").rows_written())
+            query = f"INSERT INTO {table.name} FORMAT TabSeparated\n{lines}"
+            views: AbstractContextManager[None] = self._eager_views()
+        else:
+            lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
+            query, views = f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}", nullcontext()
+        with self._lock, views:
+            return int(self._connection.query(query).rows_written())
 
     @contextmanager
     def _eager_views(self) -> Iterator[None]:
