@@ -33,14 +33,8 @@ from anchoring.errors import LedgerError
 from anchoring.ledgers.base import Ledger
 from anchoring.ledgers.file import FileLedger
 from schemas import AnchorManifest, AnchorRecord, encode, topics
-from smartport.kafka import (
-    BULK_FETCH,
-    commit_offsets,
-    consume_records,
-    consumer_config,
-    produce,
-    producer_config,
-)
+from smartport.group_consumer import GroupConsumer
+from smartport.kafka import BULK_FETCH, consumer_config, produce, producer_config
 from smartport.readiness import GROUP, STALL_S, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -87,10 +81,12 @@ class Anchorer:
         self._batch_records = settings.batches.anchor_records
         self._interval = settings.batches.anchor_seconds
         self._hash = settings.anchor_hash
-        self._consumer = Consumer(consumer_config(
+        self._consumer = GroupConsumer(consumer_config(
             settings.kafka, group,
             **BULK_FETCH,
-            **{"max.poll.interval.ms": 3_600_000}))  # a ledger outage keeps the assignment
+            **{"max.poll.interval.ms": 3_600_000}),  # a ledger outage keeps the assignment
+            list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+            rejoin_after_s=settings.kafka.resolved_rejoin_after_s)
         self._group = group
         self._producer = Producer(producer_config(settings.kafka, f"{group}-producer"))
         self._partitions: dict[TopicPartitionKey, _Partition] = {}
@@ -206,7 +202,7 @@ class Anchorer:
         for record in records:
             key = (record.manifest.topic, record.manifest.partition)
             offsets[key] = max(offsets.get(key, 0), record.manifest.last_offset + 1)
-        commit_offsets(self._consumer, offsets)
+        self._consumer.commit(offsets)
         # Only now are the batches done; a failure above retries them (and finds them on the
         # ledger if it was Kafka that failed).
         self._closed = [c for c in self._closed if c not in closed]
@@ -269,7 +265,7 @@ class Anchorer:
                 state.prev_hash = batches.manifest_hash(manifest)
                 state.leaves = []
                 state.last = None
-                self._consumer.seek(TopicPartition(key[0], key[1], state.last_offset + 1))
+                self._consumer.consumer.seek(TopicPartition(key[0], key[1], state.last_offset + 1))
         self._closed = [c for c in self._closed if c.key not in latest]
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -278,13 +274,11 @@ class Anchorer:
         """Consume and anchor until ``stop`` (or SIGTERM/SIGINT), or ``idle_exit_s`` of quiet."""
         stop = stop or threading.Event()
         stop_on_signals(stop)
-        self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
-                                 on_revoke=self._on_revoke)
         last_message = time.monotonic()
         try:
             with self.readiness.watching():
                 while not stop.is_set():
-                    for message in consume_records(self._consumer, 1000):
+                    for message in self._consumer.consume(1000):
                         last_message = time.monotonic()
                         self._add(message)
                     self._close_expired()

@@ -39,9 +39,21 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(6, ge=1, description="partition count of every project topic")
     replication_factor: int = Field(1, ge=1, description="default: 3 with a cluster, else 1")
     brokers: int = Field(1, ge=1, le=9, description="Kafka nodes the local stack runs on loopback")
-    join_timeout_s: float = Field(120.0, gt=0, description=(
+    join_timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False, description=(
         "a consumer (streams, anchorer, sink) not assigned its partitions for this long exits "
         "non-zero, for a supervisor to restart it"))
+    rejoin_after_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+        "a consumer out of its group this long is closed and replaced by a new member "
+        "(smartport.group_consumer); default: a quarter of join_timeout_s"))
+
+    @model_validator(mode="after")
+    def _rejoin_before_giving_up(self) -> KafkaSettings:
+        if self.rejoin_after_s is not None and self.rejoin_after_s >= self.join_timeout_s:
+            raise ValueError(
+                f"kafka.rejoin_after_s ({self.rejoin_after_s:g}) must be less than "
+                f"kafka.join_timeout_s ({self.join_timeout_s:g}): a consumer out of its group "
+                "is replaced before its process gives up; lower the one or raise the other")
+        return self
 
     @model_validator(mode="after")
     def _local_cluster_defaults(self) -> KafkaSettings:
@@ -54,6 +66,10 @@ class KafkaSettings(BaseModel):
             if "replication_factor" not in self.model_fields_set:
                 self.replication_factor = min(3, self.brokers)
         return self
+
+    @property
+    def resolved_rejoin_after_s(self) -> float:
+        return self.rejoin_after_s or self.join_timeout_s / 4
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka options shared by every producer, consumer and admin client."""

@@ -13,6 +13,8 @@ another worker's relay cannot have its batches interleaved with the old owner's.
 
 It works or says so: ``relay`` is a readiness condition of the worker, and a relay that fails,
 or stays out of its consumer group longer than ``kafka.join_timeout_s``, crashes the worker.
+Its consumer is replaced by a new member after ``kafka.rejoin_after_s`` out of the group
+(smartport.group_consumer), which is what brought it back after a Kafka restart.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ import time
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from smartport.errors import StackError
+from smartport.group_consumer import GroupConsumer
 from smartport.kafka import (
     BULK_FETCH,
-    commit_offsets,
     committed_offsets,
-    consume_records,
     consumer_config,
     high_watermarks,
     producer_config,
@@ -94,19 +95,18 @@ class TelemetryRelay:
         self._thread.join(STOP_JOIN_S)
 
     def _run(self) -> None:
-        consumer = Consumer(consumer_config(self._kafka, relay_group(self._app_id), **{
+        consumer = GroupConsumer(consumer_config(self._kafka, relay_group(self._app_id), **{
             # A fetch in bulk but for at most half a poll: with 1 byte and 20 ms the broker
             # answered 210 fetches/s at 1,000 msg/s, each with a few records.
             **BULK_FETCH, "fetch.wait.max.ms": int(POLL_S * 1000 / 2),
             "max.poll.interval.ms": 3_600_000,  # a Kafka outage keeps the assignment
-        }))
+        }), [self._source], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            rejoin_after_s=self._kafka.resolved_rejoin_after_s)
         producer = Producer(producer_config(self._kafka, relay_group(self._app_id), **{
             "linger.ms": 5, "message.max.bytes": BATCH_TOPIC_MAX_BYTES}))
         try:
-            consumer.subscribe([self._source], on_assign=self._on_assign,
-                               on_revoke=self._on_revoke)
             while not self._stop.is_set():
-                self._relay(consumer, producer, consume_records(consumer, POLL_RECORDS, POLL_S))
+                self._relay(consumer, producer, consumer.consume(POLL_RECORDS, POLL_S))
                 self._check_joined()
         except BaseException as exc:
             self.failure = exc
@@ -115,7 +115,8 @@ class TelemetryRelay:
         finally:
             consumer.close()
 
-    def _relay(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
+    def _relay(self, consumer: GroupConsumer, producer: Producer, messages: list[Message]
+               ) -> None:
         by_partition: dict[int, list[tuple[int, bytes]]] = {}
         for message in messages:
             partition, offset = message.partition(), message.offset()
@@ -138,8 +139,8 @@ class TelemetryRelay:
         if self._refused:
             raise RelayFailed(f"Kafka refused a micro-batch for {self._target}: "
                               f"{self._refused[0]}")
-        commit_offsets(consumer, {(self._source, partition): records[-1][0] + 1
-                                  for partition, records in by_partition.items()})
+        consumer.commit({(self._source, partition): records[-1][0] + 1
+                         for partition, records in by_partition.items()})
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

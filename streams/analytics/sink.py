@@ -30,7 +30,8 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import clickhouse as ch
-from smartport.kafka import BULK_FETCH, commit_offsets, consume_records, consumer_config
+from smartport.group_consumer import GroupConsumer
+from smartport.kafka import BULK_FETCH, consumer_config
 from smartport.readiness import GROUP, STALL_S, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -71,10 +72,12 @@ class Sink:
         self._max_rows = settings.batches.sink_rows
         self._max_seconds = settings.batches.sink_seconds
         self._topics = source_topics
-        self._consumer = Consumer(consumer_config(
+        self._consumer = GroupConsumer(consumer_config(
             settings.kafka, group,
             **BULK_FETCH,
-            **{"max.poll.interval.ms": 3_600_000}))  # a ClickHouse outage keeps the assignment
+            **{"max.poll.interval.ms": 3_600_000}),  # a ClickHouse outage keeps the assignment
+            list(source_topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+            rejoin_after_s=settings.kafka.resolved_rejoin_after_s)
         self._buffer: dict[ch.Table, list[_Buffered]] = defaultdict(list)
         self._offsets: dict[tuple[str, int], int] = {}
         self._buffered = 0
@@ -166,7 +169,7 @@ class Sink:
             self._count_intake(self._buffer[ch.INTAKE], since)
         CLICKHOUSE_UP.set(1)
         self.readiness.set("store", True)
-        commit_offsets(self._consumer, self._offsets)
+        self._consumer.commit(self._offsets)
         self.inserted += self._buffered
         log.info("inserted", extra={"rows": self._buffered, "total": self.inserted})
         self._buffer.clear()
@@ -257,14 +260,12 @@ class Sink:
         if stop is not None:
             self._stop = stop
         stop_on_signals(self._stop)
-        self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
-                                 on_revoke=self._on_revoke)
         log.info("subscribed", extra={"topics": list(self._topics)})
         last_message = time.monotonic()
         try:
             with self.readiness.watching():
                 while not self._stop.is_set():
-                    for message in consume_records(self._consumer, 5000):
+                    for message in self._consumer.consume(5000):
                         last_message = time.monotonic()
                         self._add(message)
                     if self._buffered and (self._buffered >= self._max_rows or time.monotonic()

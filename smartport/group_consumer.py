@@ -1,0 +1,119 @@
+"""A consumer-group member that gets back into its group by itself.
+
+After a Kafka restart, librdkafka 2.16's consumer was seen, about one restart in ten, to lose
+its group coordinator, let its session time out ("revoking assignment and rejoining group")
+and never send another JoinGroup, while the process went on polling: the relay of a streams
+worker sat out of its group until the readiness bound ended the worker (`kafka.join_timeout_s`,
+120 s), and every reading meanwhile waited. A new client bootstraps afresh and joins at once.
+
+So a member that has been out of its group (never joined, or revoked and not assigned again)
+for ``kafka.rejoin_after_s`` is closed and replaced by a new consumer with the same
+configuration and subscription. Nothing is lost: what the old member consumed but did not
+commit is delivered again to whoever owns the partitions next, as after any rebalance. The
+readiness bound still holds across replacements: a process whose new members do not get in
+either still exits for its supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Message, TopicPartition
+from prometheus_client import Counter
+
+from smartport.kafka import commit_offsets, consume_records
+
+log = logging.getLogger(__name__)
+REPLACED = Counter("smartport_kafka_consumers_replaced",
+                   "consumers closed and replaced after too long out of their group", ["group"])
+CLOSE_WAIT_S = 10.0  # a stuck client's close may not return: it is left to finish alone
+
+Rebalanced = Callable[[Consumer, list[TopicPartition]], None]
+
+
+class GroupConsumer:
+    """A subscribed ``Consumer`` (``config`` as ``smartport.kafka.consumer_config`` makes it)
+    that is replaced after ``rejoin_after_s`` out of its group. ``on_assign`` and ``on_revoke``
+    are called for the current member only, with that member as their first argument."""
+
+    def __init__(self, config: dict[str, Any], topics: list[str], *, on_assign: Rebalanced,
+                 on_revoke: Rebalanced, rejoin_after_s: float,
+                 new_consumer: Callable[[dict[str, Any]], Consumer] = Consumer,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = config
+        self._topics = topics
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._rejoin_after_s = rejoin_after_s
+        self._new_consumer = new_consumer
+        self._clock = clock
+        self.group = str(config["group.id"])
+        self._member = 0  # which member's rebalance callbacks count: the current one's only
+        self._out_since: float | None = None
+        self._consumer = self._join()
+
+    def _join(self) -> Consumer:
+        self._member += 1
+        member = self._member
+        consumer = self._new_consumer(self._config)
+        consumer.subscribe(
+            self._topics,
+            on_assign=lambda c, partitions: self._assigned(member, c, partitions),
+            on_revoke=lambda c, partitions: self._revoked(member, c, partitions))
+        self._out_since = self._clock()
+        return consumer
+
+    def _assigned(self, member: int, consumer: Consumer, partitions: list[TopicPartition]
+                  ) -> None:
+        if member == self._member:
+            self._out_since = None
+            self._on_assign(consumer, partitions)
+
+    def _revoked(self, member: int, consumer: Consumer, partitions: list[TopicPartition]
+                 ) -> None:
+        if member == self._member:
+            self._out_since = self._clock()
+            self._on_revoke(consumer, partitions)
+
+    @property
+    def consumer(self) -> Consumer:
+        """The current member (seek, position: what only it knows)."""
+        return self._consumer
+
+    def consume(self, max_messages: int, timeout: float = 0.2) -> list[Message]:
+        """The next records (``smartport.kafka.consume_records``), after replacing a member
+        that has been out of its group for too long."""
+        since = self._out_since
+        if since is not None and self._clock() - since > self._rejoin_after_s:
+            self._replace(self._clock() - since)
+        return consume_records(self._consumer, max_messages, timeout)
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        commit_offsets(self._consumer, offsets)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _replace(self, out_for_s: float) -> None:
+        REPLACED.labels(self.group).inc()
+        log.warning("consumer out of its group too long: replaced by a new member", extra={
+            "group": self.group, "out_for_s": round(out_for_s, 1),
+            "bound": "kafka.rejoin_after_s", "bound_s": self._rejoin_after_s})
+        self._member += 1  # whatever the old member says while it closes is not heard
+        closing = threading.Thread(target=_close_quietly, args=(self._consumer, self.group),
+                                   name=f"close-{self.group}", daemon=True)
+        closing.start()
+        closing.join(CLOSE_WAIT_S)  # gone from the group before its successor joins, mostly
+        self._consumer = self._join()
+
+
+def _close_quietly(consumer: Consumer, group: str) -> None:
+    try:
+        consumer.close()
+    except Exception:
+        log.warning("a replaced consumer did not close cleanly", extra={"group": group},
+                    exc_info=True)

@@ -1,0 +1,133 @@
+"""A consumer left out of its group is replaced by a new member, and only then; a replaced
+member's late rebalance callbacks are not heard. (Against real Kafka: tests/stack/test_relay.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import TopicPartition
+from prometheus_client import REGISTRY
+
+from smartport.group_consumer import GroupConsumer
+
+GROUP = "unit-group"
+PARTITIONS = [TopicPartition("telemetry.v1", 0)]
+
+
+class FakeConsumer:
+    """What GroupConsumer asks of a librdkafka consumer; the test plays the rebalances."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.closed = False
+        self.on_assign: Any = None
+        self.on_revoke: Any = None
+        self.commits: list[tuple[list[TopicPartition], bool]] = []
+
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any) -> None:
+        self.topics, self.on_assign, self.on_revoke = topics, on_assign, on_revoke
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        return []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append((offsets, asynchronous))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _group(clock: Clock) -> tuple[GroupConsumer, list[Any], list[str]]:
+    made: list[Any] = []  # FakeConsumers, seen by GroupConsumer as Consumers
+    heard: list[str] = []
+
+    def new_consumer(config: dict[str, Any]) -> Any:
+        made.append(FakeConsumer(config))
+        return made[-1]
+
+    group = GroupConsumer(
+        {"group.id": GROUP}, ["telemetry.v1"],
+        on_assign=lambda consumer, partitions: heard.append(f"assign {made.index(consumer)}"),
+        on_revoke=lambda consumer, partitions: heard.append(f"revoke {made.index(consumer)}"),
+        rejoin_after_s=30, new_consumer=new_consumer, clock=clock)
+    return group, made, heard
+
+
+def _replaced() -> float:
+    return REGISTRY.get_sample_value("smartport_kafka_consumers_replaced_total",
+                                     {"group": GROUP}) or 0.0
+
+
+def test_a_member_in_its_group_is_kept_however_long() -> None:
+    clock = Clock()
+    group, made, heard = _group(clock)
+    made[0].on_assign(made[0], PARTITIONS)
+    clock.now += 3600
+    group.consume(10)
+    assert len(made) == 1
+    assert not made[0].closed
+    assert heard == ["assign 0"]
+
+
+def test_a_member_revoked_and_never_assigned_again_is_replaced_after_the_bound() -> None:
+    clock = Clock()
+    group, made, heard = _group(clock)
+    made[0].on_assign(made[0], PARTITIONS)
+    made[0].on_revoke(made[0], PARTITIONS)  # session timed out: out of the group
+    before = _replaced()
+    clock.now += 30
+    group.consume(10)
+    assert len(made) == 1  # at the bound, not yet
+    clock.now += 0.1
+    group.consume(10)
+    assert len(made) == 2
+    assert made[0].closed
+    assert not made[1].closed
+    assert made[1].config == made[0].config
+    assert made[1].topics == ["telemetry.v1"]
+    assert _replaced() == before + 1
+    made[1].on_assign(made[1], PARTITIONS)
+    assert heard == ["assign 0", "revoke 0", "assign 1"]
+    assert group.consumer is made[1]
+
+
+def test_a_member_that_never_joins_is_replaced_too_and_again() -> None:
+    clock = Clock()
+    group, made, _ = _group(clock)
+    for expected in (2, 3):
+        clock.now += 31
+        group.consume(10)
+        assert len(made) == expected  # each new member has the whole bound again
+
+
+def test_the_replaced_member_is_not_heard_any_more() -> None:
+    clock = Clock()
+    group, made, heard = _group(clock)
+    clock.now += 31
+    group.consume(10)
+    made[0].on_assign(made[0], PARTITIONS)  # late: its close was under way
+    made[0].on_revoke(made[0], PARTITIONS)
+    assert heard == []
+    clock.now += 31
+    group.consume(10)
+    assert len(made) == 3  # the old member's late assignment did not count for the new one
+
+
+def test_commits_go_through_the_current_member_without_waiting() -> None:
+    clock = Clock()
+    group, made, _ = _group(clock)
+    clock.now += 31
+    group.consume(10)
+    group.commit({("telemetry.v1", 0): 7})
+    assert made[0].commits == []
+    [(offsets, asynchronous)] = made[1].commits
+    assert asynchronous is True
+    assert [(tp.topic, tp.partition, tp.offset) for tp in offsets] == [("telemetry.v1", 0, 7)]
