@@ -43,6 +43,11 @@ class Table:
     # any one): the latest Kafka record, where a record can restate an earlier one's identity.
     version_column: str | None = None
 
+    def __hash__(self) -> int:
+        # The sink keys its buffers by table, once per row: the generated hash walked every
+        # column (2.1 µs for telemetry's, against 0.1 by name). Equal tables have one name.
+        return hash(self.name)
+
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)

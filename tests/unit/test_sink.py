@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -62,6 +63,14 @@ def test_a_restated_linked_port_record_keeps_the_latest() -> None:
         ddl = ch.create_table(table, ch.Dialect.for_version("18.16.1"), None)
         assert "ENGINE = ReplacingMergeTree(`kafka_offset`)" in ddl
     assert "ENGINE = ReplacingMergeTree\n" in ch.create_table(ch.TELEMETRY, ch.Dialect(True), None)
+
+
+def test_a_table_keys_the_sink_buffers_as_its_equals_do() -> None:
+    """Table's hash is its name's (cheap per row); it must agree with dataclass equality."""
+    buffers = {ch.TELEMETRY: "telemetry rows", ch.INTAKE: "intake records"}
+    assert buffers[dataclasses.replace(ch.TELEMETRY)] == "telemetry rows"
+    assert dataclasses.replace(ch.TELEMETRY, name="other") not in buffers
+    assert len({ch.TELEMETRY, ch.INTAKE, ch.REJECTS, ch.TELEMETRY}) == 3
 
 
 def test_readme_lists_every_analyst_query() -> None:
