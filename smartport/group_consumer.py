@@ -92,7 +92,8 @@ class GroupConsumer:
         that has been out of its group for too long."""
         since = self._out_since
         if since is not None and self._clock() - since > self._rejoin_after_s:
-            self._replace(self._clock() - since)
+            self.replace(f"out of its group for {self._clock() - since:.1f} s "
+                         "(bound: kafka.rejoin_after_s)")
         return consume_records(self._consumer, max_messages, timeout)
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
@@ -101,11 +102,14 @@ class GroupConsumer:
     def close(self) -> None:
         self._consumer.close()
 
-    def _replace(self, out_for_s: float) -> None:
+    def replace(self, why: str) -> None:
+        """Close this member and join as a new one, which reads on from the group's commits
+        (what this one consumed but did not commit is read again)."""
         REPLACED.labels(self.group).inc()
-        log.warning("consumer out of its group too long: replaced by a new member", extra={
-            "group": self.group, "out_for_s": round(out_for_s, 1),
-            "bound": "kafka.rejoin_after_s", "bound_s": self._rejoin_after_s})
+        log.warning("consumer replaced by a new member", extra={"group": self.group,
+                                                                "why": why})
+        if self._out_since is None:  # its owner hears it leave its partitions, as in a rebalance
+            self._revoked(self._member, self._consumer, self._consumer.assignment())
         self._member += 1  # whatever the old member says while it closes is not heard
         closing = threading.Thread(target=_close_quietly, args=(self._consumer, self.group),
                                    name=f"close-{self.group}", daemon=True)

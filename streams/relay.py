@@ -14,7 +14,9 @@ another worker's relay cannot have its batches interleaved with the old owner's.
 It works or says so: ``relay`` is a readiness condition of the worker, and a relay that fails,
 or stays out of its consumer group longer than ``kafka.join_timeout_s``, crashes the worker.
 Its consumer is replaced by a new member after ``kafka.rejoin_after_s`` out of the group
-(smartport.group_consumer), which is what brought it back after a Kafka restart.
+(smartport.group_consumer), which is what brought it back after a Kafka restart; and a
+producer that delivers nothing for as long while holding batches is replaced, with the
+consumer member, so that the batches are read and sent again.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from prometheus_client import Counter
 
 from smartport.errors import StackError
 from smartport.group_consumer import GroupConsumer
@@ -68,14 +74,26 @@ def unjudged_readings(kafka: KafkaSettings, app_id: str, source: str) -> int:
         len(unpack(message.value() or b"")) for message in read_range(kafka, batches, judged))
 
 
+PRODUCERS_REPLACED = Counter("smartport_relay_producers_replaced",
+                             "relay producers that delivered nothing for kafka.rejoin_after_s "
+                             "and were replaced, their batches relayed again")
+
+
 class RelayFailed(StackError):
     """Kafka refused a batch: the relay cannot go on without losing readings."""
 
 
+class _Undelivered(Exception):
+    """The producer delivered nothing for the bound while holding batches."""
+
+
 class TelemetryRelay:
     def __init__(self, kafka: KafkaSettings, source: str, app_id: str, *,
-                 readiness: Readiness) -> None:
+                 readiness: Readiness,
+                 new_producer: Callable[[dict[str, Any]], Producer] = Producer) -> None:
         self._kafka = kafka
+        self._new_producer = new_producer
+        self._producers = 0  # which producer's delivery reports count: the current one's
         self._source = source
         self._target = batches_topic(app_id)
         self._app_id = app_id
@@ -102,11 +120,21 @@ class TelemetryRelay:
             "max.poll.interval.ms": 3_600_000,  # a Kafka outage keeps the assignment
         }), [self._source], on_assign=self._on_assign, on_revoke=self._on_revoke,
             rejoin_after_s=self._kafka.resolved_rejoin_after_s)
-        producer = Producer(producer_config(self._kafka, relay_group(self._app_id), **{
-            "linger.ms": 5, "message.max.bytes": BATCH_TOPIC_MAX_BYTES}))
+        producer = self._producer()
         try:
             while not self._stop.is_set():
-                self._relay(consumer, producer, consumer.consume(POLL_RECORDS, POLL_S))
+                try:
+                    self._relay(consumer, producer, consumer.consume(POLL_RECORDS, POLL_S))
+                except _Undelivered as exc:
+                    # Seen after a Kafka restart: a producer left with no broker to ask, for
+                    # good. What it holds was not committed: a new consumer member reads it
+                    # again from the commit, and a new producer sends it.
+                    PRODUCERS_REPLACED.inc()
+                    log.warning("the relay's producer delivered nothing: replaced",
+                                extra={"why": str(exc)})
+                    threading.Thread(target=_discard, args=(producer,), daemon=True).start()
+                    producer = self._producer()
+                    consumer.replace("its producer was replaced: what it read is read again")
                 self._check_joined()
         except BaseException as exc:
             self.failure = exc
@@ -124,26 +152,41 @@ class TelemetryRelay:
                 by_partition.setdefault(partition, []).append((offset, message.value() or b""))
         if not by_partition:
             return
+        delivered = partial(self._delivered, self._producers)
         for partition, records in by_partition.items():
             for run in chunks(records, BATCH_BYTES):
                 while True:
                     try:
                         producer.produce(self._target, value=pack(run), partition=partition,
-                                         on_delivery=self._delivered)
+                                         on_delivery=delivered)
                         break
                     except BufferError:
                         producer.poll(0.05)
-        while producer.flush(1.0) > 0:  # message.timeout.ms=0: retried while Kafka is away
+        left, progressed = len(producer), time.monotonic()
+        while left:  # message.timeout.ms=0: retried while Kafka is away
             if self._stop.is_set():
                 return  # not committed: relayed again by whoever reads the partitions next
+            now_left = producer.flush(1.0)
+            if now_left < left:
+                progressed = time.monotonic()
+            left = now_left
+            if left and time.monotonic() - progressed > self._kafka.resolved_rejoin_after_s:
+                raise _Undelivered(f"{left} batches undelivered for "
+                                   f"{time.monotonic() - progressed:.0f} s "
+                                   "(bound: kafka.rejoin_after_s)")
         if self._refused:
             raise RelayFailed(f"Kafka refused a micro-batch for {self._target}: "
                               f"{self._refused[0]}")
         consumer.commit({(self._source, partition): records[-1][0] + 1
                          for partition, records in by_partition.items()})
 
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
+    def _producer(self) -> Producer:
+        self._producers += 1
+        return self._new_producer(producer_config(self._kafka, relay_group(self._app_id), **{
+            "linger.ms": 5, "message.max.bytes": BATCH_TOPIC_MAX_BYTES}))
+
+    def _delivered(self, producer: int, error: KafkaError | None, message: Message) -> None:
+        if error is not None and producer == self._producers:
             self._refused.append(error.str())
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
@@ -162,3 +205,9 @@ class TelemetryRelay:
                 f"partitions for {time.monotonic() - since:.0f} s (bound: kafka.join_timeout_s "
                 f"= {bound:.0f} s); exiting so that a supervisor restarts it — check that "
                 "Kafka is reachable (`smartport stack status`)")
+
+
+def _discard(producer: Producer) -> None:
+    """Drop what a replaced producer holds (it was not committed), off the relay's thread:
+    destroying a client waits for its broker threads."""
+    producer.purge()

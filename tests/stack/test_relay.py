@@ -4,12 +4,14 @@ once and in order, offsets committed only once Kafka took the batches."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from prometheus_client import Gauge
+from prometheus_client import REGISTRY, Gauge
 
+from deploy.pipeline import free_port
 from deploy.topics import delete_app_topics
 from smartport.kafka import (
     committed_offsets,
@@ -102,6 +104,40 @@ def test_every_record_is_relayed_once_in_order_to_its_partition(
         assert wait_until(lambda: _committed(stack, app_id, source) == ends, 60)
     finally:
         again.stop()
+    assert _batched(stack, app_id) == _source(stack, source)
+
+
+def test_a_producer_that_delivers_nothing_is_replaced_and_nothing_is_lost(
+        stack: Settings, scratch: tuple[str, str]) -> None:
+    """After a Kafka restart a relay's producer was seen left with no broker to ask, its
+    batches held for good while the worker said ready. Here the first producer talks to a
+    port nothing listens on: it is replaced, and what it held is relayed again, once."""
+    source, app_id = scratch
+    ensure_topics(stack.kafka, internal_topics(app_id))
+    _produce(stack, source, 500)
+    kafka = stack.kafka.model_copy(update={"rejoin_after_s": 3.0})
+    configs: list[dict[str, Any]] = []
+
+    def new_producer(config: dict[str, Any]) -> Producer:
+        configs.append(config)
+        if len(configs) == 1:
+            return Producer({**config, "bootstrap.servers": f"127.0.0.1:{free_port()}"})
+        return Producer(config)
+
+    before = REGISTRY.get_sample_value("smartport_relay_producers_replaced_total") or 0.0
+    readiness = Readiness(READY, "streams", kafka.join_timeout_s, (RELAY,))
+    relay = TelemetryRelay(kafka, source, app_id, readiness=readiness,
+                           new_producer=new_producer)
+    relay.start()
+    try:
+        ends = high_watermarks(stack.kafka, source)
+        assert wait_until(lambda: _committed(stack, app_id, source) == ends, 120), (
+            _committed(stack, app_id, source), ends, relay.failure)
+    finally:
+        relay.stop()
+    assert relay.failure is None
+    assert len(configs) == 2
+    assert REGISTRY.get_sample_value("smartport_relay_producers_replaced_total") == before + 1
     assert _batched(stack, app_id) == _source(stack, source)
 
 

@@ -30,6 +30,9 @@ class FakeConsumer:
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         return []
 
+    def assignment(self) -> list[TopicPartition]:
+        return PARTITIONS
+
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.commits.append((offsets, asynchronous))
 
@@ -131,3 +134,18 @@ def test_commits_go_through_the_current_member_without_waiting() -> None:
     [(offsets, asynchronous)] = made[1].commits
     assert asynchronous is True
     assert [(tp.topic, tp.partition, tp.offset) for tp in offsets] == [("telemetry.v1", 0, 7)]
+
+
+def test_a_member_replaced_while_in_its_group_is_heard_leaving_first() -> None:
+    """The relay replaces its member when its producer is stuck: the owner must hear the
+    member leave its partitions (readiness, buffers to commit) before the new one joins."""
+    clock = Clock()
+    group, made, heard = _group(clock)
+    made[0].on_assign(made[0], PARTITIONS)
+    group.replace("its producer was replaced")
+    assert len(made) == 2
+    assert made[0].closed
+    assert heard == ["assign 0", "revoke 0"]
+    clock.now += 31
+    group.consume(10)
+    assert len(made) == 3  # the new member never got in: replaced in its turn
