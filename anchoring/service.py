@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge
@@ -34,7 +35,7 @@ from anchoring.ledgers.base import Ledger
 from anchoring.ledgers.file import FileLedger
 from schemas import AnchorManifest, AnchorRecord, encode, topics
 from smartport.group_consumer import GroupConsumer
-from smartport.kafka import BULK_FETCH, consumer_config, produce, producer_config
+from smartport.kafka import BULK_FETCH, discard_producer, produce, producer_config
 from smartport.readiness import GROUP, STALL_S, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -73,22 +74,23 @@ class _Closed:
 class Anchorer:
     def __init__(self, settings: Settings, ledger: Ledger, group: str = "smartport-anchor",
                  source_topics: tuple[str, ...] | None = None,
-                 witness: PeriodicWitness | None = None) -> None:
+                 witness: PeriodicWitness | None = None, *,
+                 new_producer: Callable[[dict[str, Any]], Producer] = Producer) -> None:
         self._settings = settings
+        self._make_producer = new_producer
         self._ledger = ledger
         self._witness = witness
         self._topics = source_topics or settings.anchor_topics
         self._batch_records = settings.batches.anchor_records
         self._interval = settings.batches.anchor_seconds
         self._hash = settings.anchor_hash
-        self._consumer = GroupConsumer(consumer_config(
-            settings.kafka, group,
-            **BULK_FETCH,
-            **{"max.poll.interval.ms": 3_600_000}),  # a ledger outage keeps the assignment
-            list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
-            rejoin_after_s=settings.kafka.resolved_rejoin_after_s)
+        self._consumer = GroupConsumer(
+            settings.kafka, group, list(self._topics),
+            on_assign=self._on_assign, on_revoke=self._on_revoke,
+            # a ledger outage keeps the assignment
+            options={**BULK_FETCH, "max.poll.interval.ms": 3_600_000})
         self._group = group
-        self._producer = Producer(producer_config(settings.kafka, f"{group}-producer"))
+        self._producer = self._new_producer()
         self._partitions: dict[TopicPartitionKey, _Partition] = {}
         self._closed: list[_Closed] = []
         self._last_flush = time.monotonic()
@@ -230,14 +232,24 @@ class Anchorer:
 
         for key, record in keyed:
             produce(self._producer, topic, key, encode(record), on_delivery=delivered)
-        if self._producer.flush(60) > 0:
-            raise LedgerError(f"Kafka did not take the {topic} records within 60 s")
+        bound = self._settings.kafka.resolved_replace_after_s
+        if self._producer.flush(bound) > 0:
+            # Kafka away, or (seen after a Kafka restart) a producer left with no broker to
+            # ask, for good: the retry finds the batches on the ledger and gives a new
+            # producer the records this one held.
+            discard_producer(self._producer, f"{self._group}-producer")
+            self._producer = self._new_producer()
+            raise LedgerError(f"Kafka did not take the {topic} records within {bound:g} s "
+                              "(kafka.replace_after_s); its producer was replaced")
         if refused:
             if any(error.fatal() for error in refused):  # librdkafka: the producer is done for
-                self._producer = Producer(producer_config(self._settings.kafka,
-                                                          f"{self._group}-producer"))
+                self._producer = self._new_producer()
             raise LedgerError(f"Kafka refused {len(refused)} of {len(keyed)} {topic} records: "
                               f"{refused[0].str()}")
+
+    def _new_producer(self) -> Producer:
+        return self._make_producer(producer_config(self._settings.kafka,
+                                                   f"{self._group}-producer"))
 
     def _offer_witness(self) -> None:
         """Witness the file ledger's checkpoint when due. A chain that fails is tried again

@@ -21,7 +21,9 @@ No exception escapes the MQTT or Kafka callbacks: anything unexpected while hand
 sends it to the DLQ with reason ``internal``. Should something escape paho's handling of the
 connection anyway, ``run`` raises ``GatewayDeaf`` at once (the process exits non-zero for its
 supervisor to restart it), and ``smartport_gateway_ready`` is 0 whenever the gateway cannot
-receive.
+receive. A Kafka producer that delivers nothing for ``kafka.replace_after_s`` while it holds
+records (seen of librdkafka after a Kafka restart: no broker left to ask, for good) is replaced,
+and what it held is produced again by its successor: the acknowledgements it withheld follow.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +49,7 @@ from ingest.records import dlq_value, envelope_value
 from ingest.validation import Accepted, Limits, Rejected, classify
 from schemas import RejectReason, topics
 from smartport.errors import StackError
-from smartport.kafka import produce, producer_config
+from smartport.kafka import discard_producer, produce, producer_config
 from smartport.mqtt import GATEWAY_USER, connect_properties, mqtt_as, new_client
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -81,12 +84,13 @@ class _Record:
     dlq_reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # compared by identity: a key of _pending
 class _Pending:
     """An MQTT message whose Kafka write is under way."""
 
     mid: int  # 0 for a QoS 0 message, which is never acknowledged
-    generation: int
+    generation: int  # the MQTT connection that delivered it, the only one its ack is valid on
+    producer: int  # the producer writing it, the only one whose report about it counts
     received: float
     record: _Record
 
@@ -99,6 +103,8 @@ class Gateway:
         share_group: str | None = None,
         receive_maximum: int | None = None,
         subscriptions: tuple[str, ...] | None = None,
+        *,
+        new_producer: Callable[[dict[str, Any]], Producer] = Producer,
     ) -> None:
         self.gateway_id = gateway_id
         self._settings = settings
@@ -107,9 +113,10 @@ class Gateway:
                                for f in subscriptions or settings.mqtt.subscriptions]
         self._receive_maximum = receive_maximum or settings.mqtt.receive_maximum
         self._limits = Limits.from_settings(settings)
-        self._producer = Producer(producer_config(
-            settings.kafka, gateway_id, error_cb=self._on_kafka_error
-        ))
+        self._new_producer = new_producer
+        self._producers = 0
+        self._producer = self._next_producer()
+        self._replace_after_s = settings.kafka.resolved_replace_after_s
         self._client = new_client(mqtt_as(settings, GATEWAY_USER), gateway_id, manual_ack=True,
                                   client_class=BufferedClient)
         self._client.on_connect = self._on_connect
@@ -119,7 +126,10 @@ class Gateway:
         # Acks are only valid on the connection that delivered the message: after a reconnect
         # the broker redelivers unacknowledged messages, possibly reusing their packet ids.
         self._generation = 0
-        self._in_flight = 0
+        # In the order received (a dict as an ordered set): a replaced producer's records are
+        # produced again in that order.
+        self._pending: dict[_Pending, None] = {}
+        self._progress_at = 0.0  # when the producer last delivered, or was last owed nothing
         self._produced = {topic: metrics.PRODUCED.labels(topic)
                           for topic in (topics.TELEMETRY, topics.TELEMETRY_DLQ)}
         self._reconnect_delay = RECONNECT_DELAYS_S[0]
@@ -174,8 +184,7 @@ class Gateway:
             record = self._internal(topic, payload, received_at, exc)
         # A device may publish at QoS 0: the broker then delivers without a packet id (mid 0),
         # and a PUBACK for it would be a protocol error that costs the gateway its connection.
-        pending = _Pending(publish.mid, self._generation, received, record)
-        self._in_flight += 1
+        pending = _Pending(publish.mid, self._generation, self._producers, received, record)
         try:
             self._produce(pending)
         except Exception as exc:
@@ -188,7 +197,6 @@ class Gateway:
                 log.critical("cannot write a message to Kafka; left unacknowledged",
                              extra={"mqtt_topic": topic}, exc_info=True)
                 metrics.PRODUCE_ERRORS.labels(topics.TELEMETRY_DLQ, "produce_raised").inc()
-                self._in_flight -= 1
 
     def _record(self, mqtt_topic: str, payload: bytes, received_at: datetime) -> _Record:
         outcome = classify(mqtt_topic, payload, self._limits, received_at)
@@ -227,6 +235,9 @@ class Gateway:
         except BufferError:  # Kafka's local queue is full: wait for room, serving reports
             produce(self._producer, record.topic, record.key, record.value,
                     on_delivery=on_delivery)
+        if not self._pending:
+            self._progress_at = time.monotonic()  # owed nothing until now
+        self._pending[pending] = None
 
     # -- Kafka side (delivery reports, served by the same thread) ----------------------------
 
@@ -237,7 +248,10 @@ class Gateway:
             log.exception("failed to handle a Kafka delivery report")
 
     def _delivered(self, pending: _Pending, error: KafkaError | None, message: Message) -> None:
-        self._in_flight -= 1
+        if pending.producer != self._producers:
+            return  # from a replaced producer: its successor was given the record again
+        del self._pending[pending]
+        now = self._progress_at = time.monotonic()
         if error is not None:
             # Only permanent errors reach here (message.timeout.ms=0 retries the rest).
             metrics.PRODUCE_ERRORS.labels(message.topic(), error.name()).inc()
@@ -246,7 +260,7 @@ class Gateway:
             return
         metrics.KAFKA_UP.set(1)
         self._produced[pending.record.topic].inc()
-        metrics.PRODUCE_LATENCY.observe(time.monotonic() - pending.received)
+        metrics.PRODUCE_LATENCY.observe(now - pending.received)
         if pending.record.dlq_reason is not None:
             metrics.DLQ.labels(pending.record.dlq_reason).inc()
         if pending.mid and pending.generation == self._generation:
@@ -254,6 +268,28 @@ class Gateway:
             if sock is not None:
                 sock.acknowledge(pending.mid)  # written once per wake-up
                 metrics.ACKNOWLEDGED.inc()
+
+    def _next_producer(self) -> Producer:
+        self._producers += 1
+        return self._new_producer(producer_config(
+            self._settings.kafka, self.gateway_id, error_cb=self._on_kafka_error))
+
+    def _check_delivering(self) -> None:
+        """Replace a producer that delivered nothing for too long while it held records, and
+        give its successor what it held (its late reports, if any, are not heard)."""
+        stuck_s = time.monotonic() - self._progress_at
+        if not self._pending or stuck_s <= self._replace_after_s:
+            return
+        held = list(self._pending)
+        log.warning("the Kafka producer delivered nothing: replaced, its records produced again",
+                    extra={"records": len(held), "stuck_s": round(stuck_s, 1),
+                           "bound": "kafka.replace_after_s"})
+        discard_producer(self._producer, self.gateway_id)
+        self._producer = self._next_producer()
+        self._pending.clear()
+        for pending in held:
+            self._produce(replace(pending, producer=self._producers))
+        self._progress_at = time.monotonic()
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -277,7 +313,8 @@ class Gateway:
                 if sock is None:
                     self._connect_when_due()
                     self._producer.poll(self._wait_s())
-                    metrics.IN_FLIGHT.set(self._in_flight)
+                    metrics.IN_FLIGHT.set(len(self._pending))
+                    self._check_delivering()
                     continue
                 try:
                     self._serve(sock)
@@ -289,6 +326,7 @@ class Gateway:
                     raise GatewayDeaf(
                         f"the MQTT network loop ended ({type(exc).__name__}: {exc}): this "
                         "gateway cannot receive; exiting so that it is restarted") from exc
+                self._check_delivering()
         finally:
             self.shutdown()
 
@@ -303,7 +341,7 @@ class Gateway:
         if (readable or sock.ready()) and not self._read(sock):
             return  # the connection was lost: paho closed it and said so
         self._producer.poll(0)
-        metrics.IN_FLIGHT.set(self._in_flight)
+        metrics.IN_FLIGHT.set(len(self._pending))
         if self._client.want_write():  # packets paho queued from inside its own callbacks
             self._client.loop_write()
         if self._client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # keepalive
@@ -328,7 +366,7 @@ class Gateway:
             metrics.RECEIVED.inc(received)
 
     def _wait_s(self) -> float:
-        return DELIVERY_WAIT_S if self._in_flight else IDLE_WAIT_S
+        return DELIVERY_WAIT_S if self._pending else IDLE_WAIT_S
 
     def _connect_when_due(self) -> None:
         if time.monotonic() < self._connect_at:
@@ -348,7 +386,7 @@ class Gateway:
         """Stop taking messages, flush Kafka, send the last acks, disconnect (session kept)."""
         self._stopping = True
         left = self._producer.flush(SHUTDOWN_FLUSH_SECONDS)
-        metrics.IN_FLIGHT.set(self._in_flight)
+        metrics.IN_FLIGHT.set(len(self._pending))
         self._client.disconnect()  # written after the acks the flush released; closes the socket
         log.info("gateway stopped", extra={"unflushed_records": left,
-                                           "in_flight": self._in_flight})
+                                           "in_flight": len(self._pending)})

@@ -10,7 +10,7 @@ logged dozens) and logged nothing after its session timed out; a new client is a
 any other (in the fault suite, assigned 0.2 s after it replaced a stuck one).
 
 So a member that has been out of its group (never joined, or revoked and not assigned again)
-for ``kafka.rejoin_after_s`` is closed and replaced by a new consumer with the same
+for ``kafka.replace_after_s`` is closed and replaced by a new consumer with the same
 configuration and subscription. Nothing is lost: what the old member consumed but did not
 commit is delivered again to whoever owns the partitions next, as after any rebalance. The
 readiness bound still holds across replacements: a process whose new members do not get in
@@ -28,7 +28,8 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter
 
-from smartport.kafka import commit_offsets, consume_records
+from smartport.kafka import commit_offsets, consume_records, consumer_config
+from smartport.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 REPLACED = Counter("smartport_kafka_consumers_replaced",
@@ -39,25 +40,27 @@ Rebalanced = Callable[[Consumer, list[TopicPartition]], None]
 
 
 class GroupConsumer:
-    """A subscribed ``Consumer`` (``config`` as ``smartport.kafka.consumer_config`` makes it)
-    that is replaced after ``rejoin_after_s`` out of its group. ``on_assign`` and ``on_revoke``
-    are called for the current member only, with that member as their first argument."""
+    """A member of ``group`` subscribed to ``topics`` (``smartport.kafka.consumer_config`` and
+    ``options``), replaced after ``kafka.replace_after_s`` out of its group. It joins on its
+    first ``consume``. ``on_assign`` and ``on_revoke`` are called for the current member only,
+    with that member as their first argument."""
 
-    def __init__(self, config: dict[str, Any], topics: list[str], *, on_assign: Rebalanced,
-                 on_revoke: Rebalanced, rejoin_after_s: float,
+    def __init__(self, kafka: KafkaSettings, group: str, topics: list[str], *,
+                 on_assign: Rebalanced, on_revoke: Rebalanced,
+                 options: dict[str, Any] | None = None,
                  new_consumer: Callable[[dict[str, Any]], Consumer] = Consumer,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._config = config
+        self.group = group
+        self._config = consumer_config(kafka, group, **(options or {}))
         self._topics = topics
         self._on_assign = on_assign
         self._on_revoke = on_revoke
-        self._rejoin_after_s = rejoin_after_s
+        self._replace_after_s = kafka.resolved_replace_after_s
         self._new_consumer = new_consumer
         self._clock = clock
-        self.group = str(config["group.id"])
         self._member = 0  # which member's rebalance callbacks count: the current one's only
         self._out_since: float | None = None
-        self._consumer = self._join()
+        self._consumer: Consumer | None = None
 
     def _join(self) -> Consumer:
         self._member += 1
@@ -84,34 +87,37 @@ class GroupConsumer:
 
     @property
     def consumer(self) -> Consumer:
-        """The current member (seek, position: what only it knows)."""
+        """The current member (seek, position: what only it knows), joining if none has."""
+        if self._consumer is None:
+            self._consumer = self._join()
         return self._consumer
 
     def consume(self, max_messages: int, timeout: float = 0.2) -> list[Message]:
         """The next records (``smartport.kafka.consume_records``), after replacing a member
         that has been out of its group for too long."""
         since = self._out_since
-        if since is not None and self._clock() - since > self._rejoin_after_s:
-            self.replace(f"out of its group for {self._clock() - since:.1f} s "
-                         "(bound: kafka.rejoin_after_s)")
-        return consume_records(self._consumer, max_messages, timeout)
+        if since is not None and (out_s := self._clock() - since) > self._replace_after_s:
+            self.replace(f"out of its group for {out_s:.1f} s (bound: kafka.replace_after_s)")
+        return consume_records(self.consumer, max_messages, timeout)
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        commit_offsets(self._consumer, offsets)
+        commit_offsets(self.consumer, offsets)
 
     def close(self) -> None:
-        self._consumer.close()
+        if self._consumer is not None:
+            self._consumer.close()
 
     def replace(self, why: str) -> None:
         """Close this member and join as a new one, which reads on from the group's commits
         (what this one consumed but did not commit is read again)."""
+        old = self.consumer
         REPLACED.labels(self.group).inc()
         log.warning("consumer replaced by a new member", extra={"group": self.group,
                                                                 "why": why})
         if self._out_since is None:  # its owner hears it leave its partitions, as in a rebalance
-            self._revoked(self._member, self._consumer, self._consumer.assignment())
+            self._revoked(self._member, old, old.assignment())
         self._member += 1  # whatever the old member says while it closes is not heard
-        closing = threading.Thread(target=_close_quietly, args=(self._consumer, self.group),
+        closing = threading.Thread(target=_close_quietly, args=(old, self.group),
                                    name=f"close-{self.group}", daemon=True)
         closing.start()
         closing.join(CLOSE_WAIT_S)  # gone from the group before its successor joins, mostly

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,9 @@ from smartport.settings import KafkaSettings
 log = logging.getLogger(__name__)
 COMMIT_FAILURES = Counter("smartport_kafka_commit_failures",
                           "offset commits that failed and were left to a later one", ["error"])
+PRODUCERS_REPLACED = Counter(
+    "smartport_kafka_producers_replaced",
+    "producers replaced after delivering nothing for kafka.replace_after_s", ["client"])
 # A broker restarting, or gone from the cluster (librdkafka then destroys its handle under the
 # requests in flight to it): the same request succeeds a little later, elsewhere.
 _BROKER_AWAY = frozenset({
@@ -105,6 +109,13 @@ def produce(producer: Producer, topic: str, key: bytes, value: bytes, **kwargs: 
         else:
             producer.poll(0)
             return
+
+
+def discard_producer(producer: Producer, client_id: str) -> None:
+    """Drop what a producer being replaced holds, off the caller's thread (a stuck client's
+    purge and destruction wait for its broker threads); its delivery reports are not served."""
+    PRODUCERS_REPLACED.labels(client_id).inc()
+    threading.Thread(target=producer.purge, name="discard-producer", daemon=True).start()
 
 
 def high_watermarks(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:

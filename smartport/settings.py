@@ -42,15 +42,16 @@ class KafkaSettings(BaseModel):
     join_timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False, description=(
         "a consumer (streams, anchorer, sink) not assigned its partitions for this long exits "
         "non-zero, for a supervisor to restart it"))
-    rejoin_after_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
-        "a consumer out of its group this long is closed and replaced by a new member "
-        "(smartport.group_consumer); default: a quarter of join_timeout_s"))
+    replace_after_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+        "a Kafka client stuck this long is closed and replaced by a new one: a consumer out of "
+        "its group (smartport.group_consumer), a producer that delivers nothing while it holds "
+        "records (the gateway, the streams relay); default: a quarter of join_timeout_s"))
 
     @model_validator(mode="after")
-    def _rejoin_before_giving_up(self) -> KafkaSettings:
-        if self.rejoin_after_s is not None and self.rejoin_after_s >= self.join_timeout_s:
+    def _replace_before_giving_up(self) -> KafkaSettings:
+        if self.replace_after_s is not None and self.replace_after_s >= self.join_timeout_s:
             raise ValueError(
-                f"kafka.rejoin_after_s ({self.rejoin_after_s:g}) must be less than "
+                f"kafka.replace_after_s ({self.replace_after_s:g}) must be less than "
                 f"kafka.join_timeout_s ({self.join_timeout_s:g}): a consumer out of its group "
                 "is replaced before its process gives up; lower the one or raise the other")
         return self
@@ -68,8 +69,8 @@ class KafkaSettings(BaseModel):
         return self
 
     @property
-    def resolved_rejoin_after_s(self) -> float:
-        return self.rejoin_after_s or self.join_timeout_s / 4
+    def resolved_replace_after_s(self) -> float:
+        return self.replace_after_s or self.join_timeout_s / 4
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka options shared by every producer, consumer and admin client."""

@@ -13,7 +13,7 @@ another worker's relay cannot have its batches interleaved with the old owner's.
 
 It works or says so: ``relay`` is a readiness condition of the worker, and a relay that fails,
 or stays out of its consumer group longer than ``kafka.join_timeout_s``, crashes the worker.
-Its consumer is replaced by a new member after ``kafka.rejoin_after_s`` out of the group
+Its consumer is replaced by a new member after ``kafka.replace_after_s`` out of the group
 (smartport.group_consumer), which is what brought it back after a Kafka restart; and a
 producer that delivers nothing for as long while holding batches is replaced, with the
 consumer member, so that the batches are read and sent again.
@@ -29,14 +29,13 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from prometheus_client import Counter
 
 from smartport.errors import StackError
 from smartport.group_consumer import GroupConsumer
 from smartport.kafka import (
     BULK_FETCH,
     committed_offsets,
-    consumer_config,
+    discard_producer,
     high_watermarks,
     producer_config,
     read_range,
@@ -74,10 +73,6 @@ def unjudged_readings(kafka: KafkaSettings, app_id: str, source: str) -> int:
         len(unpack(message.value() or b"")) for message in read_range(kafka, batches, judged))
 
 
-PRODUCERS_REPLACED = Counter("smartport_relay_producers_replaced",
-                             "relay producers that delivered nothing for kafka.rejoin_after_s "
-                             "and were replaced, their batches relayed again")
-
 
 class RelayFailed(StackError):
     """Kafka refused a batch: the relay cannot go on without losing readings."""
@@ -113,13 +108,14 @@ class TelemetryRelay:
         self._thread.join(STOP_JOIN_S)
 
     def _run(self) -> None:
-        consumer = GroupConsumer(consumer_config(self._kafka, relay_group(self._app_id), **{
-            # A fetch in bulk but for at most half a poll: with 1 byte and 20 ms the broker
-            # answered 210 fetches/s at 1,000 msg/s, each with a few records.
-            **BULK_FETCH, "fetch.wait.max.ms": int(POLL_S * 1000 / 2),
-            "max.poll.interval.ms": 3_600_000,  # a Kafka outage keeps the assignment
-        }), [self._source], on_assign=self._on_assign, on_revoke=self._on_revoke,
-            rejoin_after_s=self._kafka.resolved_rejoin_after_s)
+        consumer = GroupConsumer(
+            self._kafka, relay_group(self._app_id), [self._source],
+            on_assign=self._on_assign, on_revoke=self._on_revoke, options={
+                # A fetch in bulk but for at most half a poll: with 1 byte and 20 ms the broker
+                # answered 210 fetches/s at 1,000 msg/s, each with a few records.
+                **BULK_FETCH, "fetch.wait.max.ms": int(POLL_S * 1000 / 2),
+                "max.poll.interval.ms": 3_600_000,  # a Kafka outage keeps the assignment
+            })
         producer = self._producer()
         try:
             while not self._stop.is_set():
@@ -129,10 +125,9 @@ class TelemetryRelay:
                     # Seen after a Kafka restart: a producer left with no broker to ask, for
                     # good. What it holds was not committed: a new consumer member reads it
                     # again from the commit, and a new producer sends it.
-                    PRODUCERS_REPLACED.inc()
                     log.warning("the relay's producer delivered nothing: replaced",
                                 extra={"why": str(exc)})
-                    threading.Thread(target=_discard, args=(producer,), daemon=True).start()
+                    discard_producer(producer, relay_group(self._app_id))
                     producer = self._producer()
                     consumer.replace("its producer was replaced: what it read is read again")
                 self._check_joined()
@@ -170,10 +165,10 @@ class TelemetryRelay:
             if now_left < left:
                 progressed = time.monotonic()
             left = now_left
-            if left and time.monotonic() - progressed > self._kafka.resolved_rejoin_after_s:
+            if left and time.monotonic() - progressed > self._kafka.resolved_replace_after_s:
                 raise _Undelivered(f"{left} batches undelivered for "
                                    f"{time.monotonic() - progressed:.0f} s "
-                                   "(bound: kafka.rejoin_after_s)")
+                                   "(bound: kafka.replace_after_s)")
         if self._refused:
             raise RelayFailed(f"Kafka refused a micro-batch for {self._target}: "
                               f"{self._refused[0]}")
@@ -205,9 +200,3 @@ class TelemetryRelay:
                 f"partitions for {time.monotonic() - since:.0f} s (bound: kafka.join_timeout_s "
                 f"= {bound:.0f} s); exiting so that a supervisor restarts it — check that "
                 "Kafka is reachable (`smartport stack status`)")
-
-
-def _discard(producer: Producer) -> None:
-    """Drop what a replaced producer holds (it was not committed), off the relay's thread:
-    destroying a client waits for its broker threads."""
-    producer.purge()

@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import clickhouse as ch
 from smartport.group_consumer import GroupConsumer
-from smartport.kafka import BULK_FETCH, consumer_config
+from smartport.kafka import BULK_FETCH
 from smartport.readiness import GROUP, STALL_S, Readiness
 from smartport.settings import Settings
 from smartport.signals import stop_on_signals
@@ -72,12 +72,11 @@ class Sink:
         self._max_rows = settings.batches.sink_rows
         self._max_seconds = settings.batches.sink_seconds
         self._topics = source_topics
-        self._consumer = GroupConsumer(consumer_config(
-            settings.kafka, group,
-            **BULK_FETCH,
-            **{"max.poll.interval.ms": 3_600_000}),  # a ClickHouse outage keeps the assignment
-            list(source_topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
-            rejoin_after_s=settings.kafka.resolved_rejoin_after_s)
+        self._consumer = GroupConsumer(
+            settings.kafka, group, list(source_topics),
+            on_assign=self._on_assign, on_revoke=self._on_revoke,
+            # a ClickHouse outage keeps the assignment
+            options={**BULK_FETCH, "max.poll.interval.ms": 3_600_000})
         self._buffer: dict[ch.Table, list[_Buffered]] = defaultdict(list)
         self._offsets: dict[tuple[str, int], int] = {}
         self._buffered = 0

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
-from deploy.pipeline import SMARTPORT
+from deploy.pipeline import SMARTPORT, free_port
 from ingest import gateway
 from ingest.fleet import HOME_PORT
 from schemas import topics
@@ -23,6 +24,21 @@ from smartport import kafka, logs
 from smartport.mqtt import edge_user, forget_session, mqtt_as
 from smartport.polling import wait_until
 from smartport.settings import MqttSettings, Settings
+
+
+class FirstProducerStuck:
+    """A producer factory whose first producer talks to a port nothing listens on: what a
+    producer left with no broker to ask looks like (seen of librdkafka after a Kafka restart).
+    The next ones are real."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def __call__(self, config: dict[str, Any]) -> Producer:
+        self.made += 1
+        if self.made == 1:
+            return Producer({**config, "bootstrap.servers": f"127.0.0.1:{free_port()}"})
+        return Producer(config)
 
 
 def edge_mqtt(settings: Settings) -> MqttSettings:

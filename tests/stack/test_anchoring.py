@@ -23,6 +23,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 from eth_account import Account
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from web3 import Web3
 
@@ -41,7 +42,7 @@ from schemas import AnchorRecord, LedgerRef, Receipt, WitnessedCheckpoint, encod
 from smartport.kafka import read_range
 from smartport.settings import Settings
 from tests.helpers import batch_manifest, edit_second_root, rewrite_ledger
-from tests.stack.pipeline import unique, wait_for
+from tests.stack.pipeline import FirstProducerStuck, unique, wait_for
 
 # anvil's second dev account (from its public test mnemonic): the forger.
 ANVIL_SECOND_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
@@ -316,6 +317,35 @@ def test_anchor_records_kafka_refuses_are_retried_not_committed(
         thread.join(60)
     [record] = _anchor_records(settings, scratch_topic)
     assert (record.manifest.first_offset, record.manifest.last_offset) == (0, 299)
+    assert ledger.checkpoint().size == 1, "the ledger's entry republished, not anchored again"
+
+
+def test_a_producer_that_delivers_nothing_is_replaced_and_the_batch_published_once(
+    stack: Settings, scratch_topic: str, tmp_path: Path
+) -> None:
+    """After a Kafka restart a librdkafka producer was seen left with no broker to ask, for
+    good: the anchorer's every retry would wait on it again, its batches on the ledger and
+    never on anchors.v1. Here the first producer talks to a port nothing listens on."""
+    settings = _settings(stack, f"file://{tmp_path / 'ledger'}")
+    settings = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"replace_after_s": 3.0})})
+    _produce(settings, scratch_topic, {0: 200, 1: 100})
+    ledger = FileLedger(tmp_path / "ledger")
+    new_producer = FirstProducerStuck()
+
+    group = unique("anchor")
+    anchorer = Anchorer(settings, ledger, group=group, source_topics=(scratch_topic,),
+                        new_producer=new_producer)
+    thread = threading.Thread(target=anchorer.run, kwargs={"idle_exit_s": 4.0})
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive()
+    assert new_producer.made == 2
+    assert REGISTRY.get_sample_value("smartport_kafka_producers_replaced_total",
+                                     {"client": f"{group}-producer"}) == 1
+    records = _anchor_records(settings, scratch_topic)
+    assert sorted((r.manifest.partition, r.manifest.first_offset, r.manifest.last_offset)
+                  for r in records) == [(0, 0, 199), (1, 0, 99)]
     assert ledger.checkpoint().size == 1, "the ledger's entry republished, not anchored again"
 
 

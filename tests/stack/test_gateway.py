@@ -30,9 +30,11 @@ from ingest import gateway as gateway_module
 from ingest.fleet import Fleet, FleetConfig, SimMessage
 from ingest.simulate import MqttPublisher
 from schemas import topics
+from smartport.mqtt import forget_session
 from smartport.settings import Settings
 from tests.helpers import hostile_payloads
 from tests.stack.pipeline import (
+    FirstProducerStuck,
     GatewayProcess,
     edge_mqtt,
     high_watermarks,
@@ -397,6 +399,47 @@ def test_a_dead_network_loop_ends_the_gateway_and_loses_nothing(
     finally:
         successor.stop()
         successor.forget_session(stack)
+
+
+def test_a_producer_that_delivers_nothing_is_replaced_and_its_messages_follow(
+        stack: Settings) -> None:
+    """After a Kafka restart a librdkafka producer was seen left with no broker to ask, for
+    good: the gateway would hold its acknowledgements while saying ready. Here its first
+    producer talks to a port nothing listens on: it is replaced, what it held is produced
+    again by the next one, once each, and acknowledged."""
+    group = unique("stuck-producer")
+    settings = stack.model_copy(update={
+        "kafka": stack.kafka.model_copy(update={"replace_after_s": 3.0})})
+    new_producer = FirstProducerStuck()
+
+    def sample(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    acknowledged = sample("smartport_gateway_acknowledged_total")
+    gateway = gateway_module.Gateway(settings, group, share_group=group,
+                                     new_producer=new_producer)
+    since = high_watermarks(stack, topics.TELEMETRY)
+    messages = fleet_messages(40, seed=21, prefix=group)
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as runner:
+        running = runner.submit(gateway.run, stop)
+        try:
+            wait_for(lambda: sample("smartport_gateway_ready") == 1.0, 30,
+                     "the in-process gateway to subscribe")
+            publish(stack, messages)
+            found = wait_until_in_kafka(stack, since, expected_ids(messages))
+            wait_for(lambda: sample("smartport_gateway_in_flight") == 0, 30,
+                     "every message acknowledged")
+        finally:
+            stop.set()
+            running.result(timeout=60)
+            forget_session(stack, group)
+    assert new_producer.made == 2
+    assert sample("smartport_kafka_producers_replaced_total", {"client": group}) == 1
+    assert sample("smartport_gateway_acknowledged_total") == acknowledged + len(messages)
+    ids = [(r.value["reading"]["device_id"], r.value["reading"]["seq"]) for r in found
+           if r.value["reading"]["device_id"].startswith(group)]
+    assert sorted(ids) == sorted(set(ids)), "a record was produced twice"
 
 
 def test_gateways_split_the_topics_without_sharing_a_subscription(

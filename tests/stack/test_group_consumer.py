@@ -11,7 +11,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import REGISTRY
 
 from smartport.group_consumer import GroupConsumer
-from smartport.kafka import consumer_config
 from smartport.settings import Settings
 from tests.stack.pipeline import unique
 
@@ -38,10 +37,9 @@ def test_a_member_pushed_out_of_its_group_is_replaced_and_reads_on(
     group = unique("group-consumer")
     assigned: list[Consumer] = []
     revoked: list[Consumer] = []
-    member = GroupConsumer(consumer_config(stack.kafka, group), [topic],
-                           on_assign=lambda consumer, _: assigned.append(consumer),
-                           on_revoke=lambda consumer, _: revoked.append(consumer),
-                           rejoin_after_s=3.0)
+    member = GroupConsumer(stack.kafka.model_copy(update={"replace_after_s": 3.0}), group,
+                           [topic], on_assign=lambda consumer, _: assigned.append(consumer),
+                           on_revoke=lambda consumer, _: revoked.append(consumer))
     seen: set[int] = set()
 
     def read_until(done: int, polls: int = 300) -> None:

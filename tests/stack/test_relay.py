@@ -4,14 +4,12 @@ once and in order, offsets committed only once Kafka took the batches."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import REGISTRY, Gauge
 
-from deploy.pipeline import free_port
 from deploy.topics import delete_app_topics
 from smartport.kafka import (
     committed_offsets,
@@ -25,7 +23,7 @@ from smartport.settings import Settings
 from streams.app import internal_topics
 from streams.micro_batch import unpack
 from streams.relay import RELAY, RelayFailed, TelemetryRelay, batches_topic, relay_group
-from tests.stack.pipeline import run_scratch_worker, unique
+from tests.stack.pipeline import FirstProducerStuck, run_scratch_worker, unique
 
 READY = Gauge("test_relay_ready", "the relay's readiness in these tests", registry=None)
 
@@ -115,16 +113,12 @@ def test_a_producer_that_delivers_nothing_is_replaced_and_nothing_is_lost(
     source, app_id = scratch
     ensure_topics(stack.kafka, internal_topics(app_id))
     _produce(stack, source, 500)
-    kafka = stack.kafka.model_copy(update={"rejoin_after_s": 3.0})
-    configs: list[dict[str, Any]] = []
+    kafka = stack.kafka.model_copy(update={"replace_after_s": 3.0})
+    new_producer = FirstProducerStuck()
 
-    def new_producer(config: dict[str, Any]) -> Producer:
-        configs.append(config)
-        if len(configs) == 1:
-            return Producer({**config, "bootstrap.servers": f"127.0.0.1:{free_port()}"})
-        return Producer(config)
-
-    before = REGISTRY.get_sample_value("smartport_relay_producers_replaced_total") or 0.0
+    replaced = {"client": relay_group(app_id)}
+    before = REGISTRY.get_sample_value("smartport_kafka_producers_replaced_total", replaced)
+    assert before is None
     readiness = Readiness(READY, "streams", kafka.join_timeout_s, (RELAY,))
     relay = TelemetryRelay(kafka, source, app_id, readiness=readiness,
                            new_producer=new_producer)
@@ -136,8 +130,8 @@ def test_a_producer_that_delivers_nothing_is_replaced_and_nothing_is_lost(
     finally:
         relay.stop()
     assert relay.failure is None
-    assert len(configs) == 2
-    assert REGISTRY.get_sample_value("smartport_relay_producers_replaced_total") == before + 1
+    assert new_producer.made == 2
+    assert REGISTRY.get_sample_value("smartport_kafka_producers_replaced_total", replaced) == 1
     assert _batched(stack, app_id) == _source(stack, source)
 
 

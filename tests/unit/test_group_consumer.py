@@ -9,6 +9,7 @@ from confluent_kafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from smartport.group_consumer import GroupConsumer
+from smartport.settings import KafkaSettings
 
 GROUP = "unit-group"
 PARTITIONS = [TopicPartition("telemetry.v1", 0)]
@@ -57,10 +58,11 @@ def _group(clock: Clock) -> tuple[GroupConsumer, list[Any], list[str]]:
         return made[-1]
 
     group = GroupConsumer(
-        {"group.id": GROUP}, ["telemetry.v1"],
+        KafkaSettings(replace_after_s=30), GROUP, ["telemetry.v1"],
         on_assign=lambda consumer, partitions: heard.append(f"assign {made.index(consumer)}"),
         on_revoke=lambda consumer, partitions: heard.append(f"revoke {made.index(consumer)}"),
-        rejoin_after_s=30, new_consumer=new_consumer, clock=clock)
+        new_consumer=new_consumer, clock=clock)
+    group.consume(10)  # the first member joins
     return group, made, heard
 
 

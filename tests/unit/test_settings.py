@@ -68,17 +68,17 @@ def test_batch_bounds_that_would_never_flush_are_refused(monkeypatch: pytest.Mon
 
 def test_a_consumer_out_of_its_group_is_replaced_before_its_process_gives_up(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert KafkaSettings().resolved_rejoin_after_s == 30.0  # a quarter of the 120-s bound
-    assert KafkaSettings(join_timeout_s=5).resolved_rejoin_after_s == 1.25
-    assert KafkaSettings(rejoin_after_s=10).resolved_rejoin_after_s == 10.0
-    monkeypatch.setenv("SMARTPORT_KAFKA__REJOIN_AFTER_S", "120")
-    with pytest.raises(ValidationError, match=r"kafka.rejoin_after_s \(120\) must be less than "
+    assert KafkaSettings().resolved_replace_after_s == 30.0  # a quarter of the 120-s bound
+    assert KafkaSettings(join_timeout_s=5).resolved_replace_after_s == 1.25
+    assert KafkaSettings(replace_after_s=10).resolved_replace_after_s == 10.0
+    monkeypatch.setenv("SMARTPORT_KAFKA__REPLACE_AFTER_S", "120")
+    with pytest.raises(ValidationError, match=r"kafka.replace_after_s \(120\) must be less than "
                                               r"kafka.join_timeout_s \(120\)"):
         Settings()
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "0", "-1"])
-@pytest.mark.parametrize("name", ["JOIN_TIMEOUT_S", "REJOIN_AFTER_S"])
+@pytest.mark.parametrize("name", ["JOIN_TIMEOUT_S", "REPLACE_AFTER_S"])
 def test_consumer_bounds_that_would_never_fire_are_refused(
         monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     """An infinite bound: a consumer out of its group idles alive for ever."""
