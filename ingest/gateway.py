@@ -74,6 +74,11 @@ class GatewayDeaf(StackError):
     """Something escaped the MQTT network loop while the gateway was meant to be receiving."""
 
 
+class GatewayBlocked(StackError):
+    """Every place of the broker's in-flight window holds a message Kafka refused: the broker
+    sends the gateway nothing more on this connection."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Record:
     """What one MQTT message becomes in Kafka."""
@@ -126,6 +131,7 @@ class Gateway:
         # Acks are only valid on the connection that delivered the message: after a reconnect
         # the broker redelivers unacknowledged messages, possibly reusing their packet ids.
         self._generation = 0
+        self._withheld = 0  # messages of this connection left unacknowledged for good
         # In the order received (a dict as an ordered set): a replaced producer's records are
         # produced again in that order.
         self._pending: dict[_Pending, None] = {}
@@ -145,6 +151,7 @@ class Gateway:
             log.error("MQTT connection refused", extra={"reason": str(reason)})
             return
         self._generation += 1
+        self._withheld = 0  # the broker sends them again
         self._reconnect_delay = RECONNECT_DELAYS_S[0]
         metrics.MQTT_CONNECTED.set(1)
         log.info("MQTT connected", extra={"session_present": flags.session_present,
@@ -197,6 +204,7 @@ class Gateway:
                 log.critical("cannot write a message to Kafka; left unacknowledged",
                              extra={"mqtt_topic": topic}, exc_info=True)
                 metrics.PRODUCE_ERRORS.labels(topics.TELEMETRY_DLQ, "produce_raised").inc()
+                self._withhold(pending)
 
     def _record(self, mqtt_topic: str, payload: bytes, received_at: datetime) -> _Record:
         outcome = classify(mqtt_topic, payload, self._limits, received_at)
@@ -257,6 +265,7 @@ class Gateway:
             metrics.PRODUCE_ERRORS.labels(message.topic(), error.name()).inc()
             log.error("Kafka refused a record; the MQTT message stays unacknowledged",
                       extra={"topic": message.topic(), "error": str(error)})
+            self._withhold(pending)
             return
         metrics.KAFKA_UP.set(1)
         self._produced[pending.record.topic].inc()
@@ -268,6 +277,23 @@ class Gateway:
             if sock is not None:
                 sock.acknowledge(pending.mid)  # written once per wake-up
                 metrics.ACKNOWLEDGED.inc()
+
+    def _withhold(self, pending: _Pending) -> None:
+        """``pending`` stays unacknowledged: it keeps its place in the broker's in-flight
+        window until the next connection, and once every place is so kept the broker sends
+        nothing more."""
+        if pending.mid and pending.generation == self._generation:
+            self._withheld += 1
+
+    def _check_receiving(self) -> None:
+        if self._withheld >= self._receive_maximum:
+            metrics.READY.set(0)
+            raise GatewayBlocked(
+                f"Kafka refused all {self._withheld} messages the MQTT broker may have in "
+                f"flight to this gateway (receive maximum {self._receive_maximum}); the broker "
+                "sends it nothing more on this connection. Exiting so that a restarted gateway "
+                "is given them again: see the errors above (e.g. a topic's max.message.bytes) "
+                "and smartport_gateway_produce_errors_total")
 
     def _next_producer(self) -> Producer:
         self._producers += 1
@@ -327,6 +353,7 @@ class Gateway:
                         f"the MQTT network loop ended ({type(exc).__name__}: {exc}): this "
                         "gateway cannot receive; exiting so that it is restarted") from exc
                 self._check_delivering()
+                self._check_receiving()
         finally:
             self.shutdown()
 

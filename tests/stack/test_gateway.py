@@ -17,6 +17,13 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -440,6 +447,51 @@ def test_a_producer_that_delivers_nothing_is_replaced_and_its_messages_follow(
     ids = [(r.value["reading"]["device_id"], r.value["reading"]["seq"]) for r in found
            if r.value["reading"]["device_id"].startswith(group)]
     assert sorted(ids) == sorted(set(ids)), "a record was produced twice"
+
+
+def _limit_telemetry_records(stack: Settings, max_bytes: str | None) -> None:
+    """telemetry.v1's largest record batch: ``max_bytes``, or the broker's default."""
+    admin = AdminClient(stack.kafka.client_config())
+    entry = ConfigEntry("max.message.bytes", max_bytes, incremental_operation=(
+        AlterConfigOpType.SET if max_bytes else AlterConfigOpType.DELETE))
+    resource = ConfigResource(ResourceType.TOPIC, topics.TELEMETRY, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result()
+
+
+def test_a_gateway_whose_every_message_in_flight_kafka_refused_exits_and_loses_nothing(
+        stack: Settings, tmp_path: Path) -> None:
+    """A message Kafka refuses is left unacknowledged (the broker keeps it): it holds one
+    place of the broker's in-flight window until the next connection. Once every place is so
+    held the broker sends the gateway nothing more: alive, subscribed, ready, and deaf. It
+    must say so and exit, for its successor to be given the messages again."""
+    group = unique("refused")
+    gateway = gateway_module.Gateway(stack, group, share_group=group, receive_maximum=3)
+    since = high_watermarks(stack, topics.TELEMETRY)
+    messages = fleet_messages(3, seed=31, prefix=group)
+    stop = threading.Event()
+    _limit_telemetry_records(stack, "64")
+    try:
+        with ThreadPoolExecutor(1) as runner:
+            running = runner.submit(gateway.run, stop)
+            try:
+                wait_for(lambda: REGISTRY.get_sample_value("smartport_gateway_ready") == 1.0,
+                         30, "the in-process gateway to subscribe")
+                publish(stack, messages)
+                with pytest.raises(gateway_module.GatewayBlocked,
+                                   match=r"Kafka refused all 3 messages"):
+                    running.result(timeout=60)
+            finally:
+                stop.set()  # should it still run
+        assert REGISTRY.get_sample_value("smartport_gateway_ready") == 0.0
+    finally:
+        _limit_telemetry_records(stack, None)
+    successor = GatewayProcess(group, group, tmp_path).start()
+    try:
+        wait_until_in_kafka(stack, since, expected_ids(messages))
+    finally:
+        successor.stop()
+        successor.forget_session(stack)
 
 
 def test_gateways_split_the_topics_without_sharing_a_subscription(
