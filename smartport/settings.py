@@ -45,7 +45,8 @@ class KafkaSettings(BaseModel):
     replace_after_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
         "a Kafka client stuck this long is closed and replaced by a new one: a consumer out of "
         "its group (smartport.group_consumer), a producer that delivers nothing while it holds "
-        "records (the gateway, the streams relay); default: a quarter of join_timeout_s"))
+        "records (the gateway, the streams relay, the anchorer); default: a quarter of "
+        "join_timeout_s"))
 
     @model_validator(mode="after")
     def _replace_before_giving_up(self) -> KafkaSettings:

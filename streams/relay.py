@@ -73,7 +73,6 @@ def unjudged_readings(kafka: KafkaSettings, app_id: str, source: str) -> int:
         len(unpack(message.value() or b"")) for message in read_range(kafka, batches, judged))
 
 
-
 class RelayFailed(StackError):
     """Kafka refused a batch: the relay cannot go on without losing readings."""
 
