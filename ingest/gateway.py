@@ -24,6 +24,8 @@ supervisor to restart it), and ``smartport_gateway_ready`` is 0 whenever the gat
 receive. A Kafka producer that delivers nothing for ``kafka.replace_after_s`` while it holds
 records (seen of librdkafka after a Kafka restart: no broker left to ask, for good) is replaced,
 and what it held is produced again by its successor: the acknowledgements it withheld follow.
+A message Kafka refuses for good stays unacknowledged and keeps its place in the broker's
+in-flight window; once every place is so kept, ``run`` raises ``GatewayBlocked``.
 """
 
 from __future__ import annotations
