@@ -121,6 +121,18 @@ def wait_until_in_kafka(settings: Settings, since: dict[int, int], want: set[tup
     return found
 
 
+def forwarded_by_successor(stack: Settings, gateway_id: str, log_dir: Path,
+                           since: dict[int, int], want: set[tuple[str, int]]) -> None:
+    """A gateway process with ``gateway_id`` (and its session) forwards ``want``: what the
+    gateway before it left unacknowledged."""
+    successor = GatewayProcess(gateway_id, gateway_id, log_dir).start()
+    try:
+        wait_until_in_kafka(stack, since, want)
+    finally:
+        successor.stop()
+        successor.forget_session(stack)
+
+
 def test_mosquitto_pub_payloads_arrive_in_order(stack: Settings, start_gateway: StartGateway,
                                                  tmp_path: Path) -> None:
     start_gateway()
@@ -400,12 +412,7 @@ def test_a_dead_network_loop_ends_the_gateway_and_loses_nothing(
     assert REGISTRY.get_sample_value("smartport_gateway_ready") == 0.0
     monkeypatch.undo()
     # The message that killed it was never acknowledged: the restarted gateway delivers it.
-    successor = GatewayProcess(group, group, tmp_path).start()
-    try:
-        wait_until_in_kafka(stack, since, ids_of(message))
-    finally:
-        successor.stop()
-        successor.forget_session(stack)
+    forwarded_by_successor(stack, group, tmp_path, since, ids_of(message))
 
 
 def test_a_producer_that_delivers_nothing_is_replaced_and_its_messages_follow(
@@ -486,12 +493,7 @@ def test_a_gateway_whose_every_message_in_flight_kafka_refused_exits_and_loses_n
         assert REGISTRY.get_sample_value("smartport_gateway_ready") == 0.0
     finally:
         _limit_telemetry_records(stack, None)
-    successor = GatewayProcess(group, group, tmp_path).start()
-    try:
-        wait_until_in_kafka(stack, since, expected_ids(messages))
-    finally:
-        successor.stop()
-        successor.forget_session(stack)
+    forwarded_by_successor(stack, group, tmp_path, since, expected_ids(messages))
 
 
 def test_gateways_split_the_topics_without_sharing_a_subscription(
