@@ -78,6 +78,9 @@ READY_GAUGE = Gauge("smartport_streams_ready",
 WATCHDOG_S = 5.0
 CRASH_STOP_GRACE_S = 15.0
 PRODUCER_LINGER_S = 0.02
+# How long the broker waits for a silent member (faust's default, made explicit): a killed
+# worker's successor joins its group only once the broker has given up on the dead member.
+SESSION_TIMEOUT_S = 60.0
 
 
 class _OpenMovements:
@@ -183,6 +186,7 @@ def faust_app(settings: Settings, app_id: str, *, web_port: int | None = None) -
         producer_compression_type="lz4",
         producer_max_batch_size=256 * 1024,
         broker_commit_interval=settings.batches.streams_commit_seconds,
+        broker_session_timeout=SESSION_TIMEOUT_S,
     )
 
 

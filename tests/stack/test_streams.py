@@ -25,7 +25,7 @@ from ingest.validation import Accepted, Limits, classify
 from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
-from streams.app import STATE_TABLE
+from streams.app import SESSION_TIMEOUT_S, STATE_TABLE
 from streams.relay import unjudged_readings
 from tests.helpers import crane_reading
 from tests.stack.pipeline import GatewayProcess, edge_mqtt, run_scratch_worker, unique, wait_for
@@ -339,7 +339,8 @@ def test_a_worker_killed_before_its_first_commit_loses_nothing_it_started_after(
         wait_for(lambda: alerted(held[0]), 60, "the first worker's alert")
         worker.kill()  # nothing committed yet: the commit interval is 300 s
         lift(held[1])
-        worker.start()
-        wait_for(lambda: alerted(held[1]), 60, "the alert of a reading sent while it was down")
+        worker.start()  # joins once the broker has given up on the killed worker
+        wait_for(lambda: alerted(held[1]), SESSION_TIMEOUT_S + 60,
+                 "the alert of a reading sent while it was down")
     finally:
         worker.stop()
