@@ -8,13 +8,23 @@ local stack that ``smartport stack up`` starts.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,9 +37,14 @@ from schemas.topics import MQTT_TELEMETRY_FILTER, check_telemetry_filters
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "SMARTPORT_CONFIG"
+ENV_PREFIX = "SMARTPORT_"
+# A misspelt or retired key is refused, not ignored: its operator believes it applies.
+SECTION_CONFIG = ConfigDict(extra="forbid")
 
 
 class KafkaSettings(BaseModel):
+    model_config = SECTION_CONFIG
+
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -91,6 +106,8 @@ class KafkaSettings(BaseModel):
 
 
 class MqttSettings(BaseModel):
+    model_config = SECTION_CONFIG
+
     url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
     username: str | None = None
     password: SecretStr | None = None
@@ -136,6 +153,8 @@ class MqttSettings(BaseModel):
 
 
 class BatchSettings(BaseModel):
+    model_config = SECTION_CONFIG
+
     # Bounded above: a batch never closed holds its records (and their offsets) forever.
     anchor_records: int = Field(1000, ge=1, le=1_000_000, description="records per Merkle batch")
     anchor_seconds: float = Field(5.0, gt=0, le=3600)
@@ -159,7 +178,7 @@ class BatchSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SMARTPORT_", env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
     state_dir: Path = Field(
@@ -238,6 +257,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        check_environment(os.environ)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = settings_cls.model_config.get("toml_file") or os.environ.get(CONFIG_ENV)
         if config_file:
@@ -246,6 +266,32 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"config file {path} does not exist")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+def environment_names() -> set[str]:
+    """Every ``SMARTPORT_`` variable that names a setting (a section's too, given as JSON)."""
+    names = {CONFIG_ENV}
+    for name, field in Settings.model_fields.items():
+        names.add(f"{ENV_PREFIX}{name}".upper())
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            names.update(f"{ENV_PREFIX}{name}__{key}".upper() for key in section.model_fields)
+    return names
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Raise ValueError naming each ``SMARTPORT_`` variable that names no setting (pydantic-
+    settings reads only the names it knows, so a misspelt one would pass unnoticed)."""
+    known = environment_names()
+    unknown = sorted(name for name in environ
+                     if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name.upper(), known, n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise ValueError(f"unknown setting in the environment: {', '.join(hints)}; unset it or "
+                         "correct its name (README, Configuration, lists every setting)")
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

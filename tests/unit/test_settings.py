@@ -134,3 +134,37 @@ def test_the_streams_worker_speaks_the_configured_kafka_security(protocol: str,
     if want.startswith("SASL"):
         assert (credentials.username, credentials.password,  # type: ignore[attr-defined]
                 credentials.mechanism.value) == ("streams", "s3cret", "SCRAM-SHA-512")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", [
+    "SMARTPORT_KAFKA__REJOIN_AFTER_S",  # renamed to replace_after_s: an old deployment's
+    "SMARTPORT_MQTT__RECIEVE_MAXIMUM",  # a typo
+    "SMARTPORT_LEDGER_KEYFILE",
+    "SMARTPORT_BATCHES__SINK_SECONDS__X",
+])
+def test_an_unknown_setting_in_the_environment_is_named(monkeypatch: pytest.MonkeyPatch,
+                                                        name: str) -> None:
+    """A misspelt or retired setting must not be ignored: the operator believes it applies."""
+    monkeypatch.setenv(name, "5")
+    with pytest.raises(ValueError, match=name):
+        Settings()
+
+
+@pytest.mark.parametrize(("table", "key"), [("kafka", "rejoin_after_s"), ("mqtt", "hots"),
+                                            ("batches", "sink_second")])
+def test_an_unknown_setting_in_the_config_file_is_named(tmp_path: Path, table: str,
+                                                        key: str) -> None:
+    config = tmp_path / "smartport.toml"
+    config.write_text(f"[{table}]\n{key} = 5\n")
+    with pytest.raises(ValidationError, match=f"{table}.{key}"):
+        load_settings(config)
+
+
+def test_the_config_file_variable_is_not_an_unknown_setting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "smartport.toml"
+    config.write_text("[kafka]\npartitions = 3\n")
+    monkeypatch.setenv("SMARTPORT_CONFIG", str(config))
+    monkeypatch.setenv("smartport_kafka__join_timeout_s", "100")  # names are case-insensitive
+    settings = Settings()
+    assert (settings.kafka.partitions, settings.kafka.join_timeout_s) == (3, 100)
