@@ -212,9 +212,13 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
             window = published_at - start_at
             for process in usage.values():
                 process.stop(window)
-            result.processes = {name: {"cpu_percent": round(u.cpu_percent, 1),
-                                       "peak_rss_mb": round(u.peak_rss_mb, 1)}
-                                for name, u in usage.items()}
+            result.processes = {name: {
+                "cpu_percent": round(u.cpu_percent, 1), "peak_rss_mb": round(u.peak_rss_mb, 1),
+                "switches_per_message": round(
+                    (u.voluntary_switches + u.involuntary_switches) / max(1, acknowledged), 2),
+                "involuntary_switches_per_message": round(
+                    u.involuntary_switches / max(1, acknowledged), 2)}
+                for name, u in usage.items()}
             result.published = acknowledged
             result.valid = sum(1 for m in messages if m.valid)
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
@@ -381,11 +385,14 @@ def markdown(results: list[LoadResult], base: dict[str, Any]) -> str:
                      f"{_pair(r.kafka_to_alert_p50_ms, r.kafka_to_alert_p99_ms)} | "
                      f"{r.late_alerts} ({len(r.late_windows)}) | {r.bottleneck} |")
     lines += ["", "| process | " + " | ".join(
-        f"{r.offered_per_s:,.0f}/s: CPU %, CPU ms/msg, peak MB" for r in results) + " |",
+        f"{r.offered_per_s:,.0f}/s: CPU %, CPU ms/msg, peak MB, context switches/msg "
+        "(involuntary)" for r in results) + " |",
         "|---|" + "---|" * len(results)]
     for name in results[0].processes if results else []:
         cells = [", ".join(f"{r.processes.get(name, {}).get(key, 0):{spec}}" for key, spec in (
-            ("cpu_percent", ".0f"), ("cpu_ms_per_message", ".3f"), ("peak_rss_mb", ".0f")))
+            ("cpu_percent", ".0f"), ("cpu_ms_per_message", ".3f"), ("peak_rss_mb", ".0f"),
+            ("switches_per_message", ".2f")))
+            + f" ({r.processes.get(name, {}).get('involuntary_switches_per_message', 0):.2f})"
             for r in results]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("| all of the above, CPU ms per message | " + " | ".join(

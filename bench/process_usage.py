@@ -16,15 +16,35 @@ class ProcessUsage:
 
     pid: int
     started_ticks: int = 0
+    started_switches: tuple[int, int] = (0, 0)
     cpu_percent: float = 0.0
     peak_rss_mb: float = 0.0
+    # Context switches in the window, summed over the threads alive at its end: voluntary
+    # (a thread waited: a lock, the GIL, a socket) and involuntary (the scheduler took the core).
+    voluntary_switches: int = 0
+    involuntary_switches: int = 0
 
     def _ticks(self) -> int:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])  # utime + stime
 
+    def _switches(self) -> tuple[int, int]:
+        voluntary = involuntary = 0
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue  # the thread ended
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    involuntary += int(line.split()[1])
+        return voluntary, involuntary
+
     def start(self) -> None:
         self.started_ticks = self._ticks()
+        self.started_switches = self._switches()
 
     def used_s(self) -> float:
         """CPU seconds since ``start`` (0 when the process is gone)."""
@@ -37,8 +57,11 @@ class ProcessUsage:
         try:
             used = (self._ticks() - self.started_ticks) / CLOCK_TICKS
             status = Path(f"/proc/{self.pid}/status").read_text()
+            voluntary, involuntary = self._switches()
         except OSError:
             return  # the process is gone
         self.cpu_percent = 100 * used / seconds
+        self.voluntary_switches = max(0, voluntary - self.started_switches[0])
+        self.involuntary_switches = max(0, involuntary - self.started_switches[1])
         peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
         self.peak_rss_mb = int(peak.split()[1]) / 1024
