@@ -137,7 +137,7 @@ def test_the_streams_worker_speaks_the_configured_kafka_security(protocol: str,
 
 
 @pytest.mark.parametrize("name", [
-    "SMARTPORT_KAFKA__REJOIN_AFTER_S",  # renamed to replace_after_s: an old deployment's
+    "SMARTPORT_KAFKA__REJOIN_AFTER_S",  # since renamed replace_after_s: an old deployment's
     "SMARTPORT_MQTT__RECIEVE_MAXIMUM",  # a typo
     "SMARTPORT_LEDGER_KEYFILE",
     "SMARTPORT_BATCHES__SINK_SECONDS__X",
