@@ -118,6 +118,22 @@ def discard_producer(producer: Producer, client_id: str) -> None:
     threading.Thread(target=producer.purge, name="discard-producer", daemon=True).start()
 
 
+def flush_while_progressing(producer: Producer, stalled_after_s: float,
+                            stop: threading.Event | None = None) -> int:
+    """Flush ``producer`` until it holds nothing, however long Kafka is away, unless it
+    delivers nothing for ``stalled_after_s`` (seen after a Kafka restart: a producer left with
+    no broker to ask, for good) or ``stop`` is set; what it still holds then (0: all sent)."""
+    left, progressed = len(producer), time.monotonic()
+    while left and not (stop is not None and stop.is_set()):
+        now_left = producer.flush(1.0)
+        if now_left < left:
+            progressed = time.monotonic()
+        left = now_left
+        if left and time.monotonic() - progressed > stalled_after_s:
+            break
+    return left
+
+
 def high_watermarks(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
     """The next offset of every partition of ``topic`` (where a reader starting now begins).
 

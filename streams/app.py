@@ -60,7 +60,7 @@ from streams.relay import (
 from streams.rules.engine import Outcome, command, declare, evaluate, sweep_transit
 from streams.rules.state import EARLY_KEPT, ContainerState
 from streams.rules.thresholds import Thresholds
-from streams.state_table import Parsed, StateTable, WriteBackOnCommit
+from streams.state_table import ChangelogWriter, Parsed, StateTable, WriteBackOnCommit
 from streams.transit.dcsa import customs_event
 from streams.transit.signature import sign
 from streams.transit.state import OPEN_PHASES
@@ -156,7 +156,7 @@ class RelayService(mode.Service):
         await asyncio.get_running_loop().run_in_executor(None, self._relay.stop)
 
 
-def faust_app(settings: Settings, app_id: str, *, web_port: int | None = None) -> faust.App:
+def faust_app(settings: Settings, app_id: str, *, web_port: int | None = None) -> App:
     """A faust App configured as our workers run (benches measure faust's own floor with it).
     A new app id reads its topics from the start; ``create_app`` sets another start for
     ``latest`` by committing it."""
@@ -222,7 +222,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     app.add_dependency(RelayService(relay))
 
     _watch_readiness(app, readiness, relay)
-    states = _rule_states(app, state_table, batches.get_topic_name())
+    states = _rule_states(app, settings.kafka, state_table, batches.get_topic_name())
     current_declarations = Parsed(declaration_table, Declaration.model_validate_json)
 
     def publish_outcome(key: bytes, outcome: Outcome) -> None:
@@ -440,10 +440,13 @@ def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | N
             ssl_context=context, mechanism=kafka.sasl_mechanism or "PLAIN")
     return None
 
-def _rule_states(app: faust.App, table: Any, source: str) -> StateTable:
+def _rule_states(app: App, kafka: KafkaSettings, table: Any, source: str) -> StateTable:
     """The state table, written back as the worker commits (see streams.state_table); the
     unwritten states of revoked partitions are dropped. ``source``: a co-partitioned topic."""
-    states = StateTable(table)
+    changelog = ChangelogWriter(kafka, table.changelog_topic.get_topic_name(),
+                                f"{app.conf.id}-{STATE_TABLE}-changelog")
+    app.after_flush.append(changelog.write)
+    states = StateTable(table, changelog)
     app.sensors.add(WriteBackOnCommit(states, source))
 
     @app.on_partitions_revoked.connect

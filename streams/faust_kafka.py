@@ -10,11 +10,14 @@ Measured with the worker at 2,000 readings/s: one such wait every 20 s or so, an
 The agents queue their messages (alerts, changelog records) in faust's producer buffer, which
 faust flushes before it commits offsets; but its flush gives up after 0.1 s without a message
 sent (Kafka slow or away), and the offsets would be committed past messages still queued: a
-crash then loses them. Ours waits until the buffer is empty.
+crash then loses them. Ours waits until the buffer is empty, then awaits the app's
+``after_flush`` writers (the state table's changelog, streams.state_table), still before the
+commit; a writer that fails crashes the worker rather than let it go on without committing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -45,6 +48,13 @@ class _Producer(driver.Producer):
     async def flush(self) -> None:
         await drain(self.buffer)
         await super().flush()
+        app: App = self.app  # type: ignore[assignment]  # ours: _Transport is only App's
+        for write in app.after_flush:
+            try:
+                await write()
+            except Exception as exc:
+                await app.crash(exc)
+                raise
 
 
 class _Transport(driver.Transport):
@@ -54,7 +64,12 @@ class _Transport(driver.Transport):
 
 class App(faust.App):
     """A faust App whose Kafka consumer waits at most FETCH_MAX_WAIT_MS per fetch, and whose
-    producer's flush (before each offset commit) leaves nothing queued."""
+    producer's flush (before each offset commit) leaves nothing queued, ``after_flush``'s
+    writers included."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.after_flush: list[Callable[[], Awaitable[None]]] = []
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

@@ -36,6 +36,7 @@ from smartport.kafka import (
     BULK_FETCH,
     committed_offsets,
     discard_producer,
+    flush_while_progressing,
     high_watermarks,
     producer_config,
     read_range,
@@ -156,18 +157,13 @@ class TelemetryRelay:
                         break
                     except BufferError:
                         producer.poll(0.05)
-        left, progressed = len(producer), time.monotonic()
-        while left:  # message.timeout.ms=0: retried while Kafka is away
-            if self._stop.is_set():
-                return  # not committed: relayed again by whoever reads the partitions next
-            now_left = producer.flush(1.0)
-            if now_left < left:
-                progressed = time.monotonic()
-            left = now_left
-            if left and time.monotonic() - progressed > self._kafka.resolved_replace_after_s:
-                raise _Undelivered(f"{left} batches undelivered for "
-                                   f"{time.monotonic() - progressed:.0f} s "
-                                   "(bound: kafka.replace_after_s)")
+        bound = self._kafka.resolved_replace_after_s
+        left = flush_while_progressing(producer, bound, self._stop)
+        if left and self._stop.is_set():
+            return  # not committed: relayed again by whoever reads the partitions next
+        if left:
+            raise _Undelivered(f"{left} batches undelivered for {bound:g} s "
+                               "(bound: kafka.replace_after_s)")
         if self._refused:
             raise RelayFailed(f"Kafka refused a micro-batch for {self._target}: "
                               f"{self._refused[0]}")

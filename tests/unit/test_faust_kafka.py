@@ -54,6 +54,46 @@ def test_the_producer_buffer_is_drained_before_a_commit(tmp_path: Path) -> None:
     assert isinstance(ours.producer, _Producer)
 
 
+def test_the_after_flush_writers_run_after_faust_flushed_and_a_failure_crashes_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state table's changelog is delivered after the alerts queued in faust's buffer
+    (a state never ahead of the alerts it raised) and before the commit; a writer that fails
+    ends the worker rather than leave it alive and never committing."""
+    ours = faust_app(Settings(state_dir=tmp_path), "after-flush-test")
+    events: list[str] = []
+    buffer = ours.producer.buffer
+    monkeypatch.setattr(buffer, "flush", _recording(events, "faust's buffer flushed"))
+
+    async def write() -> None:
+        events.append("changelog written")
+
+    ours.after_flush.append(write)
+    asyncio.run(ours.producer.flush())
+    assert events == ["faust's buffer flushed", "changelog written"]
+
+    crashed: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashed.append(exc)
+
+    async def fail() -> None:
+        raise RuntimeError("Kafka refused it")
+
+    monkeypatch.setattr(ours, "crash", crash)
+    ours.after_flush.append(fail)
+    with pytest.raises(RuntimeError, match="Kafka refused it"):
+        asyncio.run(ours.producer.flush())
+    assert [str(exc) for exc in crashed] == ["Kafka refused it"]
+
+
+def _recording(events: list[str], event: str) -> Any:
+    async def record() -> None:
+        events.append(event)
+
+    return record
+
+
 def test_the_worker_commits_every_streams_commit_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,7 @@
 """The container-state table's write-back (logic only; the worker's own commits are exercised by
 the stack tests): many changes between two commits, one write; nothing written for a partition
-the worker no longer owns."""
+the worker no longer owns; the changelog delivered by a producer of its own, which is replaced
+when it delivers nothing, and whose refusal stops the worker."""
 
 from __future__ import annotations
 
@@ -10,34 +11,83 @@ from typing import Any
 import pytest
 from faust.types import TP
 
+from smartport.settings import KafkaSettings
 from streams.rules.state import ContainerState
-from streams.state_table import StateTable, WriteBackOnCommit
+from streams.state_table import ChangelogRefused, ChangelogWriter, StateTable, WriteBackOnCommit
+
+TOPIC = "app-states-changelog"
 
 
 class _Table:
-    """What StateTable uses of a faust Table (memory store): get, data, send_changelog."""
+    """What StateTable uses of a faust Table (memory store): get and data."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
-        self.changelog: list[tuple[int, bytes, bytes]] = []
 
     def get(self, key: bytes) -> Any:
         return self.data.get(key)
 
-    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
-        self.changelog.append((partition, key, value))
+
+class _Producer:
+    """What ChangelogWriter uses of a confluent-kafka Producer; delivers on flush unless
+    ``stuck`` (no broker to ask), refusing every record when ``refuse`` says why."""
+
+    def __init__(self, stuck: bool = False, refuse: str | None = None) -> None:
+        self.stuck, self.refuse = stuck, refuse
+        self.queued: list[tuple[str, bytes, bytes, int, Any]] = []
+        self.delivered: list[tuple[str, int, bytes, bytes]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, *, partition: int,
+                on_delivery: Any) -> None:
+        self.queued.append((topic, value, key, partition, on_delivery))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        if not self.stuck:
+            for topic, value, key, partition, on_delivery in self.queued:
+                error = _Refusal(self.refuse) if self.refuse else None
+                on_delivery(error, None)
+                if error is None:
+                    self.delivered.append((topic, partition, key, value))
+            self.queued.clear()
+        return len(self.queued)
+
+    def purge(self) -> None:
+        self.queued.clear()
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+
+class _Refusal:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def str(self) -> str:
+        return self.reason
+
+
+def _writer(*producers: _Producer, replace_after_s: float = 60.0) -> ChangelogWriter:
+    made = iter(producers)
+    return ChangelogWriter(KafkaSettings(replace_after_s=replace_after_s), TOPIC, "test",
+                           new_producer=lambda config: next(made))  # type: ignore[arg-type,return-value]
 
 
 def test_fifty_changes_between_two_commits_are_one_write() -> None:
-    table = _Table()
-    states = StateTable(table)
+    table, producer = _Table(), _Producer()
+    changelog = _writer(producer)
+    states = StateTable(table, changelog)
     for seq in range(50):
         state = states.get(b"CSQU3054383") or ContainerState()
         assert state.first_time("trk-1", f"{seq:016x}" * 2)  # ids are hashes
         states.put(b"CSQU3054383", state, 3)
-    assert table.changelog == []
     assert states.write_back({3}) == 1
-    [(partition, key, raw)] = table.changelog
+    assert producer.delivered == []  # staged: delivered once faust's producer has flushed
+    asyncio.run(changelog.write())
+    [(topic, partition, key, raw)] = producer.delivered
+    assert topic == TOPIC
     assert (partition, key) == (3, b"CSQU3054383")
     assert not ContainerState.model_validate_json(raw).first_time("trk-1", f"{49:016x}" * 2)
     assert table.data[key] is raw
@@ -46,7 +96,7 @@ def test_fifty_changes_between_two_commits_are_one_write() -> None:
 
 def test_a_written_state_is_read_back_from_the_table_and_a_recovery_replaces_it() -> None:
     table = _Table()
-    states = StateTable(table)
+    states = StateTable(table, _writer(_Producer()))
     state = ContainerState()
     state.first_time("trk-1", "a" * 32)
     states.put(b"K", state, 0)
@@ -59,19 +109,44 @@ def test_a_written_state_is_read_back_from_the_table_and_a_recovery_replaces_it(
 
 
 def test_states_of_revoked_partitions_are_not_written() -> None:
-    table = _Table()
-    states = StateTable(table)
+    producer = _Producer()
+    changelog = _writer(producer)
+    states = StateTable(_Table(), changelog)
     states.put(b"A", ContainerState(), 0)
     states.put(b"B", ContainerState(), 1)
     states.put(b"C", ContainerState(), 2)
     states.forget({1})
     assert states.get(b"B") is None  # its new owner replays it from the last commit
     assert states.write_back({0}) == 1  # partition 2 was lost meanwhile too
-    assert [key for _, key, _ in table.changelog] == [b"A"]
+    asyncio.run(changelog.write())
+    assert [key for _, _, key, _ in producer.delivered] == [b"A"]
 
 
-class _FailingTable(_Table):
-    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
+def test_a_producer_that_delivers_nothing_is_replaced_and_the_records_sent_again() -> None:
+    """Seen after a Kafka restart: a producer left with no broker to ask, for good. The commit
+    waits for its changelog; without a replacement it would wait for ever."""
+    stuck, fresh = _Producer(stuck=True), _Producer()
+    changelog = _writer(stuck, fresh, replace_after_s=0.5)
+    states = StateTable(_Table(), changelog)
+    states.put(b"A", ContainerState(), 0)
+    states.put(b"B", ContainerState(), 1)
+    states.write_back({0, 1})
+    asyncio.run(changelog.write())
+    assert stuck.delivered == []
+    assert [(partition, key) for _, partition, key, _ in fresh.delivered] == [(0, b"A"), (1, b"B")]
+
+
+def test_a_changelog_record_kafka_refuses_fails_the_write() -> None:
+    changelog = _writer(_Producer(refuse="Broker: Message size too large"))
+    states = StateTable(_Table(), changelog)
+    states.put(b"A", ContainerState(), 0)
+    states.write_back({0})
+    with pytest.raises(ChangelogRefused, match=f"for {TOPIC}: Broker: Message size too large"):
+        asyncio.run(changelog.write())
+
+
+class _FailingChangelog(ChangelogWriter):
+    def stage(self, partition: int, key: bytes, value: bytes) -> None:
         raise RuntimeError("the producer is gone")
 
 
@@ -90,7 +165,7 @@ def test_a_write_back_that_fails_stops_the_commit_and_crashes_the_worker() -> No
         def assignment(self) -> set[TP]:
             return {TP("source", 0)}
 
-    states = StateTable(_FailingTable())
+    states = StateTable(_Table(), _FailingChangelog(KafkaSettings(), TOPIC, "test"))
     states.put(b"A", ContainerState(), 0)
     sensor = WriteBackOnCommit(states, "source")
 
