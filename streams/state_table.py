@@ -32,7 +32,12 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 
 from smartport.errors import StackError
-from smartport.kafka import discard_producer, flush_while_progressing, producer_config
+from smartport.kafka import (
+    discard_producer,
+    flush_while_progressing,
+    produce,
+    producer_config,
+)
 from smartport.settings import KafkaSettings
 from streams.rules.state import ContainerState
 
@@ -119,13 +124,8 @@ class ChangelogWriter:
                 refused.append(error.str())
 
         for partition, key, value in records:
-            while True:
-                try:
-                    producer.produce(self._topic, value, key, partition=partition,
-                                     on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, self._topic, key, value, partition=partition,
+                    on_delivery=delivered)
         if flush_while_progressing(producer, self._kafka.resolved_replace_after_s):
             discard_producer(producer, self._client_id)
             self._producer = None
