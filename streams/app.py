@@ -222,7 +222,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     app.add_dependency(RelayService(relay))
 
     _watch_readiness(app, readiness, relay)
-    states = _rule_states(app, settings.kafka, state_table, batches.get_topic_name())
+    states = _rule_states(app, settings.kafka, state_table, batches.get_topic_name(), readiness)
     current_declarations = Parsed(declaration_table, Declaration.model_validate_json)
 
     def publish_outcome(key: bytes, outcome: Outcome) -> None:
@@ -440,11 +440,12 @@ def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | N
             ssl_context=context, mechanism=kafka.sasl_mechanism or "PLAIN")
     return None
 
-def _rule_states(app: App, kafka: KafkaSettings, table: Any, source: str) -> StateTable:
+def _rule_states(app: App, kafka: KafkaSettings, table: Any, source: str,
+                 readiness: Readiness) -> StateTable:
     """The state table, written back as the worker commits (see streams.state_table); the
     unwritten states of revoked partitions are dropped. ``source``: a co-partitioned topic."""
     changelog = ChangelogWriter(kafka, table.changelog_topic.get_topic_name(),
-                                f"{app.conf.id}-{STATE_TABLE}-changelog")
+                                f"{app.conf.id}-{STATE_TABLE}-changelog", readiness)
     app.after_flush.append(changelog.write)
     states = StateTable(table, changelog)
     app.sensors.add(WriteBackOnCommit(states, source))

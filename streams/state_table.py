@@ -38,12 +38,15 @@ from smartport.kafka import (
     produce,
     producer_config,
 )
+from smartport.readiness import Readiness
 from smartport.settings import KafkaSettings
 from streams.rules.state import ContainerState
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+CHANGELOG = "changelog"  # the worker's readiness condition: its commits are not held up
 
 
 class Parsed(Generic[T]):
@@ -85,13 +88,17 @@ class ChangelogWriter:
     ``write`` waits (off the event loop) until Kafka has every record: while Kafka is away it
     keeps trying, and a producer that delivers nothing for ``kafka.replace_after_s`` (seen
     after a Kafka restart: a producer left with no broker to ask) is replaced and the records
-    sent again (the changelog is compacted: a record twice is the same state twice)."""
+    sent again (the changelog is compacted: a record twice is the same state twice). From then
+    until they are delivered, the worker's ``changelog`` readiness condition is false: it is
+    alive and judging, but no commit passes."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, client_id: str,
+    def __init__(self, kafka: KafkaSettings, topic: str, client_id: str, readiness: Readiness,
                  new_producer: Callable[[dict[str, Any]], Producer] = Producer) -> None:
         self._kafka = kafka
         self._topic = topic
         self._client_id = client_id
+        self._readiness = readiness
+        readiness.set(CHANGELOG, True)
         self._new_producer = new_producer
         self._producer: Producer | None = None
         self._staged: list[tuple[int, bytes, bytes]] = []
@@ -108,8 +115,15 @@ class ChangelogWriter:
     def _deliver(self, records: list[tuple[int, bytes, bytes]]) -> None:
         started = time.monotonic()
         while not self._delivered_by_one_producer(records):
-            log.warning("the changelog producer delivered nothing: replaced",
-                        extra={"topic": self._topic, "records": len(records)})
+            self._readiness.set(CHANGELOG, False)
+            log.warning("the changelog producer delivered nothing: replaced; commits wait, "
+                        "readiness 0 until it is delivered",
+                        extra={"topic": self._topic, "records": len(records),
+                               "waited_s": round(time.monotonic() - started)})
+        if not self._readiness.holds(CHANGELOG):
+            log.warning("the changelog was delivered: commits go on", extra={
+                "topic": self._topic, "waited_s": round(time.monotonic() - started)})
+            self._readiness.set(CHANGELOG, True)
         log.debug("changelog written", extra={
             "topic": self._topic, "records": len(records),
             "ms": round((time.monotonic() - started) * 1000)})

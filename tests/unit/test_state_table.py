@@ -10,10 +10,18 @@ from typing import Any
 
 import pytest
 from faust.types import TP
+from prometheus_client import CollectorRegistry, Gauge
 
+from smartport.readiness import GROUP, Readiness
 from smartport.settings import KafkaSettings
 from streams.rules.state import ContainerState
-from streams.state_table import ChangelogRefused, ChangelogWriter, StateTable, WriteBackOnCommit
+from streams.state_table import (
+    CHANGELOG,
+    ChangelogRefused,
+    ChangelogWriter,
+    StateTable,
+    WriteBackOnCommit,
+)
 
 TOPIC = "app-states-changelog"
 
@@ -69,10 +77,19 @@ class _Refusal:
         return self.reason
 
 
-def _writer(*producers: _Producer, replace_after_s: float = 60.0) -> ChangelogWriter:
+def _writer(*producers: _Producer, replace_after_s: float = 60.0,
+            readiness: Readiness | None = None) -> ChangelogWriter:
     made = iter(producers)
     return ChangelogWriter(KafkaSettings(replace_after_s=replace_after_s), TOPIC, "test",
+                           readiness or _readiness(),
                            new_producer=lambda config: next(made))  # type: ignore[arg-type,return-value]
+
+
+def _readiness() -> Readiness:
+    gauge = Gauge("smartport_test_ready", "test", registry=CollectorRegistry())
+    readiness = Readiness(gauge, "streams", 60.0)
+    readiness.set(GROUP, True)
+    return readiness
 
 
 def test_fifty_changes_between_two_commits_are_one_write() -> None:
@@ -136,6 +153,37 @@ def test_a_producer_that_delivers_nothing_is_replaced_and_the_records_sent_again
     assert [(partition, key) for _, partition, key, _ in fresh.delivered] == [(0, b"A"), (1, b"B")]
 
 
+class _Watched(_Producer):
+    """Records whether the worker said it was ready each time it was flushed."""
+
+    def __init__(self, readiness: Readiness, stuck: bool) -> None:
+        super().__init__(stuck=stuck)
+        self.readiness = readiness
+        self.ready_while_flushing: list[bool] = []
+
+    def flush(self, timeout: float) -> int:
+        self.ready_while_flushing.append(self.readiness.ready)
+        return super().flush(timeout)
+
+
+def test_a_commit_waiting_on_an_undelivered_changelog_makes_the_worker_not_ready() -> None:
+    """Alive but not committing (Kafka away): the agents go on judging, but no offset passes
+    an undelivered state, so once a producer has delivered nothing for kafka.replace_after_s
+    the worker says so, until the changelog is delivered."""
+    readiness = _readiness()
+    stuck, fresh = _Watched(readiness, stuck=True), _Watched(readiness, stuck=False)
+    changelog = _writer(stuck, fresh, replace_after_s=0.3, readiness=readiness)
+    states = StateTable(_Table(), changelog)
+    states.put(b"A", ContainerState(), 0)
+    states.write_back({0})
+    asyncio.run(changelog.write())
+    assert set(stuck.ready_while_flushing) == {True}  # waiting less than the bound
+    assert fresh.ready_while_flushing == [False]  # the bound passed: not ready ...
+    assert fresh.delivered
+    assert readiness.holds(CHANGELOG)  # ... until delivered
+    assert readiness.ready
+
+
 def test_a_changelog_record_kafka_refuses_fails_the_write() -> None:
     changelog = _writer(_Producer(refuse="Broker: Message size too large"))
     states = StateTable(_Table(), changelog)
@@ -165,7 +213,7 @@ def test_a_write_back_that_fails_stops_the_commit_and_crashes_the_worker() -> No
         def assignment(self) -> set[TP]:
             return {TP("source", 0)}
 
-    states = StateTable(_Table(), _FailingChangelog(KafkaSettings(), TOPIC, "test"))
+    states = StateTable(_Table(), _FailingChangelog(KafkaSettings(), TOPIC, "test", _readiness()))
     states.put(b"A", ContainerState(), 0)
     sensor = WriteBackOnCommit(states, "source")
 
