@@ -2,9 +2,12 @@
 
 Runs on the local stack (`smartport stack up`) at increasing offered loads. For each load a
 fresh pipeline (deploy.pipeline.Pipeline: its own gateway session and faust app) gets
-``--duration`` seconds of simulated traffic from ``--publishers`` lean publisher processes
-(lean_publisher.py; their CPU is reported apart), paced per message; then the run drains.
-Figures per load:
+``--warmup`` then ``--duration`` seconds of simulated traffic, without a pause, from
+``--publishers`` lean publisher processes (lean_publisher.py; their CPU is reported apart),
+paced per message; then the run drains. The warm-up is the measured window's start-up on a
+stack just started (Kafka's JVM compiling, the worker's first rebalance and commits): its
+readings are stored, judged and counted for loss like the others, its alerts' latency is
+reported apart, and the meters start after it. Figures per load:
 
 - sustained end-to-end throughput: valid readings stored in ClickHouse *and* anchored, divided
   by the time from the first publish to the moment both were complete; "sustained" means the
@@ -12,16 +15,22 @@ Figures per load:
   beyond the window it trails by design (a commit or batch interval), and everything was stored,
   anchored and judged within the longest of those windows plus 10 s;
 - nothing lost: distinct readings (reading_id) stored == valid readings published;
-- publish → alert latency p50/p99: the alert's Kafka timestamp minus the scheduled publish time
-  of the reading that raised it (publisher lag counts against us); the alerts more than a
-  second late and the 10-s windows of the run they fell in (each alert's times are in the load's
-  work directory, ``alert_latencies.jsonl``);
-- CPU (% of one core) and peak RSS of every process, ours and the brokers';
+- publish → alert latency p50/p99 (after the warm-up; the warm-up's apart): the alert's Kafka
+  timestamp minus the scheduled publish time of the reading that raised it (publisher lag
+  counts against us); the alerts more than a
+  second late and the 10-s windows of the run they fell in, counted from the first publish
+  (each alert's times are in the load's work directory, ``alert_latencies.jsonl``);
+- CPU (% of one core) and peak RSS of every process, ours and the brokers', after the warm-up;
 - the bottleneck: the stage with the largest backlog when publishing stopped.
 
 In the same run, the stage baselines of the other benches (mosquitto_sub | kcat, a plain
 confluent-kafka rules loop, pymerkle) are re-measured so every figure has a ratio beside it.
 Writes bench/results/pipeline.json and bench/results/pipeline.md.
+
+A run stopped half-way (Ctrl-C, SIGTERM) still forgets its gateway's persistent MQTT session;
+one killed outright leaves the session's id in the load's work directory, and the next run
+forgets it first (a session left behind is given every later run's telemetry to hold, up to
+Mosquitto's queue limit: 1.4 GB once, and a broker that slow measures nothing).
 
     .venv/bin/python bench/pipeline_bench.py --loads 500,1000,2000 --duration 60
 """
@@ -30,10 +39,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -103,9 +115,22 @@ def _all_stored(settings: Settings, run_id: str, *, valid: int, acknowledged: in
         wait_until(lambda: stored_readings(settings, run_id) >= valid, left(), interval=5.0))
 
 
+def _all_done(settings: Settings, run_id: str, *, valid: int, acknowledged: int,
+              before: dict[str, int], timeout: float = 600) -> bool:
+    """Wait until the run's readings are stored, anchored and judged (each within ``timeout``)."""
+    if not _all_stored(settings, run_id, valid=valid, acknowledged=acknowledged, before=before,
+                       timeout=timeout):
+        return False
+    ends = high_watermarks(settings.kafka, topics.TELEMETRY)
+    return wait_until(lambda: anchored_through(settings, topics.TELEMETRY, ends), timeout) and (
+        wait_until(lambda: unjudged_readings(settings.kafka, run_id, topics.TELEMETRY) == 0,
+                   timeout))
+
+
 @dataclass
 class LoadResult:
     offered_per_s: float
+    warmup_s: float = 0.0
     published: int = 0
     valid: int = 0
     stored: int = 0
@@ -126,6 +151,10 @@ class LoadResult:
     # a few windows point at a stall, many at a pipeline running at its limit.
     late_alerts: int = 0
     late_windows: list[int] = field(default_factory=list)  # seconds since the first publish
+    # The same for the alerts raised by readings published during the warm-up.
+    warmup_alert_p50_ms: float | None = None
+    warmup_alert_p99_ms: float | None = None
+    warmup_late_alerts: int = 0
     backlog_at_end: dict[str, int] = field(default_factory=dict)
     bottleneck: str = ""
     processes: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -174,14 +203,50 @@ def _wait_for_backlogs(settings: Settings, timeout_s: float = 1800) -> None:
         time.sleep(10)
 
 
-def run_load(settings: Settings, rate: float, duration: float, publishers: int,
-             work: Path) -> LoadResult:
-    result = LoadResult(offered_per_s=rate)
+LEFT_BEHIND = "run_in_progress"  # in a load's work directory: the run id of a run not cleaned up
+
+
+def claim_work(settings: Settings, work: Path, run_id: str) -> None:
+    """Forget what a run killed outright left behind in ``work`` (its gateway's MQTT session
+    above all), and note ``run_id`` there until it is cleaned up."""
+    marker = work / LEFT_BEHIND
+    if marker.is_file():
+        left_behind = marker.read_text().strip()
+        print(f"forgetting {left_behind}, left behind by a run that did not end", flush=True)
+        Pipeline(settings, left_behind, work).clean_up()
+    marker.write_text(run_id)
+
+
+def _shares(messages: list[SimMessage], rate: float, publishers: int
+            ) -> list[list[tuple[str, bytes, float]]]:
+    """Each publisher's messages (a device's all in one), with their offsets from the start."""
+    shares: list[list[tuple[str, bytes, float]]] = [[] for _ in range(publishers)]
+    for index, message in enumerate(messages):
+        shares[hash(message.device_id) % publishers].append(
+            (message.topic, message.payload, index / rate))
+    return shares
+
+
+def _window_figures(usage: dict[str, ProcessUsage], messages: int) -> dict[str, dict[str, float]]:
+    """Each process's figures over the metered window, in which ``messages`` were published."""
+    return {name: {
+        "cpu_percent": round(u.cpu_percent, 1), "peak_rss_mb": round(u.peak_rss_mb, 1),
+        "switches_per_message": round(
+            (u.voluntary_switches + u.involuntary_switches) / messages, 2),
+        "involuntary_switches_per_message": round(u.involuntary_switches / messages, 2)}
+        for name, u in usage.items()}
+
+
+def run_load(settings: Settings, rate: float, duration: float, publishers: int, work: Path, *,
+             warmup: float) -> LoadResult:
+    result = LoadResult(offered_per_s=rate, warmup_s=warmup)
     fleet = Fleet(FleetConfig(devices=2000, seed=int(rate), step=step_for_rate(rate),
                               anomaly_rate=0.002, invalid_rate=0.002))
-    messages = scenario_messages(fleet, int(rate * duration))
+    messages = scenario_messages(fleet, int(rate * (warmup + duration)))
+    warmup_messages = min(len(messages), math.ceil(rate * warmup))
     write_declarations(fleet, work / "declarations.jsonl")
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    claim_work(settings, work, run_id)
     pipeline = Pipeline(settings, run_id, work)
     try:
         with pipeline:
@@ -191,34 +256,28 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
                      for t in (topics.TELEMETRY, topics.ALERTS)}
             before = {t: sum(high_watermarks(settings.kafka, t).values())
                       for t in (topics.TELEMETRY, topics.TELEMETRY_DLQ)}
-            shares: list[list[tuple[str, bytes, float]]] = [[] for _ in range(publishers)]
-            for index, message in enumerate(messages):
-                shares[hash(message.device_id) % publishers].append(
-                    (message.topic, message.payload, index / rate))
             usage = _usage(pipeline, settings)
 
             def start_meters() -> None:
                 for process in usage.values():
                     process.start()
 
-            published = publish_together(mqtt_as(settings, edge_user(HOME_PORT)), shares,
-                                         on_start=start_meters)
+            # publish_together starts its clock 0.1 s after calling on_start.
+            meters = threading.Timer(0.1 + warmup, start_meters)
+            published = publish_together(mqtt_as(settings, edge_user(HOME_PORT)),
+                                         _shares(messages, rate, publishers),
+                                         on_start=meters.start)
             acknowledged, start_at = published.acknowledged, published.start_at
+            measured = max(1, acknowledged - warmup_messages)
             scheduled = {(m.device_id, m.seq): start_at + index / rate
                          for index, m in enumerate(messages) if m.seq is not None}
             result.publishers_cpu_ms_per_message = round(
                 1000 * published.cpu_s / max(len(messages), 1), 4)
             published_at = time.time()
-            window = published_at - start_at
+            window = published_at - start_at - warmup
             for process in usage.values():
                 process.stop(window)
-            result.processes = {name: {
-                "cpu_percent": round(u.cpu_percent, 1), "peak_rss_mb": round(u.peak_rss_mb, 1),
-                "switches_per_message": round(
-                    (u.voluntary_switches + u.involuntary_switches) / max(1, acknowledged), 2),
-                "involuntary_switches_per_message": round(
-                    u.involuntary_switches / max(1, acknowledged), 2)}
-                for name, u in usage.items()}
+            result.processes = _window_figures(usage, measured)
             result.published = acknowledged
             result.valid = sum(1 for m in messages if m.valid)
             ends = high_watermarks(settings.kafka, topics.TELEMETRY)
@@ -229,20 +288,15 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
                 "sink": _group_lag(settings, "smartport-sink", ends),
             }
             result.bottleneck = _bottleneck(settings, result, rate)
-            done = _all_stored(settings, run_id, valid=result.valid, acknowledged=acknowledged,
-                               before=before, timeout=600)
-            ends = high_watermarks(settings.kafka, topics.TELEMETRY)
-            done = done and wait_until(
-                lambda: anchored_through(settings, topics.TELEMETRY, ends), 600)
-            done = done and wait_until(
-                lambda: unjudged_readings(settings.kafka, run_id, topics.TELEMETRY) == 0, 600)
+            done = _all_done(settings, run_id, valid=result.valid, acknowledged=acknowledged,
+                             before=before)
             finished_at = time.time()
-            # CPU per message: what each process used from the first publish until everything
-            # was stored, anchored and judged, over the messages published (an unsustained
-            # load's drain counts too).
+            # CPU per message: what each process used from the warm-up's end until everything
+            # was stored, anchored and judged, over the messages published since (an
+            # unsustained load's drain counts too).
             for name, process in usage.items():
                 result.processes[name]["cpu_ms_per_message"] = round(
-                    1000 * process.used_s() / max(1, acknowledged), 3)
+                    1000 * process.used_s() / measured, 3)
             result.cpu_ms_per_message = round(sum(
                 p["cpu_ms_per_message"] for p in result.processes.values()), 3)
             result.stored = max(0, stored_readings(settings, run_id))
@@ -255,9 +309,10 @@ def run_load(settings: Settings, rate: float, duration: float, publishers: int,
                           | {m.truth[0] for m in messages if m.truth})
             result.anomalies = sum(1 for m in messages if m.truth)
             _alert_latency(settings, result, since, scheduled, containers, start_at=start_at,
-                           record=work / "alert_latencies.jsonl")
+                           warmup=warmup, record=work / "alert_latencies.jsonl")
     finally:
         pipeline.clean_up()
+        (work / LEFT_BEHIND).unlink()
     return result
 
 
@@ -291,12 +346,13 @@ def _quantiles(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def _alert_latency(settings: Settings, result: LoadResult, since: dict[str, dict[int, int]],
                    scheduled: dict[tuple[str, int], float], containers: set[str], *,
-                   start_at: float, record: Path) -> None:
-    """Publish → alert, split at the moment the raising reading was in Kafka; each alert's
-    three times (epoch ms) go to ``record`` as JSON lines."""
+                   start_at: float, warmup: float, record: Path) -> None:
+    """Publish → alert, split at the moment the raising reading was in Kafka, for the alerts
+    whose reading was published after the ``warmup`` (the warm-up's alone, apart); each
+    alert's three times (epoch ms) go to ``record`` as JSON lines."""
     in_kafka = {(m.partition(), m.offset()): m.timestamp()[1]
                 for m in read_range(settings.kafka, topics.TELEMETRY, since[topics.TELEMETRY])}
-    total, to_kafka, to_alert = [], [], []
+    total, to_kafka, to_alert, in_warmup = [], [], [], []
     late: set[int] = set()
     lines = []
     for message in read_range(settings.kafka, topics.ALERTS, since[topics.ALERTS]):
@@ -308,19 +364,25 @@ def _alert_latency(settings: Settings, result: LoadResult, since: dict[str, dict
         published = scheduled.get((trigger.device_id, trigger.seq))
         stored = in_kafka.get((trigger.partition, trigger.offset))
         alerted = message.timestamp()[1]
-        if published is not None and stored is not None:
-            total.append(alerted - published * 1000)
-            to_kafka.append(stored - published * 1000)
-            to_alert.append(alerted - stored)
-            since_start = published - start_at
-            lines.append(json.dumps({"published": round(published * 1000),
-                                     "in_kafka": stored, "alerted": alerted}))
-            if total[-1] > 1000:
-                result.late_alerts += 1
-                late.add(int(since_start // 10 * 10))
+        if published is None or stored is None:
+            continue
+        latency, since_start = alerted - published * 1000, published - start_at
+        lines.append(json.dumps({"published": round(published * 1000),
+                                 "in_kafka": stored, "alerted": alerted}))
+        if latency > 1000:
+            late.add(int(since_start // 10 * 10))
+        if since_start < warmup:
+            in_warmup.append(latency)
+            result.warmup_late_alerts += latency > 1000
+            continue
+        total.append(latency)
+        to_kafka.append(stored - published * 1000)
+        to_alert.append(alerted - stored)
+        result.late_alerts += latency > 1000
     record.write_text("".join(f"{line}\n" for line in lines))
     result.late_windows = sorted(late)
     result.alert_p50_ms, result.alert_p99_ms = _quantiles(total)
+    result.warmup_alert_p50_ms, result.warmup_alert_p99_ms = _quantiles(in_warmup)
     result.to_kafka_p50_ms, result.to_kafka_p99_ms = _quantiles(to_kafka)
     result.kafka_to_alert_p50_ms, result.kafka_to_alert_p99_ms = _quantiles(to_alert)
 
@@ -372,8 +434,9 @@ def markdown(results: list[LoadResult], base: dict[str, Any]) -> str:
     plain = base.get("plain_rules_loop_events_per_s")
     lines = ["| offered/s | end-to-end/s | vs kcat | vs plain loop | drain s | sustained | "
              "lost | alerts/anomalies | alert p50 / p99 ms | publish→Kafka p50 / p99 | "
-             "Kafka→alert p50 / p99 | alerts > 1 s (in 10-s windows) | bottleneck |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Kafka→alert p50 / p99 | alerts > 1 s (in 10-s windows) | "
+             "warm-up: s, alert p50 / p99, alerts > 1 s | bottleneck |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         def ratio(base_rate: float | None, value: float = r.end_to_end_per_s) -> str:
             return f"{value / base_rate:.2f}" if base_rate else "-"
@@ -383,7 +446,9 @@ def markdown(results: list[LoadResult], base: dict[str, Any]) -> str:
                      f"{_pair(r.alert_p50_ms, r.alert_p99_ms)} | "
                      f"{_pair(r.to_kafka_p50_ms, r.to_kafka_p99_ms)} | "
                      f"{_pair(r.kafka_to_alert_p50_ms, r.kafka_to_alert_p99_ms)} | "
-                     f"{r.late_alerts} ({len(r.late_windows)}) | {r.bottleneck} |")
+                     f"{r.late_alerts} ({len(r.late_windows)}) | {r.warmup_s:.0f}, "
+                     f"{_pair(r.warmup_alert_p50_ms, r.warmup_alert_p99_ms)}, "
+                     f"{r.warmup_late_alerts} | {r.bottleneck} |")
     lines += ["", "| process | " + " | ".join(
         f"{r.offered_per_s:,.0f}/s: CPU %, CPU ms/msg, peak MB, context switches/msg "
         "(involuntary)" for r in results) + " |",
@@ -410,17 +475,23 @@ def main() -> None:
     parser.add_argument("--loads", default="500,1000,2000,4000",
                         help="offered loads in messages/s, comma-separated")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per load")
+    parser.add_argument("--warmup", type=float, default=30.0,
+                        help="seconds of load before the measured window (not metered)")
     parser.add_argument("--publishers", type=int, default=2)
     parser.add_argument("--baselines", choices=("quick", "full", "none"), default="quick")
     args = parser.parse_args()
+    # Stopped (SIGTERM), a run still forgets its gateway's session on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     settings = Settings()
     stack.up(settings)
     results = []
     for rate in (float(r) for r in args.loads.split(",")):
         work = RESULTS / "pipeline" / f"{rate:.0f}"
         work.mkdir(parents=True, exist_ok=True)
-        print(f"load {rate:,.0f} msg/s for {args.duration:.0f} s ...", flush=True)
-        result = run_load(settings, rate, args.duration, args.publishers, work)
+        print(f"load {rate:,.0f} msg/s for {args.warmup:.0f} s of warm-up and "
+              f"{args.duration:.0f} s measured ...", flush=True)
+        result = run_load(settings, rate, args.duration, args.publishers, work,
+                          warmup=args.warmup)
         print(json.dumps(result.__dict__, default=str), flush=True)
         results.append(result)
         if not result.sustained:
