@@ -619,21 +619,28 @@ def streams(
     offset_reset: Annotated[str, typer.Option(
         help="where a new app id starts: earliest, or latest (the end of its sources when "
              "first started, kept until its first commit)")] = "earliest",
+    instance_id: Annotated[str | None, typer.Option(
+        help="this worker's own id among those of its app id, kept across its restarts "
+             "(static group membership: a restarted worker takes its partitions back at once "
+             "instead of after the 60-s session timeout; no two running workers may share "
+             "it)")] = None,
     web_port: Annotated[int, typer.Option(
         min=0, max=65535, help="serve faust's web views on 127.0.0.1:PORT (0 = off)")] = 0,
     metrics_port: MetricsPort = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run a customs cross-validation worker (faust) until SIGTERM; start more to scale out."""
-    from streams.app import create_app, run_worker
+    from streams.app import check_worker_ids, create_app, run_worker
     from streams.rules.thresholds import load_thresholds
 
     if offset_reset not in ("earliest", "latest"):
         raise ConfigError(f"--offset-reset {offset_reset!r}: use earliest or latest")
+    check_worker_ids(app_id, instance_id)
     settings = state.settings()
     _serve_metrics(metrics_port)
     run_worker(create_app(settings, load_thresholds(rules), app_id=app_id,
-                          offset_reset=offset_reset, web_port=web_port or None),
+                          offset_reset=offset_reset, web_port=web_port or None,
+                          instance_id=instance_id),
                settings, log_level)
 
 

@@ -93,11 +93,14 @@ class PipelineProcess:
         self.stop(signal.SIGKILL)
 
 
-def streams_worker(app_id: str, log_path: Path, env: dict[str, str] | None = None
-                   ) -> PipelineProcess:
-    """A streams worker with a faust app id of its own, reading from the end of the topics."""
-    return PipelineProcess("streams", ["streams", "--app-id", app_id, "--offset-reset", "latest"],
-                           log_path, env or {})
+def streams_worker(app_id: str, log_path: Path, env: dict[str, str] | None = None, *,
+                   instance_id: str | None = None) -> PipelineProcess:
+    """A streams worker with a faust app id of its own, reading from the end of the topics;
+    with ``instance_id``, a static member of its groups (restarted, it takes its place back)."""
+    static = ["--instance-id", instance_id] if instance_id else []
+    return PipelineProcess(
+        "streams", ["streams", "--app-id", app_id, "--offset-reset", "latest", *static],
+        log_path, env or {})
 
 
 class Pipeline:
@@ -106,7 +109,8 @@ class Pipeline:
     The gateway and the streams worker get ids of their own (``run_id``): the gateway's MQTT
     session (with a plain subscription, which the broker keeps across its restarts), and the
     faust app (reading from the end of the
-    topics), so that a run's alerts are its own. The anchorer and the sink use their usual
+    topics, a static member of its groups: restarted, it takes its partitions back at once), so
+    that a run's alerts are its own. The anchorer and the sink use their usual
     consumer groups: they carry on where the last ones stopped.
     """
 
@@ -119,7 +123,8 @@ class Pipeline:
         def process(name: str, args: list[str]) -> PipelineProcess:
             return PipelineProcess(name, args, work / f"{name}.log", env or {})
 
-        self.streams = streams_worker(self.streams_id, work / "streams.log", env)
+        self.streams = streams_worker(self.streams_id, work / "streams.log", env,
+                                      instance_id=f"{self.streams_id}-1")
         self.gateway = process("gateway", ["gateway", "--gateway-id", self.gateway_id])
         self.anchorer = process("anchorer", ["anchor"])
         self.sink = process("sink", ["sink"])

@@ -30,8 +30,11 @@ def ensure_topics(kafka: KafkaSettings, timeout: float = 60.0) -> list[str]:
 
 
 def delete_app_topics(kafka: KafkaSettings, app_id: str, timeout: float = 30.0) -> list[str]:
-    """Delete the internal topics (changelogs, faust's assignor topic) and the consumer group of
-    a finished stream app; what is already gone is fine. Returns the topics deleted."""
+    """Delete the internal topics (changelogs, faust's assignor topic) and the consumer groups
+    of a finished stream app; what is already gone is fine. Returns the topics deleted. A group
+    that still has a member cannot be deleted: a worker with ``--instance-id`` (a static member)
+    stays one for the session timeout after it stops; Kafka drops such a group's offsets after
+    ``offsets.retention.minutes`` (7 days)."""
     admin = AdminClient({**kafka.client_config(), "log_level": 0})
     try:
         names = [name for name in admin.list_topics(timeout=timeout).topics

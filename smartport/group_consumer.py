@@ -15,6 +15,12 @@ configuration and subscription. Nothing is lost: what the old member consumed bu
 commit is delivered again to whoever owns the partitions next, as after any rebalance. The
 readiness bound still holds across replacements: a process whose new members do not get in
 either still exits for its supervisor.
+
+A member can also fail for good: a static member (``group.instance.id``) is fenced when another
+process joins with the same instance id. librdkafka 2.16 neither raises that nor returns it from
+``consume`` (nor calls ``error_cb``); it only logs it, then polls on, deaf. So each member's log
+goes through ours (confluent-kafka's ``logger``), and a fatal error logged is raised from the
+next ``consume`` as ``ConsumerFailed``.
 """
 
 from __future__ import annotations
@@ -28,15 +34,36 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter
 
+from smartport.errors import StackError
 from smartport.kafka import commit_offsets, consume_records, consumer_config
 from smartport.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+client_log = logging.getLogger("librdkafka")
 REPLACED = Counter("smartport_kafka_consumers_replaced",
                    "consumers closed and replaced after too long out of their group", ["group"])
 CLOSE_WAIT_S = 10.0  # a stuck client's close may not return: it is left to finish alone
 
 Rebalanced = Callable[[Consumer, list[TopicPartition]], None]
+
+
+class ConsumerFailed(StackError):
+    """A consumer hit an error it cannot recover from (librdkafka's fatal errors)."""
+
+
+class ClientLog:
+    """librdkafka's log lines of a group's members, into ours (confluent-kafka calls ``log``
+    as it would a logging.Logger's); the first fatal error is kept."""
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+        self.fatal: str | None = None
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        text = message % args if args else message
+        if self.fatal is None and level >= logging.CRITICAL and "Fatal error" in text:
+            self.fatal = text
+        client_log.log(level, text, extra={"group": self._group})
 
 
 class GroupConsumer:
@@ -51,7 +78,8 @@ class GroupConsumer:
                  new_consumer: Callable[[dict[str, Any]], Consumer] = Consumer,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.group = group
-        self._config = consumer_config(kafka, group, **(options or {}))
+        self._log = ClientLog(group)
+        self._config = consumer_config(kafka, group, logger=self._log, **(options or {}))
         self._topics = topics
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -98,7 +126,14 @@ class GroupConsumer:
         since = self._out_since
         if since is not None and (out_s := self._clock() - since) > self._replace_after_s:
             self.replace(f"out of its group for {out_s:.1f} s (bound: kafka.replace_after_s)")
-        return consume_records(self.consumer, max_messages, timeout)
+        records = consume_records(self.consumer, max_messages, timeout)
+        if self._log.fatal is not None:
+            fenced = "group.instance.id" in self._log.fatal  # the code is only _FATAL
+            raise ConsumerFailed(
+                f"the Kafka consumer of group {self.group} failed for good: {self._log.fatal}"
+                + (" — another process runs with the same --instance-id; give each its own"
+                   if fenced else ""))
+        return records
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         commit_offsets(self.consumer, offsets)

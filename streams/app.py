@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 import sys
 import threading
@@ -43,7 +44,7 @@ from schemas.base import describe_validation_error
 from schemas.topics import mqtt_alert_topic
 from schemas.transit import RecordPosition, TransitPhase
 from smartport.ed25519 import own_key
-from smartport.errors import StackError
+from smartport.errors import ConfigError, StackError
 from smartport.kafka import ensure_topics, start_at_end
 from smartport.mqtt import STREAMS_USER, mqtt_as, new_client
 from smartport.readiness import GROUP, NotWorking, Readiness
@@ -79,7 +80,8 @@ WATCHDOG_S = 5.0
 CRASH_STOP_GRACE_S = 15.0
 PRODUCER_LINGER_S = 0.02
 # How long the broker waits for a silent member (faust's default, made explicit): a killed
-# worker's successor joins its group only once the broker has given up on the dead member.
+# worker's successor joins its group only once the broker has given up on the dead member,
+# unless both have the same ``instance_id`` (static membership: the successor takes its place).
 SESSION_TIMEOUT_S = 60.0
 
 
@@ -156,10 +158,11 @@ class RelayService(mode.Service):
         await asyncio.get_running_loop().run_in_executor(None, self._relay.stop)
 
 
-def faust_app(settings: Settings, app_id: str, *, web_port: int | None = None) -> App:
+def faust_app(settings: Settings, app_id: str, *, web_port: int | None = None,
+              instance_id: str | None = None) -> App:
     """A faust App configured as our workers run (benches measure faust's own floor with it).
     A new app id reads its topics from the start; ``create_app`` sets another start for
-    ``latest`` by committing it."""
+    ``latest`` by committing it. ``instance_id``: the worker's static group membership."""
     datadir = settings.state_dir / "streams" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     return App(
@@ -187,12 +190,13 @@ def faust_app(settings: Settings, app_id: str, *, web_port: int | None = None) -
         producer_max_batch_size=256 * 1024,
         broker_commit_interval=settings.batches.streams_commit_seconds,
         broker_session_timeout=SESSION_TIMEOUT_S,
+        consumer_group_instance_id=instance_id,
     )
 
 
 def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_ID,
                offset_reset: str = "earliest",
-               web_port: int | None = None,
+               web_port: int | None = None, instance_id: str | None = None,
                topic_names: tuple[str, str, str] = (topics.TELEMETRY, topics.DECLARATIONS,
                                                     topics.ALERTS)) -> faust.App:
     """The app; ``topic_names`` (telemetry, declarations, alerts) are replaced only by benches.
@@ -203,7 +207,7 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     if offset_reset == "latest":
         start_at_end(settings.kafka, relay_group(app_id), [topic_names[0]])
         start_at_end(settings.kafka, app_id, [topic_names[1], topics.ALERT_COMMANDS])
-    app = faust_app(settings, app_id, web_port=web_port)
+    app = faust_app(settings, app_id, web_port=web_port, instance_id=instance_id)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": partitions}
     source = topic_names[0]
     declarations, alerts = (app.topic(name, **raw) for name in topic_names[1:])
@@ -217,7 +221,8 @@ def create_app(settings: Settings, thresholds: Thresholds, *, app_id: str = APP_
     officers = AlertPublisher(mqtt_as(settings, STREAMS_USER), f"{app_id}-alerts")
     terminal_key = own_key(settings.resolved_terminal_key_file)  # signs its certificates
     readiness = Readiness(READY_GAUGE, "streams", settings.kafka.join_timeout_s, (RELAY,))
-    relay = TelemetryRelay(settings.kafka, source, app_id, readiness=readiness)
+    relay = TelemetryRelay(settings.kafka, source, app_id, readiness=readiness,
+                           instance_id=instance_id)
     app.add_dependency(officers)  # started and stopped with the app (the worker)
     app.add_dependency(RelayService(relay))
 
@@ -491,6 +496,26 @@ def internal_topics(app_id: str) -> dict[str, dict[str, str]]:
                for table in (DECLARATIONS_TABLE, STATE_TABLE, OPEN_MOVEMENTS_TABLE)},
             f"{app_id}-{OVERDUE_TICKS}": {},
             batches_topic(app_id): {"max.message.bytes": str(BATCH_TOPIC_MAX_BYTES)}}
+
+
+KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]+")
+KAFKA_NAME_MAX = 249  # Kafka's bound on a topic name and on a group instance id
+
+
+def check_worker_ids(app_id: str, instance_id: str | None) -> None:
+    """Refuse an app id or instance id Kafka would refuse, or take for another's: the app id
+    names the worker's consumer groups and internal topics, the instance id its place in them."""
+    for option, value in (("--app-id", app_id), ("--instance-id", instance_id)):
+        if value is not None and not KAFKA_NAME.fullmatch(value):
+            raise ConfigError(f"{option} {value!r}: use only letters, digits, '.', '_' and '-' "
+                              "(Kafka's rule for the names it is part of)")
+    longest = max((*internal_topics(app_id), relay_group(app_id)), key=len)
+    if len(longest) > KAFKA_NAME_MAX:
+        raise ConfigError(f"--app-id {app_id[:40]!r}… is too long: {longest[:40]!r}… would have "
+                          f"{len(longest)} characters, over Kafka's {KAFKA_NAME_MAX}")
+    if instance_id is not None and len(instance_id) > KAFKA_NAME_MAX:
+        raise ConfigError(f"--instance-id {instance_id[:40]!r}… has {len(instance_id)} "
+                          f"characters, over Kafka's {KAFKA_NAME_MAX}")
 
 
 class WorkerCrashed(StackError):

@@ -84,7 +84,7 @@ class _Undelivered(Exception):
 
 class TelemetryRelay:
     def __init__(self, kafka: KafkaSettings, source: str, app_id: str, *,
-                 readiness: Readiness,
+                 readiness: Readiness, instance_id: str | None = None,
                  new_producer: Callable[[dict[str, Any]], Producer] = Producer) -> None:
         self._kafka = kafka
         self._new_producer = new_producer
@@ -92,6 +92,7 @@ class TelemetryRelay:
         self._source = source
         self._target = batches_topic(app_id)
         self._app_id = app_id
+        self._instance_id = instance_id
         self._readiness = readiness
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="telemetry-relay", daemon=True)
@@ -115,6 +116,7 @@ class TelemetryRelay:
                 # answered 210 fetches/s at 1,000 msg/s, each with a few records.
                 **BULK_FETCH, "fetch.wait.max.ms": int(POLL_S * 1000 / 2),
                 "max.poll.interval.ms": 3_600_000,  # a Kafka outage keeps the assignment
+                **({"group.instance.id": self._instance_id} if self._instance_id else {}),
             })
         producer = self._producer()
         try:

@@ -26,7 +26,7 @@ from schemas import Alert, topics
 from smartport.kafka import high_watermarks, read_range
 from smartport.settings import Settings
 from streams.app import SESSION_TIMEOUT_S, STATE_TABLE
-from streams.relay import unjudged_readings
+from streams.relay import relay_group, unjudged_readings
 from tests.helpers import crane_reading
 from tests.stack.pipeline import GatewayProcess, edge_mqtt, run_scratch_worker, unique, wait_for
 
@@ -49,9 +49,11 @@ COMMITTING_OFTEN = committing_every(2)
 @pytest.fixture
 def worker(stack: Settings, tmp_path: Path, app_id: str,
            request: pytest.FixtureRequest) -> Iterator[PipelineProcess]:
-    """A streams worker; parametrized indirectly, the environment it runs with."""
+    """A streams worker, a static member of its groups; parametrized indirectly, the
+    environment it runs with."""
     env: dict[str, str] = getattr(request, "param", {})
-    started = streams_worker(app_id, tmp_path / "streams.log", env).start()
+    started = streams_worker(app_id, tmp_path / "streams.log", env,
+                             instance_id=f"{app_id}-1").start()
     yield started
     started.stop()
 
@@ -145,7 +147,8 @@ def test_a_worker_joining_mid_stream_loses_no_alert_and_duplicates_no_incident(
     """Scaling out: the first worker's partitions are revoked while states of them are not
     written back yet; their new owner replays from the last commit, and each relay takes half
     of telemetry.v1."""
-    joining = streams_worker(app_id, tmp_path / "joining.log", COMMITTING_OFTEN)
+    joining = streams_worker(app_id, tmp_path / "joining.log", COMMITTING_OFTEN,
+                             instance_id=f"{app_id}-2")
     try:
         _drive(stack, worker, tmp_path, seed=103, joining=joining)
         assert joining.running  # neither crashed in the rebalance
@@ -153,6 +156,41 @@ def test_a_worker_joining_mid_stream_loses_no_alert_and_duplicates_no_incident(
     finally:
         joining.stop()
     assert "Kafka refused" not in (tmp_path / "joining.log").read_text()
+
+
+def test_a_worker_restarted_under_its_instance_id_takes_its_partitions_back_at_once(
+    stack: Settings, worker: PipelineProcess, app_id: str
+) -> None:
+    """Static membership: a SIGKILLed worker's successor with the same ``--instance-id`` takes
+    its place in both groups (faust's and the relay's) as it joins. Without it, the successor
+    waited for the broker to give up on the dead member, ``SESSION_TIMEOUT_S`` (60 s), and the
+    alerts with it (59.9 s measured)."""
+    worker.kill()
+    killed_at = time.monotonic()
+    worker.start()  # returns once ready: partitions assigned, tables recovered, relay in
+    assert time.monotonic() - killed_at < SESSION_TIMEOUT_S / 2
+    admin = AdminClient(stack.kafka.client_config())
+    for group in (app_id, relay_group(app_id)):
+        described = admin.describe_consumer_groups([group])[group].result()
+        assert [m.group_instance_id for m in described.members] == [f"{app_id}-1"], group
+
+
+def test_a_second_worker_with_the_same_instance_id_ends_the_first(
+    stack: Settings, worker: PipelineProcess, tmp_path: Path, app_id: str
+) -> None:
+    """Two running workers must not share an instance id: each join would take the other's
+    place, both judging the same partitions in turn. The broker fences the first one's relay,
+    which librdkafka only logs; the first worker must exit naming the cause."""
+    twin = streams_worker(app_id, tmp_path / "twin.log", instance_id=f"{app_id}-1").start()
+    try:
+        assert worker.process is not None
+        assert worker.process.wait(60) == 3
+        assert "another process runs with the same --instance-id" in (
+            tmp_path / "streams.log").read_text()
+        wait_for(lambda: twin.ready, 60, "the second worker alone, ready")
+        assert twin.running
+    finally:
+        twin.stop()
 
 
 def test_a_hold_alert_outlives_the_release_until_an_officer_closes_it(

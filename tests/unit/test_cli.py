@@ -63,3 +63,20 @@ def test_the_terminal_key_is_made_once_kept_private_and_its_id_printed(
     key = tmp_path / "keys" / "terminal.key"
     assert key.stat().st_mode & 0o777 == 0o600
     assert key.with_suffix(".pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--app-id", "port ops"], "--app-id 'port ops': use only letters"),
+    (["--app-id", "x" * 240], "characters, over Kafka's 249"),
+    (["--app-id", "ops/../x"], "use only letters, digits"),
+    (["--instance-id", ""], "--instance-id '': use only letters"),
+    (["--instance-id", "wörker-1"], "use only letters, digits"),
+    (["--instance-id", "w" * 250], "--instance-id 'wwww"),
+])
+def test_worker_ids_kafka_would_refuse_are_a_clear_error(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before anything starts: a bad name would fail deep inside faust's or
+    librdkafka's group join, as a retry loop or a broker error."""
+    assert main(["streams", *args]) == 2
+    assert says in capsys.readouterr().err

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from confluent_kafka import TopicPartition
 from prometheus_client import REGISTRY
 
-from smartport.group_consumer import GroupConsumer
+from smartport.group_consumer import ConsumerFailed, GroupConsumer
 from smartport.settings import KafkaSettings
 
 GROUP = "unit-group"
@@ -151,3 +152,19 @@ def test_a_member_replaced_while_in_its_group_is_heard_leaving_first() -> None:
     clock.now += 31
     group.consume(10)
     assert len(made) == 3  # the new member never got in: replaced in its turn
+
+
+def test_a_member_fenced_for_good_fails_instead_of_polling_on_deaf() -> None:
+    """Another process joined with the same group.instance.id: librdkafka only logs it (no
+    error event, nothing from consume), then polls on without a group."""
+    group, made, _ = _group(Clock())
+    made[0].on_assign(made[0], PARTITIONS)
+    client_log = made[0].config["logger"]
+    client_log.log(3, "%s [%s]: %s", "SESSTMOUT", "rdkafka#consumer-1", "session timed out")
+    assert group.consume(10) == []  # an error it recovers from: logged, no more
+    client_log.log(50, "FATAL [rdkafka#consumer-1] [thrd:main]: Fatal error: Broker: Static "
+                   "consumer fenced by other consumer with same group.instance.id")
+    with pytest.raises(ConsumerFailed, match=(
+            f"consumer of group {GROUP} failed for good: .*Static consumer fenced.* another "
+            "process runs with the same --instance-id")):
+        group.consume(10)
