@@ -33,7 +33,7 @@ from anchoring.errors import VerificationFailed
 from anchoring.ledgers.base import Ledger
 from anchoring.ledgers.factory import open_ledger, open_witness, periodic_witness
 from anchoring.ledgers.file import FileLedger
-from anchoring.service import Anchorer
+from anchoring.service import MAX_BATCHES_PER_ENTRY, Anchorer
 from anchoring.witness import PeriodicWitness, check_witness, witness
 from deploy.cli import main
 from deploy.pipeline import SMARTPORT
@@ -384,9 +384,14 @@ def test_sigkill_mid_stream_gives_identical_roots_and_no_duplicate_entries(
     stack: Settings, scratch_topic: str, tmp_path: Path
 ) -> None:
     _produce(stack, scratch_topic, {0: 20_000, 1: 20_000})
+    # 800 batches: an entry holds at most MAX_BATCHES_PER_ENTRY, so the kill below lands after
+    # two entries and before the last however fast the anchorer reads (with 80 batches of 500
+    # records, it once read all 40,000 before its first round: one entry, no second to wait for).
+    per_batch = 50
+    assert 40_000 // per_batch > 3 * MAX_BATCHES_PER_ENTRY
     env = {"SMARTPORT_LEDGER_URL": f"file://{tmp_path / 'ledger'}",
-           "SMARTPORT_BATCHES__ANCHOR_RECORDS": "500", "SMARTPORT_BATCHES__ANCHOR_SECONDS": "0.2",
-           "PATH": "/usr/bin:/bin"}
+           "SMARTPORT_BATCHES__ANCHOR_RECORDS": str(per_batch),
+           "SMARTPORT_BATCHES__ANCHOR_SECONDS": "0.2", "PATH": "/usr/bin:/bin"}
     group = unique("anchor")
     log = tmp_path / "anchor.log"
 
