@@ -19,8 +19,9 @@ either still exits for its supervisor.
 A member can also fail for good: a static member (``group.instance.id``) is fenced when another
 process joins with the same instance id. librdkafka 2.16 neither raises that nor returns it from
 ``consume`` (nor calls ``error_cb``); it only logs it, then polls on, deaf. So each member's log
-goes through ours (confluent-kafka's ``logger``), and a fatal error logged is raised from the
-next ``consume`` as ``ConsumerFailed``.
+goes through ours (confluent-kafka's ``logger``), and a fatal error the current member logged
+is raised from the next ``consume`` as ``ConsumerFailed`` (a replaced member whose close did not
+finish is fenced by its own successor: that is the replacement working).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class ConsumerFailed(StackError):
 
 
 class ClientLog:
-    """librdkafka's log lines of a group's members, into ours (confluent-kafka calls ``log``
-    as it would a logging.Logger's); the first fatal error is kept."""
+    """librdkafka's log lines of one member of ``group``, into ours (confluent-kafka calls
+    ``log`` as it would a logging.Logger's); the first fatal error is kept."""
 
     def __init__(self, group: str) -> None:
         self._group = group
@@ -78,8 +79,8 @@ class GroupConsumer:
                  new_consumer: Callable[[dict[str, Any]], Consumer] = Consumer,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.group = group
-        self._log = ClientLog(group)
-        self._config = consumer_config(kafka, group, logger=self._log, **(options or {}))
+        self._config = consumer_config(kafka, group, **(options or {}))
+        self._log = ClientLog(group)  # the current member's
         self._topics = topics
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -93,7 +94,8 @@ class GroupConsumer:
     def _join(self) -> Consumer:
         self._member += 1
         member = self._member
-        consumer = self._new_consumer(self._config)
+        self._log = ClientLog(self.group)
+        consumer = self._new_consumer({**self._config, "logger": self._log})
         consumer.subscribe(
             self._topics,
             on_assign=lambda c, partitions: self._assigned(member, c, partitions),

@@ -97,7 +97,7 @@ def test_a_member_revoked_and_never_assigned_again_is_replaced_after_the_bound()
     assert len(made) == 2
     assert made[0].closed
     assert not made[1].closed
-    assert made[1].config == made[0].config
+    assert {**made[1].config, "logger": None} == {**made[0].config, "logger": None}
     assert made[1].topics == ["telemetry.v1"]
     assert _replaced() == before + 1
     made[1].on_assign(made[1], PARTITIONS)
@@ -167,4 +167,24 @@ def test_a_member_fenced_for_good_fails_instead_of_polling_on_deaf() -> None:
     with pytest.raises(ConsumerFailed, match=(
             f"consumer of group {GROUP} failed for good: .*Static consumer fenced.* another "
             "process runs with the same --instance-id")):
+        group.consume(10)
+
+
+def test_a_replaced_member_fenced_by_its_successor_does_not_end_the_consumer() -> None:
+    """With static membership, the successor joins under the same group.instance.id: a
+    replaced member whose close did not finish is fenced by it. That is the replacement
+    working, not another process."""
+    clock = Clock()
+    group, made, _ = _group(clock)
+    made[0].on_revoke(made[0], PARTITIONS)
+    clock.now += 31
+    group.consume(10)  # replaced
+    made[0].config["logger"].log(50, "FATAL [rdkafka#consumer-1] [thrd:main]: Fatal error: "
+                                 "Broker: Static consumer fenced by other consumer with same "
+                                 "group.instance.id")
+    assert group.consume(10) == []
+    made[1].config["logger"].log(50, "FATAL [rdkafka#consumer-2] [thrd:main]: Fatal error: "
+                                 "Broker: Static consumer fenced by other consumer with same "
+                                 "group.instance.id")
+    with pytest.raises(ConsumerFailed):
         group.consume(10)
