@@ -99,7 +99,8 @@ def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[
     }
 
 
-def produce(producer: Producer, topic: str, key: bytes, value: bytes, **kwargs: Any) -> None:
+def produce(producer: Producer, topic: str, key: bytes | None, value: bytes,
+            **kwargs: Any) -> None:
     """Produce, waiting for room when the local queue is full instead of dropping the record."""
     while True:
         try:

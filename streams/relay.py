@@ -38,6 +38,7 @@ from smartport.kafka import (
     discard_producer,
     flush_while_progressing,
     high_watermarks,
+    produce,
     producer_config,
     read_range,
 )
@@ -152,13 +153,8 @@ class TelemetryRelay:
         delivered = partial(self._delivered, self._producers)
         for partition, records in by_partition.items():
             for run in chunks(records, BATCH_BYTES):
-                while True:
-                    try:
-                        producer.produce(self._target, value=pack(run), partition=partition,
-                                         on_delivery=delivered)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce(producer, self._target, None, pack(run), partition=partition,
+                        on_delivery=delivered)
         bound = self._kafka.resolved_replace_after_s
         left = flush_while_progressing(producer, bound, self._stop)
         if left and self._stop.is_set():
