@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +12,7 @@ from schemas import clickhouse as ch
 from schemas import topics
 from smartport.settings import PROJECT_ROOT
 from streams.analytics.rows import to_row
+from streams.analytics.store import _in_ticks, _tick_of
 from tests.helpers import crane_reading, declaration
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -78,3 +79,26 @@ def test_readme_lists_every_analyst_query() -> None:
     for name, sql in ch.ANALYST_QUERIES.items():
         assert name in readme
         assert sql in readme.replace("\n", " "), name
+
+
+@pytest.mark.parametrize(("column_type", "when", "stored"), [
+    ("DateTime", "2026-03-01T14:34:56.999+02:00", 1772368496),
+    ("DateTime('UTC')", "1970-01-01T00:00:00Z", 0),
+    ("DateTime64(3, 'UTC')", "2026-03-01T12:34:56.7899Z", 1772368496789),
+    ("DateTime64(6)", "2026-03-01T12:34:56.000001Z", 1772368496000001),
+    ("DateTime64(0)", "1969-12-31T23:59:59.5Z", -1),  # floored, not truncated toward 0
+])
+def test_the_server_store_sends_a_time_as_the_integer_its_column_holds(
+        column_type: str, when: str, stored: int) -> None:
+    tick = _tick_of(column_type)
+    assert tick is not None
+    assert _in_ticks(datetime.fromisoformat(when), tick) == stored
+
+
+def test_times_the_server_store_cannot_send_exactly_are_left_to_clickhouse_driver() -> None:
+    assert _tick_of("DateTime64(9, 'UTC')") is None  # beyond a datetime's microseconds
+    assert _tick_of("Nullable(DateTime)") is None
+    assert _tick_of("String") is None
+    naive = datetime(2026, 3, 1, 12)  # in the server's zone: the driver knows which
+    assert _in_ticks(naive, timedelta(seconds=1)) is naive
+    assert _in_ticks(None, timedelta(seconds=1)) is None
