@@ -80,7 +80,7 @@ class GroupConsumer:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.group = group
         self._config = consumer_config(kafka, group, **(options or {}))
-        self._log = ClientLog(group)  # the current member's
+        self._log: ClientLog  # the current member's: each member gets its own, in _join
         self._topics = topics
         self._on_assign = on_assign
         self._on_revoke = on_revoke

@@ -122,7 +122,7 @@ class ServerStore:
         """The tick of each of ``table``'s time columns, as the server declares them (a table
         made before a server upgrade keeps its types). clickhouse-driver takes an int as the
         value it sends, where a datetime costs it 3.2 µs a row through pytz: half its CPU per
-        telemetry row (bench/sink_bench.py)."""
+        telemetry row (10,000-row inserts into the local 18.16 server)."""
         if table not in self._time_columns:
             found = self._client.execute(
                 "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
