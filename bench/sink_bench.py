@@ -6,8 +6,11 @@ Produces ``--records`` gateway envelopes, as the gateway writes them, to a scrat
 telemetry.v1's shape (the sink's telemetry converter, a scratch topic), then times one sink from
 start to the last insert, into a fresh chDB store and a fresh database on the local ClickHouse
 server (18.16 here: too old for the intake, so the sink converts every record itself); and
-into chDB again without the intake, for the ratio. Then (``--steady-rate``) the sink's CPU per
-row on chDB, with and without the intake, while another process produces at that rate.
+into chDB again without the intake, for the ratio. Each run reports the CPU per row of the
+sink's process (chDB runs inside it), of the ClickHouse server (on the server run) and of the
+Kafka broker, and the rows/s those figures allow on this machine's cores: what bounds the
+back-end, however the work is scheduled. Then (``--steady-rate``) the sink's CPU per row on
+chDB, with and without the intake, while another process produces at that rate.
 """
 
 from __future__ import annotations
@@ -15,18 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from process_usage import ProcessUsage  # bench/: sys.path[0]
 
-from deploy.services import CLICKHOUSE_PORT, HOST
+from deploy.process import read_pid
+from deploy.services import CLICKHOUSE_PORT, HOST, ClickHouse, Kafka, Service
 from ingest.fleet import Fleet, FleetConfig
 from ingest.records import envelope_value
 from ingest.validation import Accepted, Limits, classify
@@ -82,6 +89,44 @@ def open_store(url: str, intake: bool = True) -> Store:
             store.execute(f"DROP VIEW {ch.INTAKE.name}_{view}")
         store.execute(f"DROP TABLE {ch.INTAKE.name}")
     return store
+
+
+def _meters(settings: Settings, server: bool) -> dict[str, ProcessUsage]:
+    """CPU meters of the broker and, for the server back-end, of ClickHouse (the local stack's)."""
+    services: list[tuple[str, Service]] = [("kafka", Kafka(settings.state_dir, 1))]
+    if server:
+        services.append(("clickhouse_server", ClickHouse(settings.state_dir)))
+    meters = {}
+    for name, service in services:
+        pid = read_pid(service.pid_path)
+        if pid is not None:
+            meters[name] = ProcessUsage(pid)
+    return meters
+
+
+def timed_run(settings: Settings, store: Store, topic: str, server: bool) -> dict[str, object]:
+    """One sink from its first record to its last insert, and each process's CPU per row."""
+    sink = TimedSink(settings, store, group=f"bench-{uuid.uuid4().hex[:6]}",
+                     source_topics=(topic,))
+    meters = _meters(settings, server)
+    for meter in meters.values():
+        meter.start()
+    cpu_started = time.process_time()
+    thread = threading.Thread(target=sink.run, kwargs={"idle_exit_s": 3.0})
+    thread.start()
+    thread.join()
+    # the sink's process: its thread, librdkafka's and (on chDB) ClickHouse's; the bench does
+    # nothing else meanwhile. Merges a back-end runs after the last insert count too.
+    cpu_us = {"sink": (time.process_time() - cpu_started) / sink.inserted * 1e6}
+    cpu_us |= {name: meter.used_s() / sink.inserted * 1e6 for name, meter in meters.items()}
+    elapsed = sink.last_insert - sink.first_record  # group join and idle wait excluded
+    total = sum(cpu_us.values())
+    return {"rows": sink.inserted, "seconds": round(elapsed, 2),
+            "rows_per_s": round(sink.inserted / elapsed),
+            "cpu_us_per_row": {name: round(us, 1) for name, us in cpu_us.items()},
+            # if every core did only this work: the ceiling the CPU per row sets
+            "cpu_bound_rows_per_s": round((os.cpu_count() or 1) * 1e6 / total),
+            "busiest": max(cpu_us, key=lambda name: cpu_us[name])}
 
 
 def _produce_steadily(topic: str, rate: float, seconds: float) -> None:
@@ -145,7 +190,7 @@ def main() -> None:
     rows.CONVERTERS[topic] = rows.CONVERTERS[topics.TELEMETRY]
     admin = AdminClient(settings.kafka.client_config())
     admin.create_topics([NewTopic(topic, settings.kafka.partitions, 1)])[topic].result()
-    results = {}
+    results: dict[str, Mapping[str, object]] = {}
     try:
         producer = Producer({**settings.kafka.client_config(), "linger.ms": 20})
         for value in envelopes(args.records):
@@ -161,14 +206,8 @@ def main() -> None:
                           ("chdb_converted_by_the_sink", f"chdb://{tempfile.mkdtemp()}/chdb"),
                           ("server", f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}")):
             store = open_store(url, intake=name != "chdb_converted_by_the_sink")
-            sink = TimedSink(settings, store, group=f"bench-{uuid.uuid4().hex[:6]}",
-                             source_topics=(topic,))
-            thread = threading.Thread(target=sink.run, kwargs={"idle_exit_s": 3.0})
-            thread.start()
-            thread.join()
-            elapsed = sink.last_insert - sink.first_record  # group join and idle wait excluded
-            results[name] = {"rows": sink.inserted, "seconds": round(elapsed, 2),
-                             "rows_per_s": round(sink.inserted / elapsed)}
+            results[name] = timed_run(settings, store, topic, server=name == "server")
+            print(name, json.dumps(results[name]), flush=True)
             if name == "server":
                 store.execute(f"DROP DATABASE {database}")
             store.close()
