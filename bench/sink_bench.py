@@ -6,11 +6,12 @@ Produces ``--records`` gateway envelopes, as the gateway writes them, to a scrat
 telemetry.v1's shape (the sink's telemetry converter, a scratch topic), then times one sink from
 start to the last insert, into a fresh chDB store and a fresh database on the local ClickHouse
 server (18.16 here: too old for the intake, so the sink converts every record itself); and
-into chDB again without the intake, for the ratio. Each run reports the CPU per row of the
-sink's process (chDB runs inside it), of the ClickHouse server (on the server run) and of the
-Kafka broker, and the rows/s those figures allow on this machine's cores: what bounds the
-back-end, however the work is scheduled. Then (``--steady-rate``) the sink's CPU per row on
-chDB, with and without the intake, while another process produces at that rate.
+into chDB again without the intake, for the ratio; then two sinks in one group, a process
+each, into the server (how it scales: chDB belongs to one process). Each run reports the CPU
+per row of the sink's process (chDB runs inside it), of the ClickHouse server (on the server
+runs) and of the Kafka broker, and the rows/s those figures allow on this machine's cores:
+what bounds the back-end, however the work is scheduled. Then (``--steady-rate``) the sink's
+CPU per row on chDB, with and without the intake, while another process produces at that rate.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from itertools import islice
+from multiprocessing.queues import Queue
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from process_usage import ProcessUsage  # bench/: sys.path[0]
 
@@ -104,29 +107,109 @@ def _meters(settings: Settings, server: bool) -> dict[str, ProcessUsage]:
     return meters
 
 
-def timed_run(settings: Settings, store: Store, topic: str, server: bool) -> dict[str, object]:
-    """One sink from its first record to its last insert, and each process's CPU per row."""
-    sink = TimedSink(settings, store, group=f"bench-{uuid.uuid4().hex[:6]}",
-                     source_topics=(topic,))
+def _report(first_record: float, last_insert: float, inserted: int, *,
+            sink_cpu_s: float, meters: dict[str, ProcessUsage], cpu_rows: int | None = None
+            ) -> dict[str, object]:
+    """Rows/s from the first record read to the last insert, and each process's CPU per row
+    (over ``cpu_rows`` when the CPU was metered over more rows than the time)."""
+    per_row = 1e6 / (cpu_rows or inserted)
+    cpu_us = {"sink": sink_cpu_s * per_row}
+    cpu_us |= {name: meter.used_s() * per_row for name, meter in meters.items()}
+    elapsed = last_insert - first_record  # group join and idle wait excluded
+    return {"rows": inserted, "seconds": round(elapsed, 2), "rows_per_s": round(inserted / elapsed),
+            "cpu_us_per_row": {name: round(us, 1) for name, us in cpu_us.items()},
+            # if every core did only this work: the ceiling the CPU per row sets
+            "cpu_bound_rows_per_s": round((os.cpu_count() or 1) * 1e6 / sum(cpu_us.values())),
+            "busiest": max(cpu_us, key=lambda name: cpu_us[name])}
+
+
+def _started_meters(settings: Settings, server: bool) -> dict[str, ProcessUsage]:
     meters = _meters(settings, server)
     for meter in meters.values():
         meter.start()
+    return meters
+
+
+def timed_run(settings: Settings, store: Store, topic: str, server: bool) -> dict[str, object]:
+    """One sink, in this process, from its first record to its last insert."""
+    sink = TimedSink(settings, store, group=f"bench-{uuid.uuid4().hex[:6]}",
+                     source_topics=(topic,))
+    meters = _started_meters(settings, server)
     cpu_started = time.process_time()
     thread = threading.Thread(target=sink.run, kwargs={"idle_exit_s": 3.0})
     thread.start()
     thread.join()
     # the sink's process: its thread, librdkafka's and (on chDB) ClickHouse's; the bench does
     # nothing else meanwhile. Merges a back-end runs after the last insert count too.
-    cpu_us = {"sink": (time.process_time() - cpu_started) / sink.inserted * 1e6}
-    cpu_us |= {name: meter.used_s() / sink.inserted * 1e6 for name, meter in meters.items()}
-    elapsed = sink.last_insert - sink.first_record  # group join and idle wait excluded
-    total = sum(cpu_us.values())
-    return {"rows": sink.inserted, "seconds": round(elapsed, 2),
-            "rows_per_s": round(sink.inserted / elapsed),
-            "cpu_us_per_row": {name: round(us, 1) for name, us in cpu_us.items()},
-            # if every core did only this work: the ceiling the CPU per row sets
-            "cpu_bound_rows_per_s": round((os.cpu_count() or 1) * 1e6 / total),
-            "busiest": max(cpu_us, key=lambda name: cpu_us[name])}
+    return _report(sink.first_record, sink.last_insert, sink.inserted,
+                   sink_cpu_s=time.process_time() - cpu_started, meters=meters)
+
+
+class GroupMember(TimedSink):
+    """A sink that notes when it first held partitions and its rows after each insert."""
+
+    joined = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inserts: list[tuple[float, int]] = []
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        if assigned and not self.joined:
+            self.joined = time.perf_counter()
+        super()._on_assign(consumer, assigned)
+
+    def _flush(self) -> None:
+        before = self.inserted
+        super()._flush()
+        if self.inserted > before:
+            self.inserts.append((time.perf_counter(), self.inserted))
+
+
+Outcome = tuple[float, list[tuple[float, int]], float]  # joined, (when, rows) per insert, CPU
+
+
+def _member(url: str, topic: str, group: str, outcome: Queue[Outcome]) -> None:
+    """A sink of ``group`` in a process of its own (perf_counter is system-wide)."""
+    rows.CONVERTERS[topic] = rows.CONVERTERS[topics.TELEMETRY]
+    settings = Settings()
+    # A member's last rows would wait sink_seconds (5 s) for the bound they never reach.
+    settings = settings.model_copy(update={
+        "batches": settings.batches.model_copy(update={"sink_seconds": 0.5})})
+    store = analytics_store.open_store(url)
+    sink = GroupMember(settings, store, group=group, source_topics=(topic,))
+    cpu_started = time.process_time()
+    sink.run(idle_exit_s=10.0)  # a joining member waits a heartbeat (3 s) for its partitions
+    store.close()
+    outcome.put((sink.joined, sink.inserts, time.process_time() - cpu_started))
+
+
+def group_run(settings: Settings, url: str, topic: str, members: int) -> dict[str, object]:
+    """``members`` sinks in one consumer group, a process each (how the server back-end scales:
+    chDB is one process's). The first to join reads alone until the next joins (a heartbeat,
+    3 s, later), so the rate is over the rows inserted from when the last joined to the last
+    insert, and the CPU per row over the whole run."""
+    context = multiprocessing.get_context("spawn")
+    outcome: Queue[Outcome] = context.Queue()
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    meters = _started_meters(settings, server=True)
+    processes = [context.Process(target=_member, args=(url, topic, group, outcome))
+                 for _ in range(members)]
+    for process in processes:
+        process.start()
+    outcomes = [outcome.get(timeout=900) for _ in processes]
+    for process in processes:
+        process.join()
+    if not all(joined for joined, _, _ in outcomes):
+        raise SystemExit("a member of the group never held a partition")
+    all_joined = max(joined for joined, _, _ in outcomes)
+    before = sum(max((n for at, n in inserts if at <= all_joined), default=0)
+                 for _, inserts, _ in outcomes)
+    total = sum(inserts[-1][1] for _, inserts, _ in outcomes if inserts)
+    last = max(inserts[-1][0] for _, inserts, _ in outcomes if inserts)
+    return {"members": members, "rows_before_all_joined": before, **_report(
+        all_joined, last, total - before, sink_cpu_s=sum(cpu for _, _, cpu in outcomes),
+        meters=meters, cpu_rows=total)}
 
 
 def _produce_steadily(topic: str, rate: float, seconds: float) -> None:
@@ -177,30 +260,42 @@ def steady(settings: Settings, rate: float, seconds: float, intake: bool) -> dic
             "cpu_percent": round(cpu / wall * 100)}
 
 
+def _scratch_topic(settings: Settings, admin: AdminClient, values: list[bytes],
+                   copies: int = 1) -> str:
+    """A new topic converted like telemetry.v1, holding ``values`` ``copies`` times, round
+    robin over its partitions (so every member of a group gets as many records)."""
+    topic = f"bench-sink-{uuid.uuid4().hex[:6]}"
+    rows.CONVERTERS[topic] = rows.CONVERTERS[topics.TELEMETRY]
+    admin.create_topics([NewTopic(topic, settings.kafka.partitions, 1)])[topic].result()
+    producer = Producer({**settings.kafka.client_config(), "linger.ms": 20})
+    for index, value in enumerate(value for _ in range(copies) for value in values):
+        while True:
+            try:
+                producer.produce(topic, value, partition=index % settings.kafka.partitions)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(120)
+    return topic
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--group-copies", type=int, default=5, help=(
+        "the two-member run reads the records this many times over (0: skip it); the first "
+        "member reads alone for 3 s, which must not be most of the run"))
     parser.add_argument("--steady-rate", type=float, default=2000,
                         help="then the sink's CPU per row at this rate (0: skip)")
     parser.add_argument("--steady-seconds", type=float, default=30)
     args = parser.parse_args()
     settings = Settings()
-    topic = f"bench-sink-{uuid.uuid4().hex[:6]}"
-    # The scratch topic converts like telemetry.v1.
-    rows.CONVERTERS[topic] = rows.CONVERTERS[topics.TELEMETRY]
     admin = AdminClient(settings.kafka.client_config())
-    admin.create_topics([NewTopic(topic, settings.kafka.partitions, 1)])[topic].result()
     results: dict[str, Mapping[str, object]] = {}
+    scratch: list[str] = []
     try:
-        producer = Producer({**settings.kafka.client_config(), "linger.ms": 20})
-        for value in envelopes(args.records):
-            while True:
-                try:
-                    producer.produce(topic, value)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-        producer.flush(120)
+        values = envelopes(args.records)
+        scratch.append(topic := _scratch_topic(settings, admin, values))
         database = f"bench_{uuid.uuid4().hex[:6]}"
         for name, url in (("chdb", f"chdb://{tempfile.mkdtemp()}/chdb"),
                           ("chdb_converted_by_the_sink", f"chdb://{tempfile.mkdtemp()}/chdb"),
@@ -211,11 +306,20 @@ def main() -> None:
             if name == "server":
                 store.execute(f"DROP DATABASE {database}")
             store.close()
+        if args.group_copies:  # the server's way to more cores: another sink in the group
+            scratch.append(topic := _scratch_topic(settings, admin, values, args.group_copies))
+            url = f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}_group"
+            store = open_store(url)
+            results["server_two_members"] = group_run(settings, url, topic, members=2)
+            print("server_two_members", json.dumps(results["server_two_members"]), flush=True)
+            store.execute(f"DROP DATABASE {database}_group")
+            store.close()
         for intake in (True, False) if args.steady_rate else ():
             results[f"chdb_{'intake' if intake else 'converted_by_the_sink'}_steady"] = steady(
                 settings, args.steady_rate, args.steady_seconds, intake)
     finally:
-        admin.delete_topics([topic])[topic].result()
+        for topic in scratch:
+            admin.delete_topics([topic])[topic].result()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sink.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results))
