@@ -293,6 +293,41 @@ def test_sigkill_and_restart_is_still_exact(stack: Settings, store_url: str,
     store.close()
 
 
+def test_two_sinks_in_one_group_share_the_partitions_and_store_exactly(
+        stack: Settings, tmp_path: Path) -> None:
+    """How the server back-end scales (README, Analytics): a second sink takes part of the
+    partitions; rebalanced while both insert, the two still store every reading once."""
+    database = unique("test").replace("-", "_")
+    url = f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}"
+    store = open_store(url)
+    ensure_schema(store, ttl_days=None)  # once: the sinks find it made
+    _publish_some(stack, 5000)
+    until = high_watermarks(stack.kafka, topics.TELEMETRY)
+    group = unique("sink")
+    sinks = [_sink_process(url, group, tmp_path / f"sink{n}.log") for n in range(2)]
+    admin = AdminClient(stack.kafka.client_config())
+
+    def shared() -> bool:
+        described = admin.describe_consumer_groups([group])[group].result()
+        owned = [m.assignment.topic_partitions for m in described.members]
+        return len(owned) == 2 and all(
+            any(tp.topic == topics.TELEMETRY for tp in partitions) for partitions in owned)
+
+    try:
+        wait_for(shared, 60, "both sinks to hold part of telemetry.v1")
+        _wait_caught_up(stack, group, until, 180)
+    finally:
+        for sink in sinks:
+            sink.send_signal(signal.SIGTERM)
+        for sink in sinks:
+            assert sink.wait(60) == 0
+    try:
+        _exact(store, stack, until)
+    finally:
+        store.execute(f"DROP DATABASE {database}")
+        store.close()
+
+
 def test_clickhouse_server_outage_is_survived(stack: Settings) -> None:
     database = unique("outage").replace("-", "_")
     store_url = f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}"
