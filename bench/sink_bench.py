@@ -54,10 +54,18 @@ RESULTS = Path(__file__).with_name("results")
 
 
 class TimedSink(Sink):
-    """The sink, noting when its first record arrived and its last insert finished."""
+    """The sink, noting when its first record arrived and, after each insert, the time and
+    its rows so far."""
 
     first_record = 0.0
-    last_insert = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inserts: list[tuple[float, int]] = []
+
+    @property
+    def last_insert(self) -> float:
+        return self.inserts[-1][0] if self.inserts else 0.0
 
     def _add(self, message: Message) -> None:
         if not self.first_record:
@@ -68,7 +76,7 @@ class TimedSink(Sink):
         before = self.inserted
         super()._flush()
         if self.inserted > before:
-            self.last_insert = time.perf_counter()
+            self.inserts.append((time.perf_counter(), self.inserted))
 
 
 def envelopes(count: int) -> list[bytes]:
@@ -94,8 +102,9 @@ def open_store(url: str, intake: bool = True) -> Store:
     return store
 
 
-def _meters(settings: Settings, server: bool) -> dict[str, ProcessUsage]:
-    """CPU meters of the broker and, for the server back-end, of ClickHouse (the local stack's)."""
+def _started_meters(settings: Settings, server: bool) -> dict[str, ProcessUsage]:
+    """CPU meters, started, of the broker and, for the server back-end, of ClickHouse (the
+    local stack's)."""
     services: list[tuple[str, Service]] = [("kafka", Kafka(settings.state_dir, 1))]
     if server:
         services.append(("clickhouse_server", ClickHouse(settings.state_dir)))
@@ -104,6 +113,7 @@ def _meters(settings: Settings, server: bool) -> dict[str, ProcessUsage]:
         pid = read_pid(service.pid_path)
         if pid is not None:
             meters[name] = ProcessUsage(pid)
+            meters[name].start()
     return meters
 
 
@@ -123,13 +133,6 @@ def _report(first_record: float, last_insert: float, inserted: int, *,
             "busiest": max(cpu_us, key=lambda name: cpu_us[name])}
 
 
-def _started_meters(settings: Settings, server: bool) -> dict[str, ProcessUsage]:
-    meters = _meters(settings, server)
-    for meter in meters.values():
-        meter.start()
-    return meters
-
-
 def timed_run(settings: Settings, store: Store, topic: str, server: bool) -> dict[str, object]:
     """One sink, in this process, from its first record to its last insert."""
     sink = TimedSink(settings, store, group=f"bench-{uuid.uuid4().hex[:6]}",
@@ -146,24 +149,14 @@ def timed_run(settings: Settings, store: Store, topic: str, server: bool) -> dic
 
 
 class GroupMember(TimedSink):
-    """A sink that notes when it first held partitions and its rows after each insert."""
+    """A timed sink that also notes when it first held partitions."""
 
     joined = 0.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.inserts: list[tuple[float, int]] = []
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         if assigned and not self.joined:
             self.joined = time.perf_counter()
         super()._on_assign(consumer, assigned)
-
-    def _flush(self) -> None:
-        before = self.inserted
-        super()._flush()
-        if self.inserted > before:
-            self.inserts.append((time.perf_counter(), self.inserted))
 
 
 Outcome = tuple[float, list[tuple[float, int]], float]  # joined, (when, rows) per insert, CPU
