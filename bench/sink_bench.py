@@ -282,6 +282,8 @@ def main() -> None:
                         help="then the sink's CPU per row at this rate (0: skip)")
     parser.add_argument("--steady-seconds", type=float, default=30)
     args = parser.parse_args()
+    if args.records < 1 or args.group_copies < 0:
+        parser.error("--records must be at least 1 and --group-copies at least 0")
     settings = Settings()
     admin = AdminClient(settings.kafka.client_config())
     results: dict[str, Mapping[str, object]] = {}
