@@ -4,7 +4,9 @@ Per assigned (topic, partition) it resumes right after the last batch recorded i
 anchors.heads.v1 (the latest anchors.v1 record of each partition),
 collects record values in offset order, closes a batch at its fixed offset boundary (or after
 ``anchor_seconds``), and every ``anchor_seconds`` anchors all closed batches in one ledger entry
-(their aggregate root). Only after the ledger confirmed and anchors.v1, then anchors.heads.v1,
+(their aggregate root); entries of ``MAX_BATCHES_PER_ENTRY`` batches go as soon as they are
+full, and after one of those (a backlog being read) the backlog's end goes as soon as it has
+been read. Only after the ledger confirmed and anchors.v1, then anchors.heads.v1,
 took the records are the consumer offsets committed; a batch the ledger already holds (a crash
 in between) is republished, never anchored twice.
 """
@@ -94,6 +96,7 @@ class Anchorer:
         self._partitions: dict[TopicPartitionKey, _Partition] = {}
         self._closed: list[_Closed] = []
         self._last_flush = time.monotonic()
+        self._reading_backlog = False  # the last entry was full
         self.readiness = Readiness(READY_GAUGE, "anchorer", settings.kafka.join_timeout_s,
                                    conditions=("ledger",), stall_s=STALL_S)
         self.readiness.set("ledger", True)  # opened; a failed anchoring says otherwise
@@ -177,6 +180,11 @@ class Anchorer:
             if state.leaves and now - state.opened_at >= self._interval:
                 self._close(key, state)
 
+    def _close_open(self) -> None:
+        for key, state in self._partitions.items():
+            if state.leaves:
+                self._close(key, state)
+
     # -- anchoring (I/O) -------------------------------------------------------------------
 
     def _flush(self) -> None:
@@ -208,6 +216,7 @@ class Anchorer:
         # Only now are the batches done; a failure above retries them (and finds them on the
         # ledger if it was Kafka that failed).
         self._closed = [c for c in self._closed if c not in closed]
+        self._reading_backlog = len(records) == MAX_BATCHES_PER_ENTRY
         self.anchored_batches += len(records)
         log.info("anchored", extra={"batches": len(records), "ledger": records[0].ledger.entry,
                                     "root": records[0].aggregate.root})
@@ -290,11 +299,12 @@ class Anchorer:
         try:
             with self.readiness.watching():
                 while not stop.is_set():
-                    for message in self._consumer.consume(1000):
+                    messages = self._consumer.consume(1000)
+                    for message in messages:
                         last_message = time.monotonic()
                         self._add(message)
                     self._close_expired()
-                    self._maybe_flush()
+                    self._maybe_flush(caught_up=not messages)
                     self.readiness.check()
                     if idle_exit_s is not None and not self._closed and not any(
                             s.leaves for s in self._partitions.values()) and (
@@ -304,9 +314,18 @@ class Anchorer:
             self._consumer.close()
             self._producer.flush(30)
 
-    def _maybe_flush(self) -> None:
+    def _maybe_flush(self, caught_up: bool) -> None:
+        """Anchor when the interval is up or an entry is full, and the end of a backlog as
+        soon as it has been read: waiting longer then only delays it (by up to two
+        intervals: its last batches close by time just after the next entry). A stream that
+        is merely quiet (no full entry before) still waits for the interval, so that it does
+        not make a ledger entry per record."""
+        backlog_read = caught_up and self._reading_backlog
+        if backlog_read:
+            self._close_open()
         due = time.monotonic() - self._last_flush >= self._interval
-        if not self._closed or not (due or len(self._closed) >= MAX_BATCHES_PER_ENTRY):
+        if not self._closed or not (
+                due or backlog_read or len(self._closed) >= MAX_BATCHES_PER_ENTRY):
             return
         try:
             self._flush()

@@ -323,6 +323,40 @@ def test_anchor_records_kafka_refuses_are_retried_not_committed(
     assert ledger.checkpoint().size == 1, "the ledger's entry republished, not anchored again"
 
 
+def test_a_backlogs_tail_is_anchored_once_read_and_a_trickle_waits_for_the_interval(
+    stack: Settings, scratch_topic: str, tmp_path: Path
+) -> None:
+    """After a full entry (a backlog being read) the anchorer waited ``anchor_seconds`` for
+    the next entry, and its last, partial, batches an interval more (they closed just after
+    that entry): the end of a backlog reached the ledger up to two intervals after it was
+    read. Once read it is anchored; records that trickle in afterwards still wait for the
+    interval, so a quiet stream does not make an entry per record."""
+    settings = _settings(stack, f"file://{tmp_path / 'ledger'}", anchor_records=10,
+                         anchor_seconds=60.0)
+    ledger = FileLedger(tmp_path / "ledger")
+    full_entry = MAX_BATCHES_PER_ENTRY * 10
+    _produce(settings, scratch_topic, {0: full_entry + 45})  # then 4 batches and 5 records
+    anchorer = Anchorer(settings, ledger, group=unique("anchor"), source_topics=(scratch_topic,))
+    stop = threading.Event()
+    thread = threading.Thread(target=anchorer.run, kwargs={"stop": stop})
+    thread.start()
+    try:
+        wait_for(lambda: anchorer.anchored_batches == MAX_BATCHES_PER_ENTRY + 5, 30,
+                 "the backlog's tail anchored, well before the 60-s interval")
+        assert ledger.checkpoint().size == 2
+        _produce(settings, scratch_topic, {0: 3})
+        time.sleep(3)  # the records read, several consume rounds come back empty
+        assert anchorer.anchored_batches == MAX_BATCHES_PER_ENTRY + 5
+        assert ledger.checkpoint().size == 2
+    finally:
+        stop.set()
+        thread.join(60)
+    ranges = sorted((r.manifest.first_offset, r.manifest.last_offset)
+                    for r in _anchor_records(settings, scratch_topic))
+    assert ranges[-5:] == [(full_entry + n, full_entry + n + 9) for n in range(0, 40, 10)] + [
+        (full_entry + 40, full_entry + 44)]  # the partial batch, closed at its last record
+
+
 def test_a_producer_that_delivers_nothing_is_replaced_and_the_batch_published_once(
     stack: Settings, scratch_topic: str, tmp_path: Path
 ) -> None:
