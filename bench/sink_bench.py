@@ -47,7 +47,7 @@ from smartport.settings import Settings
 from streams.analytics import rows
 from streams.analytics import store as analytics_store
 from streams.analytics.migrations import ensure_schema
-from streams.analytics.sink import Sink
+from streams.analytics.sink import Sink, _Batch
 from streams.analytics.store import Store
 
 RESULTS = Path(__file__).with_name("results")
@@ -72,11 +72,12 @@ class TimedSink(Sink):
             self.first_record = time.perf_counter()
         super()._add(message)
 
-    def _flush(self) -> None:
-        before = self.inserted
-        super()._flush()
-        if self.inserted > before:
-            self.inserts.append((time.perf_counter(), self.inserted))
+    def _store_batch(self, batch: _Batch) -> bool:  # the inserter thread: when it is stored
+        stored = super()._store_batch(batch)
+        if stored:
+            rows = self.inserts[-1][1] if self.inserts else 0
+            self.inserts.append((time.perf_counter(), rows + batch.rows))
+        return stored
 
 
 def envelopes(count: int) -> list[bytes]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,9 @@ from smartport.signals import crashes_end_the_process
 
 Rows = Sequence[dict[str, Any]]
 Result = tuple[list[str], list[tuple[Any, ...]]]
+# An insert made ready to send (encoded, converted: the Python work, under the GIL); calling it
+# sends it and returns what ``Store.insert`` returns.
+PreparedInsert = Callable[[], "int | None"]
 
 # Analysts' queries: reads only (ClickHouse's `readonly` also refuses the table functions that
 # reach files, URLs, other servers and programs), bounded in time and size. `readonly` comes
@@ -48,6 +51,11 @@ class Store(Protocol):
     def insert(self, table: ch.Table, rows: Rows) -> int | None:
         """Insert ``rows``; the rows ClickHouse wrote, those of materialized views included,
         when the store reports it (chDB does), else None."""
+        ...
+
+    def prepare(self, table: ch.Table, rows: Rows) -> PreparedInsert:
+        """``insert`` in two steps: the returned call sends what this one encoded, so that one
+        thread can encode the next batch while another sends this one."""
         ...
 
     def query(self, sql: str) -> Result: ...
@@ -98,25 +106,36 @@ class ServerStore:
             detail = str(exc).replace(parts.password, "***") if parts.password else str(exc)
             raise StackError(f"cannot reach ClickHouse at {redact_url(url)}: {detail}") from None
         self._client = Client(**options, database=self._database)
+        self._lock = threading.Lock()  # one connection: one call at a time, whatever thread
         self._time_columns: dict[str, dict[str, timedelta]] = {}
 
     def version(self) -> str:
-        return str(self._client.execute("SELECT version()")[0][0])
+        return str(self._call("SELECT version()")[0][0])
+
+    def _call(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.execute(sql, *args, **kwargs)
 
     def execute(self, sql: str) -> None:
         self._time_columns.clear()  # DDL (a migration) may have changed them
-        self._client.execute(sql)
+        self._call(sql)
 
     def insert(self, table: ch.Table, rows: Rows) -> int | None:
+        return self.prepare(table, rows)()
+
+    def prepare(self, table: ch.Table, rows: Rows) -> PreparedInsert:
         names = table.column_names
         columns = [[row[name] for row in rows] for name in names]  # columnar: native blocks
         ticks = self._ticks(table.name)
         for name, column in zip(names, columns, strict=True):
             if (tick := ticks.get(name)) is not None:
                 column[:] = [_in_ticks(value, tick) for value in column]
-        self._client.execute(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES", columns,
-                             columnar=True)
-        return None
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES"
+
+        def send() -> None:
+            self._call(sql, columns, columnar=True)
+
+        return send
 
     def _ticks(self, table: str) -> dict[str, timedelta]:
         """The tick of each of ``table``'s time columns, as the server declares them (a table
@@ -124,7 +143,7 @@ class ServerStore:
         value it sends, where a datetime costs it 3.2 µs a row through pytz: half its CPU per
         telemetry row (10,000-row inserts into the local 18.16 server)."""
         if table not in self._time_columns:
-            found = self._client.execute(
+            found = self._call(
                 "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
                 "AND table = %(table)s", {"table": table})
             self._time_columns[table] = {
@@ -132,7 +151,7 @@ class ServerStore:
         return self._time_columns[table]
 
     def query(self, sql: str, settings: dict[str, Any] | None = None) -> Result:
-        data, columns = self._client.execute(sql, with_column_types=True, settings=settings)
+        data, columns = self._call(sql, with_column_types=True, settings=settings)
         return [name for name, _ in columns], [tuple(row) for row in data]
 
     def read(self, sql: str) -> Result:
@@ -188,16 +207,26 @@ class ChdbStore:
             self._connection.query(sql)
 
     def insert(self, table: ch.Table, rows: Rows) -> int | None:
-        if table is ch.INTAKE:  # raw records: escaping them for TSV is a fifth of json.dumps
+        return self.prepare(table, rows)()
+
+    def prepare(self, table: ch.Table, rows: Rows) -> PreparedInsert:
+        eager_views = table is ch.INTAKE
+        if eager_views:  # raw records: escaping them for TSV is a fifth of json.dumps
             lines = "".join(f"{row['topic']}\t{row['kafka_partition']}\t{row['kafka_offset']}\t"
                             f"{_tsv_string(row['raw'])}\n" for row in rows)
             query = f"INSERT INTO {table.name} FORMAT TabSeparated\n{lines}"
-            views: AbstractContextManager[None] = self._eager_views()
         else:
             lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
-            query, views = f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}", nullcontext()
-        with self._lock, views:
-            return int(self._connection.query(query).rows_written())
+            query = f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}"
+
+        def send() -> int:
+            # chDB releases the GIL while it inserts: only the text is made under it
+            views: AbstractContextManager[None] = (
+                self._eager_views() if eager_views else nullcontext())
+            with self._lock, views:
+                return int(self._connection.query(query).rows_written())
+
+        return send
 
     @contextmanager
     def _eager_views(self) -> Iterator[None]:
