@@ -605,3 +605,86 @@ def test_an_intake_without_its_views_loses_nothing(
         admin.delete_topics([topic])[topic].result()
     assert tuple(stored) == (len(INTAKE_READINGS), len(INTAKE_READINGS))
     assert rejected == 1
+
+
+class _HeldInserts:
+    """Wraps a store's ``prepare``: notes each batch's size, and holds every send until
+    ``release`` is set."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.prepared: list[int] = []
+        self.sending, self.release = threading.Event(), threading.Event()
+        self._prepare = store.prepare
+        monkeypatch.setattr(store, "prepare", self.prepare)
+
+    def prepare(self, table: ch.Table, batch: Any) -> Callable[[], int | None]:
+        send = self._prepare(table, batch)
+        self.prepared.append(len(batch))
+
+        def held_send() -> int | None:
+            self.sending.set()
+            self.release.wait(60)
+            return send()
+
+        return held_send
+
+
+def _committed(settings: Settings, group: str, topic: str) -> int:
+    consumer = Consumer(consumer_config(settings.kafka, group))
+    try:
+        [position] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    finally:
+        consumer.close()
+    return int(position.offset)
+
+
+def test_the_next_batch_is_read_while_one_is_inserted_and_committed_only_once_stored(
+        stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink read, converted, inserted and committed one batch after the other, so chDB's
+    insert (which runs without the GIL) and the Python work never overlapped. Now an inserter
+    thread sends a batch while the next is read and encoded; a batch's offsets are still
+    committed only once ClickHouse took it, and in order."""
+    topic, group, device = unique("overlap"), unique("sink"), unique("overlap")
+    admin = AdminClient(stack.kafka.client_config())
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    monkeypatch.setitem(rows.CONVERTERS, topic, rows.CONVERTERS[topics.TELEMETRY])
+    producer = Producer(stack.kafka.client_config())
+
+    def produce(seqs: range) -> None:
+        for seq in seqs:
+            producer.produce(topic, _gateway_envelope(crane_reading(device_id=device, seq=seq)))
+        assert producer.flush(30) == 0
+
+    produce(range(100))
+    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    ensure_schema(store, ttl_days=None)
+    held = _HeldInserts(store, monkeypatch)
+    sink = Sink(stack.model_copy(update={"batches": stack.batches.model_copy(
+        update={"sink_rows": 100})}), store, group=group, source_topics=(topic,))
+    stop = threading.Event()
+    runner = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    runner.start()
+    try:
+        wait_for(held.sending.is_set, 60, "the first insert")
+        produce(range(100, 200))
+        wait_for(lambda: len(held.prepared) >= 2, 60,
+                 "the next batch read during the first insert")
+        time.sleep(1)  # the sink's loop comes round: nothing to commit yet
+        assert _committed(stack, group, topic) < 0, "committed before ClickHouse took the rows"
+        assert sink.inserted == 0
+        held.release.set()
+        wait_for(lambda: _committed(stack, group, topic) == 200, 60,
+                 "both batches stored and committed")
+    finally:
+        held.release.set()
+        stop.set()
+        runner.join(60)
+        admin.delete_topics([topic])[topic].result()
+    try:
+        assert held.prepared == [100, 100]
+        assert sink.inserted == 200
+        _, stored = store.query(f"SELECT count(), uniqExact(seq) FROM telemetry "
+                                f"WHERE device_id = '{device}'")
+        assert tuple(stored[0]) == (200, 200)
+    finally:
+        store.close()
