@@ -1,9 +1,10 @@
 """`smartport sink`: Kafka → ClickHouse in batched inserts, offsets committed after the insert.
 
 A consumer group over telemetry, alerts, declarations, anchors and the DLQ. Rows are buffered
-per table and inserted every ``batches.sink_rows`` rows or ``batches.sink_seconds``; only when
-every table accepted its rows are the offsets committed, so a crash never loses a row and a
-redelivery only adds duplicates that ReplacingMergeTree collapses. While ClickHouse is
+per table and inserted every ``batches.sink_rows`` rows or ``batches.sink_seconds``, by an
+inserter thread while the next batch is read; only when every table accepted a batch's rows
+are its offsets committed, in order, so a crash never loses a row and a redelivery only adds
+duplicates that ReplacingMergeTree collapses. While ClickHouse is
 unreachable the sink retries with backoff and keeps its offsets. Rows ClickHouse refuses (a
 value it cannot store, a batch spanning too many partitions) are split off until each refused
 row is alone, and that row goes to ``sink_rejects`` with ClickHouse's reason: one row never
