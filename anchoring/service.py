@@ -14,6 +14,7 @@ in between) is republished, never anchored twice.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -174,15 +175,10 @@ class Anchorer:
         state.leaves = []
         state.last = None
 
-    def _close_expired(self) -> None:
-        now = time.monotonic()
+    def _close_open(self, opened_by: float = math.inf) -> None:
+        """Close every open batch opened at or before the monotonic time ``opened_by``."""
         for key, state in self._partitions.items():
-            if state.leaves and now - state.opened_at >= self._interval:
-                self._close(key, state)
-
-    def _close_open(self) -> None:
-        for key, state in self._partitions.items():
-            if state.leaves:
+            if state.leaves and state.opened_at <= opened_by:
                 self._close(key, state)
 
     # -- anchoring (I/O) -------------------------------------------------------------------
@@ -303,7 +299,7 @@ class Anchorer:
                     for message in messages:
                         last_message = time.monotonic()
                         self._add(message)
-                    self._close_expired()
+                    self._close_open(opened_by=time.monotonic() - self._interval)
                     self._maybe_flush(caught_up=not messages)
                     self.readiness.check()
                     if idle_exit_s is not None and not self._closed and not any(
