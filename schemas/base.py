@@ -19,10 +19,11 @@ class Message(BaseModel):
 
     @field_validator("schema_version", mode="before")
     @classmethod
-    def _not_a_boolean(cls, value: object) -> object:
-        # pydantic takes JSON `true` for Literal[1] even when strict (True == 1 in Python).
-        if isinstance(value, bool):
-            raise ValueError("schema_version is the number 1, not a boolean")
+    def _an_integer(cls, value: object) -> object:
+        # pydantic takes JSON `true` and `1.0` for Literal[1] even when strict (True == 1.0
+        # == 1 in Python), where every int field refuses them.
+        if type(value) is not int:
+            raise ValueError(f"schema_version is the integer 1, not a {type(value).__name__}")
         return value
 
 

@@ -206,9 +206,14 @@ def test_boot_is_optional_and_bounded() -> None:
         parse_telemetry(json.dumps(crane_reading(boot=-1)))
 
 
-def test_schema_version_true_is_not_version_1() -> None:
-    """pydantic's Literal[1] takes JSON `true` (True == 1): found by the receipt fuzzer."""
+@pytest.mark.parametrize("version", ["true", "1.0", "1e0"])
+def test_schema_version_is_the_integer_1_not_an_equal_value(version: str) -> None:
+    """pydantic's Literal[1] takes JSON `true` and `1.0`, even when strict (True == 1.0 == 1
+    in Python): found by the receipt fuzzer and a review. Every other integer field refuses
+    them."""
     body = '{"kind":"file","ledger_id":"x","entry":"0","schema_version":%s}'
     assert LedgerRef.model_validate_json(body % "1").schema_version == 1
-    with pytest.raises(ValidationError, match="not a boolean"):
-        LedgerRef.model_validate_json(body % "true")
+    with pytest.raises(ValidationError, match="schema_version is the integer 1"):
+        LedgerRef.model_validate_json(body % version)
+    with pytest.raises(ValidationError, match="schema_version is the integer 1"):
+        parse_telemetry(json.dumps(crane_reading())[:-1] + f', "schema_version": {version}}}')
