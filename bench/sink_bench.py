@@ -5,9 +5,10 @@
 Produces ``--records`` gateway envelopes, as the gateway writes them, to a scratch copy of
 telemetry.v1's shape (the sink's telemetry converter, a scratch topic), then times one sink from
 start to the last insert, into a fresh chDB store and a fresh database on the local ClickHouse
-server (18.16 here: too old for the intake, so the sink converts every record itself); and
-into chDB again without the intake, for the ratio; then two sinks in one group, a process
-each, into the server (how it scales: chDB belongs to one process). Each run reports the CPU
+server (through the intake: chDB in the sink's process judges the records and sends the rows
+over HTTP), each again without the intake (the sink converts every record itself), for the
+ratio; then two sinks in one group, a process each, into the server (how it scales: chDB's
+store belongs to one process). Each run reports the CPU
 per row of the sink's process (chDB runs inside it), of the ClickHouse server (on the server
 runs) and of the Kafka broker, and the rows/s those figures allow on this machine's cores:
 what bounds the back-end, however the work is scheduled. Then (``--steady-rate``) the sink's
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -47,7 +48,7 @@ from smartport.settings import Settings
 from streams.analytics import rows
 from streams.analytics import store as analytics_store
 from streams.analytics.migrations import ensure_schema
-from streams.analytics.sink import Sink, _Batch
+from streams.analytics.sink import Sink
 from streams.analytics.store import Store
 
 RESULTS = Path(__file__).with_name("results")
@@ -59,8 +60,9 @@ class TimedSink(Sink):
 
     first_record = 0.0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, settings: Settings, store: Store, group: str,
+                 source_topics: tuple[str, ...]) -> None:
+        super().__init__(settings, store, group, source_topics, on_stored=self._stored)
         self.inserts: list[tuple[float, int]] = []
 
     @property
@@ -72,12 +74,9 @@ class TimedSink(Sink):
             self.first_record = time.perf_counter()
         super()._add(message)
 
-    def _store_batch(self, batch: _Batch) -> bool:  # the inserter thread: when it is stored
-        stored = super()._store_batch(batch)
-        if stored:
-            rows = self.inserts[-1][1] if self.inserts else 0
-            self.inserts.append((time.perf_counter(), rows + batch.rows))
-        return stored
+    def _stored(self, rows: int) -> None:  # the inserter thread: when a batch is stored
+        before = self.inserts[-1][1] if self.inserts else 0
+        self.inserts.append((time.perf_counter(), before + rows))
 
 
 def envelopes(count: int) -> list[bytes]:
@@ -93,10 +92,12 @@ def envelopes(count: int) -> list[bytes]:
 
 
 def open_store(url: str, intake: bool = True) -> Store:
-    """A fresh store with the schema; on chDB without the intake when ``intake`` is False."""
+    """A fresh store with the schema; without the intake when ``intake`` is False."""
     store = analytics_store.open_store(url)
     ensure_schema(store, None)
-    if not intake:
+    if not intake and isinstance(store, analytics_store.ServerStore):
+        store.has_intake = lambda: False  # type: ignore[method-assign]
+    elif not intake:
         for view in ("judge", "rows", "rejects"):
             store.execute(f"DROP VIEW {ch.INTAKE.name}_{view}")
         store.execute(f"DROP TABLE {ch.INTAKE.name}")
@@ -293,14 +294,18 @@ def main() -> None:
         values = envelopes(args.records)
         scratch.append(topic := _scratch_topic(settings, admin, values))
         database = f"bench_{uuid.uuid4().hex[:6]}"
-        for name, url in (("chdb", f"chdb://{tempfile.mkdtemp()}/chdb"),
-                          ("chdb_converted_by_the_sink", f"chdb://{tempfile.mkdtemp()}/chdb"),
-                          ("server", f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}")):
-            store = open_store(url, intake=name != "chdb_converted_by_the_sink")
-            results[name] = timed_run(settings, store, topic, server=name == "server")
+        for name, url in (
+                ("chdb", f"chdb://{tempfile.mkdtemp()}/chdb"),
+                ("chdb_converted_by_the_sink", f"chdb://{tempfile.mkdtemp()}/chdb"),
+                ("server", f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}"),
+                ("server_converted_by_the_sink",
+                 f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}_converted")):
+            server = name.startswith("server")
+            store = open_store(url, intake=not name.endswith("converted_by_the_sink"))
+            results[name] = timed_run(settings, store, topic, server=server)
             print(name, json.dumps(results[name]), flush=True)
-            if name == "server":
-                store.execute(f"DROP DATABASE {database}")
+            if server:
+                store.execute(f"DROP DATABASE {urlsplit(url).path.strip('/')}")
             store.close()
         if args.group_copies:  # the server's way to more cores: another sink in the group
             scratch.append(topic := _scratch_topic(settings, admin, values, args.group_copies))

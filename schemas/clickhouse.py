@@ -12,6 +12,7 @@ readings from many days never exceeds ClickHouse's partitions-per-insert limit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 4
@@ -275,7 +276,7 @@ _PROBLEMS = [  # (condition, reason) in the order a record is judged
 ]
 _JUDGED = f"{INTAKE.name}_judged"
 _EPOCH = "toDateTime64(0, 3, 'UTC')"  # a time for the rows that are rejected anyway
-INTAKE_DDL = [
+INTAKE_JUDGE_DDL = [
     f"CREATE TABLE IF NOT EXISTS {INTAKE.name} (topic String, kafka_partition UInt16, "
     "kafka_offset UInt64, raw String) ENGINE = Null",
     f"CREATE TABLE IF NOT EXISTS {_JUDGED} ("
@@ -301,13 +302,39 @@ INTAKE_DDL = [
                  parseDateTime64BestEffortOrNull(e.received_at, 3, 'UTC') AS received,
                  parseDateTime64BestEffortOrNull(r.ts, 3, 'UTC') AS measured
           FROM {INTAKE.name})""",
-    f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_rows TO {TELEMETRY.name} AS
-    SELECT {", ".join(TELEMETRY.column_names)} FROM {_JUDGED} WHERE problem = ''""",
-    f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_rejects TO {REJECTS.name} AS
-    SELECT now() AS rejected_at, topic, kafka_partition, kafka_offset,
-           concat('not a valid telemetry message: ', problem) AS reason, raw
-    FROM {_JUDGED} WHERE problem != ''""",
 ]
+
+
+def intake_views(columns: Sequence[tuple[str, str]] | None = None) -> list[str]:
+    """The views that split the judged records: rows to telemetry, the rest to sink_rejects
+    with the reason. ``columns``, the (name, type) of a telemetry table made elsewhere (a
+    ClickHouse server's, written over HTTP), makes each value CAST to its type, and a time
+    that a DateTime column cannot hold (1970 to 2106, where an insert would clamp it) a
+    reject."""
+    selected = ", ".join(TELEMETRY.column_names)
+    fits, too_far = "1", ""
+    if columns is not None:
+        selected = ", ".join(f"CAST(`{name}`, '{kind}') AS `{name}`" for name, kind in columns)
+        short = [name for name, kind in columns
+                 if kind.startswith("DateTime") and not kind.startswith("DateTime64")]
+        if short:
+            # the judged table's columns, not the SELECT's aliases of them (already CAST)
+            fits = " AND ".join(f"{_JUDGED}.`{name}` >= toDateTime64(0, 3, 'UTC') AND "
+                                f"{_JUDGED}.`{name}` < toDateTime64(4294967296, 3, 'UTC')"
+                                for name in short)
+            too_far = f"{' or '.join(short)} is before 1970 or after 2106 (a DateTime)"
+    return [
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_rows TO {TELEMETRY.name} AS
+    SELECT {selected} FROM {_JUDGED} WHERE problem = '' AND {fits}""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_rejects TO {REJECTS.name} AS
+    SELECT now() AS rejected_at, topic, kafka_partition, kafka_offset,
+           concat('not a valid telemetry message: ', if(problem != '', problem, '{too_far}'))
+               AS reason, raw
+    FROM {_JUDGED} WHERE problem != '' OR NOT ({fits})""",
+    ]
+
+
+INTAKE_DDL = [*INTAKE_JUDGE_DDL, *intake_views()]
 
 
 def ddl(dialect: Dialect, ttl_days: int | None = None) -> list[str]:

@@ -10,12 +10,13 @@ value it cannot store, a batch spanning too many partitions) are split off until
 row is alone, and that row goes to ``sink_rejects`` with ClickHouse's reason: one row never
 stops the others.
 
-On chDB, telemetry.v1's records go to ClickHouse as they are (``telemetry_intake``): ClickHouse
-judges their shape and turns them into rows, or into ``sink_rejects`` with the reason, at a
-fraction of the cost of doing it here (the gateway validated their content; the streams worker
-does again). Records without a reading_id (written before it existed), other topics, and
-flushes of fewer than ``INTAKE_MIN_ROWS`` telemetry records (each insert into the intake has a
-fixed cost) are converted here.
+telemetry.v1's records go to ClickHouse as they are (``telemetry_intake``, on a server through
+chDB in this process: ``streams.analytics.intake``): ClickHouse judges their shape and turns them
+into rows, or into ``sink_rejects`` with the reason, at a fraction of the cost of doing it here
+(the gateway validated their content; the streams worker does again). Records without a
+reading_id (written before it existed), other topics, and flushes of fewer than
+``INTAKE_MIN_ROWS`` telemetry records (each insert into the intake has a fixed cost) are
+converted here.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -74,13 +76,17 @@ class _Batch:
     items: dict[ch.Table, list[_Buffered]]
     offsets: dict[tuple[str, int], int]
     rows: int
-    sends: dict[ch.Table, PreparedInsert] = field(default_factory=dict)  # a retry re-encodes
+    sends: dict[ch.Table, PreparedInsert]  # taken by the first try: a retry encodes again
 
 
 class Sink:
     def __init__(self, settings: Settings, store: Store, group: str = "smartport-sink",
-                 source_topics: tuple[str, ...] = SINK_TOPICS) -> None:
+                 source_topics: tuple[str, ...] = SINK_TOPICS,
+                 on_stored: Callable[[int], None] | None = None) -> None:
+        """``on_stored`` is called from the inserter thread with a batch's row count as soon as
+        ClickHouse took the batch (before its offsets are committed)."""
         self._store = store
+        self._on_stored = on_stored
         self._max_rows = settings.batches.sink_rows
         self._max_seconds = settings.batches.sink_seconds
         self._topics = source_topics
@@ -99,9 +105,7 @@ class Sink:
         self.readiness = Readiness(READY_GAUGE, "sink", settings.kafka.join_timeout_s,
                                    conditions=("store",), stall_s=STALL_S)
         self.readiness.set("store", True)  # opened; an insert that fails says otherwise
-        _, found = store.query("SELECT count() FROM system.tables WHERE database = "
-                               f"currentDatabase() AND name = '{ch.INTAKE.name}'")
-        self._intake = bool(found and found[0][0])
+        self._intake = store.has_intake()
         self.inserted = 0
 
     def _add(self, message: Message) -> None:
@@ -163,11 +167,10 @@ class Sink:
         two batches are held."""
         if self._buffered:
             self._convert_small_intake()
-            batch = _Batch(
-                {table: items for table, items in self._buffer.items() if items},
-                self._offsets, self._buffered)
-            batch.sends = {table: send for table, items in batch.items.items()
-                           if (send := self._prepare(table, items)) is not None}
+            by_table = {table: items for table, items in self._buffer.items() if items}
+            batch = _Batch(by_table, self._offsets, self._buffered, sends={
+                table: send for table, items in by_table.items()
+                if (send := self._prepare(table, items)) is not None})
             self._buffer, self._offsets, self._buffered = defaultdict(list), {}, 0
             self._settle()
             self._in_flight = (self._inserter.submit(self._store_batch, batch), batch)
@@ -218,6 +221,8 @@ class Sink:
             self._count_intake(intake, since)
         CLICKHOUSE_UP.set(1)
         self.readiness.set("store", True)
+        if self._on_stored is not None:
+            self._on_stored(batch.rows)
         return True
 
     def _insert(self, table: ch.Table, items: list[_Buffered],

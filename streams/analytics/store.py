@@ -9,19 +9,24 @@ its directory: while the sink owns the store it answers analysts' queries itself
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
+import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from schemas import clickhouse as ch
 from smartport.errors import ConfigError, StackError
 from smartport.redaction import redact_url
 from smartport.signals import crashes_end_the_process
+from streams.analytics import intake
+
+log = logging.getLogger(__name__)
 
 Rows = Sequence[dict[str, Any]]
 Result = tuple[list[str], list[tuple[Any, ...]]]
@@ -58,6 +63,11 @@ class Store(Protocol):
         thread can encode the next batch while another sends this one."""
         ...
 
+    def has_intake(self) -> bool:
+        """Whether ``ch.INTAKE`` takes telemetry.v1's records as they are (ClickHouse judges
+        and converts them: ``streams.analytics.intake``)."""
+        ...
+
     def query(self, sql: str) -> Result: ...
 
     def read(self, sql: str) -> Result:
@@ -71,6 +81,7 @@ class Store(Protocol):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_HTTP_PORT = 8123
 
 
 def _tick_of(column_type: str) -> timedelta | None:
@@ -100,6 +111,15 @@ class ServerStore:
         options = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 9000,
                    "user": parts.username or "default", "password": parts.password or "",
                    "connect_timeout": 5, "send_receive_timeout": 60}
+        http_port = parse_qs(parts.query).get("http_port", [str(DEFAULT_HTTP_PORT)])[-1]
+        if not http_port.isdigit() or not 0 < int(http_port) < 65536:
+            raise ConfigError(f"http_port={http_port!r} in the ClickHouse URL "
+                              f"{redact_url(url)!r} is not a port number; the server's HTTP "
+                              f"interface is usually ?http_port={DEFAULT_HTTP_PORT}")
+        self._http_url = f"http://{options['host']}:{http_port}/"
+        self._credentials = (str(options["user"]), str(options["password"]))
+        self._intake: intake.ServerIntake | None = None
+        self._intake_lock = threading.Lock()
         try:
             Client(**options).execute(f"CREATE DATABASE IF NOT EXISTS `{self._database}`")
         except Exception as exc:
@@ -118,12 +138,16 @@ class ServerStore:
 
     def execute(self, sql: str) -> None:
         self._time_columns.clear()  # DDL (a migration) may have changed them
+        self._close_intake()  # and the intake's targets with them
         self._call(sql)
 
     def insert(self, table: ch.Table, rows: Rows) -> int | None:
         return self.prepare(table, rows)()
 
     def prepare(self, table: ch.Table, rows: Rows) -> PreparedInsert:
+        if table is ch.INTAKE:
+            query = intake.insert_query(rows)
+            return lambda: self._judge(query)
         names = table.column_names
         columns = [[row[name] for row in rows] for name in names]  # columnar: native blocks
         ticks = self._ticks(table.name)
@@ -136,6 +160,40 @@ class ServerStore:
             self._call(sql, columns, columnar=True)
 
         return send
+
+    def has_intake(self) -> bool:
+        """The intake runs in chDB in front of the server: chDB must be installed (the
+        ``embedded`` extra) and the server's HTTP interface must answer; else the sink
+        converts telemetry itself, which costs it three times the CPU."""
+        if importlib.util.find_spec("chdb") is None:
+            log.warning("chDB is not installed: the sink converts telemetry itself "
+                        "(pip install 'smartport[embedded]' lets ClickHouse do it, faster)")
+            return False
+        problem = intake.reachable(self._http_url)
+        if problem is not None:
+            log.warning("ClickHouse's HTTP interface does not answer: the sink converts "
+                        "telemetry itself (slower); name its port in the store URL, e.g. "
+                        f"?http_port={DEFAULT_HTTP_PORT}",
+                        extra={"url": self._http_url, "error": problem})
+            return False
+        return True
+
+    def _judge(self, query: str) -> int:
+        with self._intake_lock:
+            if self._intake is None:
+                columns = {table.name: [(str(name), str(kind)) for name, kind in self._call(
+                    "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                    "AND table = %(table)s", {"table": table.name})]
+                    for table in (ch.TELEMETRY, ch.REJECTS)}
+                self._intake = intake.ServerIntake(self._http_url, self._database,
+                                                   *self._credentials, columns)
+            return self._intake.insert(query)
+
+    def _close_intake(self) -> None:
+        with self._intake_lock:
+            if self._intake is not None:
+                self._intake.close()
+                self._intake = None
 
     def _ticks(self, table: str) -> dict[str, timedelta]:
         """The tick of each of ``table``'s time columns, as the server declares them (a table
@@ -161,9 +219,11 @@ class ServerStore:
         from clickhouse_driver import errors
 
         return isinstance(error, OSError | EOFError | errors.NetworkError
-                          | errors.SocketTimeoutError | errors.UnexpectedPacketFromServerError)
+                          | errors.SocketTimeoutError | errors.UnexpectedPacketFromServerError
+                          ) or intake.is_network_error(error)
 
     def close(self) -> None:
+        self._close_intake()  # chDB's engine serves one path a process: let another open
         self._client.disconnect()
 
 
@@ -173,14 +233,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     raise TypeError(f"no JSONEachRow form for a {type(value).__name__}")
-
-
-def _tsv_string(text: str) -> str:
-    """A string as a TabSeparated field, escaped as ClickHouse reads it (a NUL too: chDB takes
-    the query as a C string)."""
-    # str.replace five times is a tenth of str.translate's cost
-    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-            .replace("\r", "\\r").replace("\0", "\\0"))
 
 
 class ChdbStore:
@@ -210,11 +262,9 @@ class ChdbStore:
         return self.prepare(table, rows)()
 
     def prepare(self, table: ch.Table, rows: Rows) -> PreparedInsert:
-        eager_views = table is ch.INTAKE
-        if eager_views:  # raw records: escaping them for TSV is a fifth of json.dumps
-            lines = "".join(f"{row['topic']}\t{row['kafka_partition']}\t{row['kafka_offset']}\t"
-                            f"{_tsv_string(row['raw'])}\n" for row in rows)
-            query = f"INSERT INTO {table.name} FORMAT TabSeparated\n{lines}"
+        judged = table is ch.INTAKE
+        if judged:
+            query = intake.insert_query(rows)
         else:
             lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
             query = f"INSERT INTO {table.name} FORMAT JSONEachRow\n{lines}"
@@ -222,26 +272,16 @@ class ChdbStore:
         def send() -> int:
             # chDB releases the GIL while it inserts: only the text is made under it
             views: AbstractContextManager[None] = (
-                self._eager_views() if eager_views else nullcontext())
+                intake.eager_views(self._connection) if judged else nullcontext())
             with self._lock, views:
                 return int(self._connection.query(query).rows_written())
 
         return send
 
-    @contextmanager
-    def _eager_views(self) -> Iterator[None]:
-        """Short-circuit evaluation off while the intake's views judge an insert. With it on,
-        multiIf evaluates each branch apart, and every branch parsed the record again (the
-        reading's tuple once per field checked): 13 µs of judging a record against 5 in
-        isolation; in bench/sink_bench.py at 5,000 rows/s, 31-34 CPU-µs per intake row against
-        35-39. None of the views' functions throws, so evaluating every branch changes no
-        result. Set around the insert alone: an INSERT's SETTINGS clause does not reach the
-        views, and the session's other queries keep ClickHouse's default."""
-        self._connection.query("SET short_circuit_function_evaluation = 'disable'")
-        try:
-            yield
-        finally:
-            self._connection.query("SET short_circuit_function_evaluation = 'enable'")
+    def has_intake(self) -> bool:
+        _, found = self.query("SELECT count() FROM system.tables WHERE database = "
+                              f"currentDatabase() AND name = '{ch.INTAKE.name}'")
+        return bool(found and found[0][0])
 
     def query(self, sql: str) -> Result:
         with self._lock:

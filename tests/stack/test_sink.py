@@ -25,6 +25,7 @@ from ingest.records import envelope_value
 from ingest.validation import Accepted, Limits, classify
 from schemas import Alert, AlertState, GatewayEnvelope, Rule, Severity, encode, topics
 from schemas import clickhouse as ch
+from smartport.errors import ConfigError
 from smartport.kafka import consumer_config, high_watermarks, read_range
 from smartport.settings import Settings
 from streams.analytics import rows
@@ -51,6 +52,25 @@ def store_url(request: pytest.FixtureRequest, stack: Settings, tmp_path: Path) -
     from clickhouse_driver import Client
 
     Client(HOST, port=CLICKHOUSE_PORT).execute(f"DROP DATABASE IF EXISTS {database}")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_urls(request: pytest.FixtureRequest, stack: Settings, tmp_path: Path
+               ) -> Iterator[Callable[[str], str]]:
+    """A fresh store's URL for each name asked, all on one back-end."""
+    databases: list[str] = []
+
+    def url(name: str) -> str:
+        if request.param == "chdb":
+            return f"chdb://{tmp_path / name}"
+        databases.append(unique(f"test-{name}").replace("-", "_"))
+        return f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{databases[-1]}"
+
+    yield url
+    from clickhouse_driver import Client
+
+    for database in databases:
+        Client(HOST, port=CLICKHOUSE_PORT).execute(f"DROP DATABASE IF EXISTS {database}")
 
 
 def _reading_id(value: bytes) -> str | None:
@@ -328,7 +348,12 @@ def test_two_sinks_in_one_group_share_the_partitions_and_store_exactly(
         store.close()
 
 
-def test_clickhouse_server_outage_is_survived(stack: Settings) -> None:
+def test_clickhouse_server_outage_is_survived(
+        stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ClickHouse stopped while the sink inserts: every flush of telemetry goes through the
+    intake (chDB in the sink's process, sending over HTTP) and the rest over the native
+    protocol; both kinds of failure are retried, nothing is lost or turned into a reject."""
+    monkeypatch.setattr(sink_module, "INTAKE_MIN_ROWS", 1)
     database = unique("outage").replace("-", "_")
     store_url = f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}"
     store = open_store(store_url)
@@ -350,10 +375,16 @@ def test_clickhouse_server_outage_is_survived(stack: Settings) -> None:
     finally:
         stop.set()
         thread.join(60)
+        store.close()  # and its intake's chDB session: a process has one chDB engine
         up(stack)
     checker = open_store(store_url)
     _exact(checker, stack, until)
+    _, refused = checker.query("SELECT reason FROM sink_rejects "
+                               "WHERE reason LIKE 'ClickHouse refused%'")
     checker.close()
+    outage = [reason for (reason,) in refused if any(
+        sign in reason for sign in ("Connection", "POCO_EXCEPTION", "NETWORK", "Socket"))]
+    assert not outage, f"the outage turned records into rejects: {outage[:3]}"
     from clickhouse_driver import Client
 
     Client(HOST, port=CLICKHOUSE_PORT).execute(f"DROP DATABASE IF EXISTS {database}")
@@ -400,7 +431,90 @@ def test_a_refused_row_never_stops_the_others(stack: Settings, store_url: str) -
         store.close()
 
 
-# -- chDB's intake: ClickHouse turns telemetry.v1's records into rows ------------------------
+def test_a_row_the_store_cannot_encode_is_kept_and_the_others_stored(
+        stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's inserts are encoded in the consumer's thread (``Store.prepare``). A row the
+    store cannot encode must not stop the sink there: the inserter meets it again, and it goes
+    to sink_rejects with the reason while the rest of its batch is stored and committed."""
+    topic, group, device = unique("unencodable"), unique("sink"), unique("unencodable")
+    admin = AdminClient(stack.kafka.client_config())
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    table, convert = rows.CONVERTERS[topics.TELEMETRY]
+
+    def convert_one_badly(value: bytes, partition: int, offset: int) -> rows.Row:
+        row = convert(value, partition, offset)
+        if offset == 7:
+            row["door"] = b"\xff"  # no JSON form
+        return row
+
+    monkeypatch.setitem(rows.CONVERTERS, topic, (table, convert_one_badly))
+    producer = Producer(stack.kafka.client_config())
+    for seq in range(20):  # without reading_id: converted by the sink, not chDB's intake
+        producer.produce(topic, value=json.dumps({
+            "received_at": "2026-11-24T02:00:01Z", "gateway_id": "test", "mqtt_topic": "t",
+            "reading": crane_reading(device_id=device, seq=seq)}).encode())
+    assert producer.flush(30) == 0
+    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    ensure_schema(store, ttl_days=None)
+    sink = Sink(stack, store, group=group, source_topics=(topic,))
+    runner = threading.Thread(target=sink.run, kwargs={"idle_exit_s": 3.0})
+    runner.start()
+    runner.join(120)
+    try:
+        assert not runner.is_alive(), "the sink did not finish"
+        assert _committed(stack, group, topic) == 20
+        _, stored = store.query(f"SELECT seq FROM telemetry WHERE device_id = '{device}'")
+        assert sorted(int(seq) for (seq,) in stored) == [s for s in range(20) if s != 7]
+        _, rejects = store.query(f"SELECT kafka_offset, reason FROM sink_rejects "
+                                 f"WHERE topic = '{topic}'")
+        [(offset, reason)] = rejects
+        assert int(offset) == 7
+        assert "no JSONEachRow form for a bytes" in reason, reason
+    finally:
+        store.close()
+        admin.delete_topics([topic])[topic].result()
+
+
+def test_a_time_the_server_cannot_hold_is_kept_not_wrapped_round(
+        stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's DateTime ends in 2106. A reading of 2200, sound to the intake's judge,
+    must not be stored as some other time (an insert clamps it to 2106): it alone goes to
+    sink_rejects with the reason."""
+    topic, device = unique("far-future"), unique("far-future")
+    admin = AdminClient(stack.kafka.client_config())
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    monkeypatch.setitem(rows.CONVERTERS, topic, rows.CONVERTERS[topics.TELEMETRY])
+    monkeypatch.setattr(sink_module, "INTAKE_MIN_ROWS", 1)
+    producer = Producer(stack.kafka.client_config())
+    for seq, year in enumerate((2026, 2026, 2200, 2026)):
+        producer.produce(topic, encode(GatewayEnvelope.model_validate_json(json.dumps({
+            "received_at": "2026-11-24T02:00:01Z", "gateway_id": "test", "mqtt_topic": "t",
+            "reading": crane_reading(device_id=device, seq=seq,
+                                     ts=f"{year}-01-01T00:00:00Z")}))))
+    assert producer.flush(30) == 0
+    database = unique("test").replace("-", "_")
+    store = open_store(f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}")
+    try:
+        ensure_schema(store, ttl_days=None)
+        sink = Sink(stack, store, group=unique("sink"), source_topics=(topic,))
+        sink.run(idle_exit_s=5.0)
+        assert sink._intake, "the server's intake was not used"
+        _, stored = store.query(f"SELECT seq, toYear(ts) FROM telemetry WHERE device_id = "
+                                f"'{device}' ORDER BY seq")
+        assert [tuple(row) for row in stored] == [(0, 2026), (1, 2026), (3, 2026)]
+        _, rejects = store.query(f"SELECT kafka_offset, reason FROM sink_rejects "
+                                 f"WHERE topic = '{topic}'")
+        [(offset, reason)] = rejects
+        assert int(offset) == 2
+        assert reason == ("not a valid telemetry message: ts or received_at is before 1970 "
+                          "or after 2106 (a DateTime)"), reason
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {database}")
+        store.close()
+        admin.delete_topics([topic])[topic].result()
+
+
+# -- the intake: ClickHouse turns telemetry.v1's records into rows ---------------------------
 
 def _gateway_envelope(reading: dict[str, Any]) -> bytes:
     """What the gateway writes for ``reading``: validated, enveloped, with its reading_id."""
@@ -434,11 +548,14 @@ def _intake(store: Store, values: list[bytes]) -> None:
     assert written == sink_module.INTAKE_WRITES * len(values)
 
 
-def test_the_chdb_intake_stores_each_reading_as_the_sink_would(tmp_path: Path) -> None:
+def test_the_intake_stores_each_reading_as_the_sink_would(store_url: str) -> None:
+    """On chDB the intake is in the store; in front of the server it runs in chDB in the
+    sink's process and sends the judged rows over HTTP, in the server's own column types."""
     values = [_gateway_envelope(reading) for reading in INTAKE_READINGS]
-    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    store = open_store(store_url)
     try:
         ensure_schema(store, ttl_days=None)
+        assert store.has_intake()
         store.insert(ch.TELEMETRY, [to_row(topics.TELEMETRY, 2, offset, value, INTAKE_NOW)[1]
                                     for offset, value in enumerate(values)])
         every_column = "SELECT * FROM telemetry ORDER BY kafka_offset"
@@ -448,11 +565,35 @@ def test_the_chdb_intake_stores_each_reading_as_the_sink_would(tmp_path: Path) -
         _intake(store, values)
         assert store.query(every_column)[1] == converted
         assert store.query("SELECT count() FROM sink_rejects")[1] == [(0,)]
-        # The views judged with short-circuit evaluation off; the session is as it was.
+    finally:
+        store.close()
+
+
+def test_the_chdb_intake_leaves_the_stores_session_as_it_was(tmp_path: Path) -> None:
+    """The views judged with short-circuit evaluation off, for the insert alone."""
+    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    try:
+        ensure_schema(store, ttl_days=None)
+        _intake(store, [_gateway_envelope(reading) for reading in INTAKE_READINGS])
         assert store.query("SELECT getSetting('short_circuit_function_evaluation')")[1] == [
             ("enable",)]
     finally:
         store.close()
+
+
+def test_a_server_whose_http_interface_is_unreachable_gets_converted_rows(
+        stack: Settings) -> None:
+    """The intake reaches the server over HTTP: a server whose HTTP port is not the one
+    named has no intake, and the sink converts its telemetry itself (and says why)."""
+    database = unique("nohttp").replace("-", "_")
+    store = open_store(f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}?http_port=1")
+    try:
+        assert not store.has_intake()
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {database}")
+        store.close()
+    with pytest.raises(ConfigError, match=r"http_port='x' .* is not a port number"):
+        open_store(f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}?http_port=x")
 
 
 def _mutated(change: Callable[[dict[str, Any]], None]) -> bytes:
@@ -510,11 +651,11 @@ HOSTILE_RECORDS: dict[str, tuple[bytes, str]] = {
 }
 
 
-def test_the_chdb_intake_keeps_hostile_records_with_their_reason(tmp_path: Path) -> None:
+def test_the_intake_keeps_hostile_records_with_their_reason(store_url: str) -> None:
     values = [value for value, _ in HOSTILE_RECORDS.values()]
     for name, value in zip(HOSTILE_RECORDS, values, strict=True):  # and so does the sink here
         assert to_row(topics.TELEMETRY, 2, 0, value, INTAKE_NOW)[0] is ch.REJECTS, name
-    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    store = open_store(store_url)
     try:
         ensure_schema(store, ttl_days=None)
         _intake(store, [*values, _GOOD])
@@ -531,8 +672,9 @@ def test_the_chdb_intake_keeps_hostile_records_with_their_reason(tmp_path: Path)
 
 
 def test_the_sink_stores_the_same_rows_whether_clickhouse_or_it_converts(
-        stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A flush of many telemetry records goes through chDB's intake, a flush of few is
+        stack: Settings, store_urls: Callable[[str], str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush of many telemetry records goes through the intake, a flush of few is
     converted by the sink (the intake's cost per insert is not repaid): same rows, same
     rejects counted."""
     topic = unique("intake")
@@ -550,7 +692,7 @@ def test_the_sink_stores_the_same_rows_whether_clickhouse_or_it_converts(
     try:
         for min_rows in (1, sink_module.INTAKE_MIN_ROWS):
             monkeypatch.setattr(sink_module, "INTAKE_MIN_ROWS", min_rows)
-            store = open_store(f"chdb://{tmp_path / f'chdb-{min_rows}'}")
+            store = open_store(store_urls(f"min{min_rows}"))
             try:
                 ensure_schema(store, ttl_days=None)
                 rejected_before = REJECTED.labels(topic)._value.get()
