@@ -15,7 +15,7 @@ chDB in this process: ``streams.analytics.intake``): ClickHouse judges their sha
 into rows, or into ``sink_rejects`` with the reason, at a fraction of the cost of doing it here
 (the gateway validated their content; the streams worker does again). Records without a
 reading_id (written before it existed), other topics, and flushes of fewer than
-``INTAKE_MIN_ROWS`` telemetry records (each insert into the intake has a fixed cost) are
+``Store.intake_min_rows`` telemetry records (each insert into the intake has a fixed cost) are
 converted here.
 """
 
@@ -52,9 +52,6 @@ READY_GAUGE = Gauge("smartport_sink_ready",
 INSERT_SECONDS = Histogram("smartport_sink_insert_seconds", "one batch insert, all tables")
 MAX_BACKOFF_S = 30.0
 _HAS_READING_ID = b'"reading_id":"'
-# Fewer telemetry records in a flush are converted by the sink: CPU per insert here, medians,
-# intake vs converted: 600 rows 64-67 vs 63-66 ms, 800 71-74 vs 73-92, 1,000 76-80 vs 84-99.
-INTAKE_MIN_ROWS = 700
 INTAKE_WRITES = 3  # rows ClickHouse writes per intake record: the record, judged, then stored
 
 
@@ -148,10 +145,10 @@ class Sink:
 
     def _convert_small_intake(self) -> None:
         """Convert the intake's records here when they are too few to repay its cost per
-        insert (chDB analyses the intake's views at every insert: 30 to 45 ms, against about
-        50 µs a row saved); the rows are the same either way."""
+        insert (chDB analyses the intake's views at every insert; ``Store.intake_min_rows``);
+        the rows are the same either way."""
         intake = self._buffer[ch.INTAKE]
-        if len(intake) >= INTAKE_MIN_ROWS:
+        if len(intake) >= self._store.intake_min_rows:
             return
         for item in intake:
             table, row = self._convert(item.topic, item.partition, item.offset, item.value)

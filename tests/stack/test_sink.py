@@ -33,7 +33,7 @@ from streams.analytics import sink as sink_module
 from streams.analytics.migrations import ensure_schema
 from streams.analytics.rows import to_row
 from streams.analytics.sink import REJECTED, Sink
-from streams.analytics.store import Store, open_store
+from streams.analytics.store import ChdbStore, ServerStore, Store, open_store
 from tests.helpers import container_reading, crane_reading, rtg_reading
 from tests.stack.pipeline import unique, wait_for
 
@@ -71,6 +71,12 @@ def store_urls(request: pytest.FixtureRequest, stack: Settings, tmp_path: Path
 
     for database in databases:
         Client(HOST, port=CLICKHOUSE_PORT).execute(f"DROP DATABASE IF EXISTS {database}")
+
+
+def _intake_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every flush of telemetry through the intake, however few its records."""
+    for store in (ChdbStore, ServerStore):
+        monkeypatch.setattr(store, "intake_min_rows", 1)
 
 
 def _reading_id(value: bytes) -> str | None:
@@ -353,7 +359,7 @@ def test_clickhouse_server_outage_is_survived(
     """ClickHouse stopped while the sink inserts: every flush of telemetry goes through the
     intake (chDB in the sink's process, sending over HTTP) and the rest over the native
     protocol; both kinds of failure are retried, nothing is lost or turned into a reject."""
-    monkeypatch.setattr(sink_module, "INTAKE_MIN_ROWS", 1)
+    _intake_always(monkeypatch)
     database = unique("outage").replace("-", "_")
     store_url = f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}"
     store = open_store(store_url)
@@ -484,7 +490,7 @@ def test_a_time_the_server_cannot_hold_is_kept_not_wrapped_round(
     admin = AdminClient(stack.kafka.client_config())
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
     monkeypatch.setitem(rows.CONVERTERS, topic, rows.CONVERTERS[topics.TELEMETRY])
-    monkeypatch.setattr(sink_module, "INTAKE_MIN_ROWS", 1)
+    _intake_always(monkeypatch)
     producer = Producer(stack.kafka.client_config())
     for seq, year in enumerate((2026, 2026, 2200, 2026)):
         producer.produce(topic, encode(GatewayEnvelope.model_validate_json(json.dumps({
@@ -690,9 +696,9 @@ def test_the_sink_stores_the_same_rows_whether_clickhouse_or_it_converts(
     assert producer.flush(30) == 0
     stored = {}
     try:
-        for min_rows in (1, sink_module.INTAKE_MIN_ROWS):
-            monkeypatch.setattr(sink_module, "INTAKE_MIN_ROWS", min_rows)
+        for min_rows in (1, 1_000_000):
             store = open_store(store_urls(f"min{min_rows}"))
+            store.intake_min_rows = min_rows
             try:
                 ensure_schema(store, ttl_days=None)
                 rejected_before = REJECTED.labels(topic)._value.get()
@@ -725,7 +731,7 @@ def test_an_intake_without_its_views_loses_nothing(
     admin = AdminClient(stack.kafka.client_config())
     admin.create_topics([NewTopic(topic, 2, 1)])[topic].result()
     monkeypatch.setitem(rows.CONVERTERS, topic, rows.CONVERTERS[topics.TELEMETRY])
-    monkeypatch.setattr(sink_module, "INTAKE_MIN_ROWS", 1)
+    _intake_always(monkeypatch)
     hostile = HOSTILE_RECORDS["seq fractional"][0]
     producer = Producer(stack.kafka.client_config())
     for reading in INTAKE_READINGS:
