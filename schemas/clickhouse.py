@@ -311,26 +311,26 @@ def intake_views(columns: Sequence[tuple[str, str]] | None = None) -> list[str]:
     ClickHouse server's, written over HTTP), makes each value CAST to its type, and a time
     that a DateTime column cannot hold (1970 to 2106, where an insert would clamp it) a
     reject."""
-    selected = ", ".join(TELEMETRY.column_names)
-    fits, too_far = "1", ""
+    selected, sound, unsound = ", ".join(TELEMETRY.column_names), "problem = ''", "problem != ''"
+    reason = "problem"
+    short = [name for name, kind in columns or []
+             if kind.startswith("DateTime") and not kind.startswith("DateTime64")]
     if columns is not None:
         selected = ", ".join(f"CAST(`{name}`, '{kind}') AS `{name}`" for name, kind in columns)
-        short = [name for name, kind in columns
-                 if kind.startswith("DateTime") and not kind.startswith("DateTime64")]
-        if short:
-            # the judged table's columns, not the SELECT's aliases of them (already CAST)
-            fits = " AND ".join(f"{_JUDGED}.`{name}` >= toDateTime64(0, 3, 'UTC') AND "
-                                f"{_JUDGED}.`{name}` < toDateTime64(4294967296, 3, 'UTC')"
-                                for name in short)
-            too_far = f"{' or '.join(short)} is before 1970 or after 2106 (a DateTime)"
+    if short:  # the judged table's columns, not the SELECT's aliases of them (already CAST)
+        sound += "".join(f" AND {_JUDGED}.`{name}` >= toDateTime64(0, 3, 'UTC') AND "
+                         f"{_JUDGED}.`{name}` < toDateTime64(4294967296, 3, 'UTC')"
+                         for name in short)
+        unsound = f"NOT ({sound})"
+        reason = (f"if(problem != '', problem, "
+                  f"'{' or '.join(short)} is before 1970 or after 2106 (a DateTime)')")
     return [
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_rows TO {TELEMETRY.name} AS
-    SELECT {selected} FROM {_JUDGED} WHERE problem = '' AND {fits}""",
+    SELECT {selected} FROM {_JUDGED} WHERE {sound}""",
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTAKE.name}_rejects TO {REJECTS.name} AS
     SELECT now() AS rejected_at, topic, kafka_partition, kafka_offset,
-           concat('not a valid telemetry message: ', if(problem != '', problem, '{too_far}'))
-               AS reason, raw
-    FROM {_JUDGED} WHERE problem != '' OR NOT ({fits})""",
+           concat('not a valid telemetry message: ', {reason}) AS reason, raw
+    FROM {_JUDGED} WHERE {unsound}""",
     ]
 
 
