@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy import process
 from deploy.pipeline import SMARTPORT
-from deploy.services import CLICKHOUSE_PORT, HOST, ClickHouse
+from deploy.services import CLICKHOUSE_HTTP_PORT, CLICKHOUSE_PORT, HOST, ClickHouse
 from deploy.stack import up
 from ingest.records import envelope_value
 from ingest.validation import Accepted, Limits, classify
@@ -30,6 +30,7 @@ from smartport.kafka import consumer_config, high_watermarks, read_range
 from smartport.settings import Settings
 from streams.analytics import rows
 from streams.analytics import sink as sink_module
+from streams.analytics.intake import ServerIntake, insert_query
 from streams.analytics.migrations import ensure_schema
 from streams.analytics.rows import to_row
 from streams.analytics.sink import REJECTED, Sink
@@ -584,6 +585,31 @@ def test_the_chdb_intake_leaves_the_stores_session_as_it_was(tmp_path: Path) -> 
         assert store.query("SELECT getSetting('short_circuit_function_evaluation')")[1] == [
             ("enable",)]
     finally:
+        store.close()
+
+
+def test_the_server_intakes_errors_do_not_show_the_password(stack: Settings) -> None:
+    """ClickHouse quotes the URL it was sent to in its errors, which reach the sink's log and
+    sink_rejects: the intake's credentials go in a header, not in the URL."""
+    database = unique("secret").replace("-", "_")
+    store = open_store(f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}")
+    try:
+        ensure_schema(store, ttl_days=None)
+        columns = {table: [(str(name), str(kind)) for name, kind in store.query(
+            f"SELECT name, type FROM system.columns WHERE database = '{database}' "
+            f"AND table = '{table}'")[1]] for table in (ch.TELEMETRY.name, ch.REJECTS.name)}
+        judge = ServerIntake(f"http://{HOST}:{CLICKHOUSE_HTTP_PORT}/", database, "default",
+                             "s3cret-pw", columns)
+        try:
+            with pytest.raises(RuntimeError) as error:
+                judge.insert(insert_query([{"topic": topics.TELEMETRY, "kafka_partition": 0,
+                                            "kafka_offset": 0, "raw": _GOOD.decode()}]))
+        finally:
+            judge.close()
+        assert "Unauthorized" in str(error.value)
+        assert "s3cret-pw" not in str(error.value)
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {database}")
         store.close()
 
 
