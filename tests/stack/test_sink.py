@@ -595,9 +595,9 @@ def test_the_server_intakes_errors_do_not_show_the_password(stack: Settings) -> 
     store = open_store(f"clickhouse://{HOST}:{CLICKHOUSE_PORT}/{database}")
     try:
         ensure_schema(store, ttl_days=None)
-        columns = {table: [(str(name), str(kind)) for name, kind in store.query(
-            f"SELECT name, type FROM system.columns WHERE database = '{database}' "
-            f"AND table = '{table}'")[1]] for table in (ch.TELEMETRY.name, ch.REJECTS.name)}
+        assert isinstance(store, ServerStore)
+        columns = {table: store.column_types(table)
+                   for table in (ch.TELEMETRY.name, ch.REJECTS.name)}
         judge = ServerIntake(f"http://{HOST}:{CLICKHOUSE_HTTP_PORT}/", database, "default",
                              "s3cret-pw", columns)
         try:
