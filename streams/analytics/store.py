@@ -118,8 +118,13 @@ class ServerStore:
         options = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 9000,
                    "user": parts.username or "default", "password": parts.password or "",
                    "connect_timeout": 5, "send_receive_timeout": 60}
-        http_port = parse_qs(parts.query).get("http_port", [str(DEFAULT_HTTP_PORT)])[-1]
-        if not http_port.isdigit() or not 0 < int(http_port) < 65536:
+        options_given = parse_qs(parts.query, keep_blank_values=True)
+        if unknown := sorted(set(options_given) - {"http_port"}):
+            raise ConfigError(f"{', '.join(unknown)} in the ClickHouse URL {redact_url(url)!r} "
+                              "is no option of ours; the only one is http_port, e.g. "
+                              f"?http_port={DEFAULT_HTTP_PORT}")
+        http_port = options_given.get("http_port", [str(DEFAULT_HTTP_PORT)])[-1]
+        if not (http_port.isascii() and http_port.isdigit()) or not 0 < int(http_port) < 65536:
             raise ConfigError(f"http_port={http_port!r} in the ClickHouse URL "
                               f"{redact_url(url)!r} is not a port number; the server's HTTP "
                               f"interface is usually ?http_port={DEFAULT_HTTP_PORT}")

@@ -484,16 +484,16 @@ def test_a_row_the_store_cannot_encode_is_kept_and_the_others_stored(
 
 def test_a_time_the_server_cannot_hold_is_kept_not_wrapped_round(
         stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The server's DateTime ends in 2106. A reading of 2200, sound to the intake's judge,
-    must not be stored as some other time (an insert clamps it to 2106): it alone goes to
-    sink_rejects with the reason."""
+    """The server's DateTime holds 1970 to 2106. Readings of 2200 and 1969, sound to the
+    intake's judge, must not be stored as some other time (an insert clamps them into the
+    range): they alone go to sink_rejects with the reason."""
     topic, device = unique("far-future"), unique("far-future")
     admin = AdminClient(stack.kafka.client_config())
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
     monkeypatch.setitem(rows.CONVERTERS, topic, rows.CONVERTERS[topics.TELEMETRY])
     _intake_always(monkeypatch)
     producer = Producer(stack.kafka.client_config())
-    for seq, year in enumerate((2026, 2026, 2200, 2026)):
+    for seq, year in enumerate((2026, 2026, 2200, 2026, 1969)):
         producer.produce(topic, encode(GatewayEnvelope.model_validate_json(json.dumps({
             "received_at": "2026-11-24T02:00:01Z", "gateway_id": "test", "mqtt_topic": "t",
             "reading": crane_reading(device_id=device, seq=seq,
@@ -510,11 +510,11 @@ def test_a_time_the_server_cannot_hold_is_kept_not_wrapped_round(
                                 f"'{device}' ORDER BY seq")
         assert [tuple(row) for row in stored] == [(0, 2026), (1, 2026), (3, 2026)]
         _, rejects = store.query(f"SELECT kafka_offset, reason FROM sink_rejects "
-                                 f"WHERE topic = '{topic}'")
-        [(offset, reason)] = rejects
-        assert int(offset) == 2
-        assert reason == ("not a valid telemetry message: ts or received_at is before 1970 "
-                          "or after 2106 (a DateTime)"), reason
+                                 f"WHERE topic = '{topic}' ORDER BY kafka_offset")
+        assert [int(offset) for offset, _ in rejects] == [2, 4]
+        for _, reason in rejects:
+            assert reason == ("not a valid telemetry message: ts or received_at is before "
+                              "1970 or after 2106 (a DateTime)"), reason
     finally:
         store.execute(f"DROP DATABASE IF EXISTS {database}")
         store.close()

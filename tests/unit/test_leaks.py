@@ -11,7 +11,7 @@ from anchoring.errors import LedgerError
 from anchoring.ledgers.evm import EvmLedger
 from deploy.cli import MAX_RECEIPT_BYTES, main
 from ingest import declarations
-from smartport.errors import InputRejected, StackError
+from smartport.errors import ConfigError, InputRejected, StackError
 from smartport.redaction import redact_url
 from smartport.settings import Settings
 from streams.analytics.store import open_store
@@ -33,6 +33,20 @@ def test_an_unreachable_clickhouse_does_not_print_its_password() -> None:
         open_store("clickhouse://analyst:s3cret-pw@127.0.0.1:1/port")
     assert "s3cret-pw" not in str(error.value)
     assert "analyst:***@127.0.0.1:1" in str(error.value)
+
+
+@pytest.mark.parametrize("port", ["x", "", "0", "65536", "-1", "8123abc", "%2D1",
+                                  "\uff18\uff11\uff12\uff13"])  # full-width 8123
+def test_a_clickhouse_http_port_that_is_no_port_is_refused_by_name(port: str) -> None:
+    """Refused before any connection, with the password hidden."""
+    with pytest.raises(ConfigError, match="is not a port number") as error:
+        open_store(f"clickhouse://analyst:s3cret-pw@127.0.0.1:1/port?http_port={port}")
+    assert "s3cret-pw" not in str(error.value)
+
+
+def test_an_option_of_the_clickhouse_url_that_is_none_of_ours_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"htp_port in the ClickHouse URL .* is no option"):
+        open_store("clickhouse://127.0.0.1:1/port?htp_port=8123")
 
 
 def test_an_unreachable_evm_node_does_not_print_its_api_key(tmp_path: Path) -> None:
