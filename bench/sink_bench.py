@@ -64,6 +64,7 @@ class TimedSink(Sink):
                  source_topics: tuple[str, ...]) -> None:
         super().__init__(settings, store, group, source_topics, on_stored=self._stored)
         self.inserts: list[tuple[float, int]] = []
+        self._inserts_lock = threading.Lock()  # a store may insert from several threads
 
     @property
     def last_insert(self) -> float:
@@ -75,8 +76,9 @@ class TimedSink(Sink):
         super()._add(message)
 
     def _stored(self, rows: int) -> None:  # the inserter thread: when a batch is stored
-        before = self.inserts[-1][1] if self.inserts else 0
-        self.inserts.append((time.perf_counter(), before + rows))
+        with self._inserts_lock:
+            before = self.inserts[-1][1] if self.inserts else 0
+            self.inserts.append((time.perf_counter(), before + rows))
 
 
 def envelopes(count: int) -> list[bytes]:

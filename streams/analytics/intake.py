@@ -13,6 +13,7 @@ clickhouse-driver encoding (16-18 µs a row, under the GIL).
 from __future__ import annotations
 
 import base64
+import threading
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -69,38 +70,68 @@ Columns = list[tuple[str, str]]  # (name, type) as the server declares them
 
 
 class ServerIntake:
-    """The intake in an in-memory chDB session, its views writing to a ClickHouse server's
-    ``telemetry`` and ``sink_rejects`` (``columns``: each table's, as the server has them)."""
+    """The intake in an in-memory chDB engine, its views writing to a ClickHouse server's
+    ``telemetry`` and ``sink_rejects`` (``columns``: each table's, as the server has them).
+
+    Inserts may come from several threads at once, each through a session of its own (the
+    sessions share the engine's tables): one insert's records are judged while the server
+    stores the rows of another, which a single session would do one after the other (10,000
+    records an insert, two sessions: 109-121k rows/s judged and stored against 72-98k)."""
 
     def __init__(self, http_url: str, database: str, user: str, password: str,
                  columns: dict[str, Columns]) -> None:
-        import chdb
-
-        self._connection = chdb.connect(":memory:")
-        crashes_end_the_process()  # chDB's engine start installed ClickHouse's handlers
+        self._idle = [self._session()]
+        self._lock = threading.Lock()
+        self._closed = False
         # Basic authentication, not the URL's user and password: ClickHouse's errors quote
         # the URL, and they reach the logs and sink_rejects.
         authorization = base64.b64encode(f"{user}:{password}".encode()).decode()
+        statements = []
         for table in (ch.TELEMETRY, ch.REJECTS):
             names = ", ".join(f"`{name}`" for name, _ in columns[table.name])
             target = http_url + "?" + urlencode({
                 "database": database,
                 "query": f"INSERT INTO {table.name} ({names}) FORMAT RowBinary"}, quote_via=quote)
             declared = ", ".join(f"`{name}` {kind}" for name, kind in columns[table.name])
-            self._connection.query(
+            statements.append(
                 f"CREATE TABLE {table.name} ({declared}) ENGINE = URL({_quoted(target)}, "
                 f"'RowBinary', headers('Authorization' = 'Basic {authorization}'))")
-        for statement in [*ch.INTAKE_JUDGE_DDL, *ch.intake_views(columns[ch.TELEMETRY.name])]:
-            self._connection.query(statement)
-        # The session does nothing but judge: eager_views's setting once, not per insert.
-        self._connection.query("SET short_circuit_function_evaluation = 'disable'")
+        for statement in [*statements, *ch.INTAKE_JUDGE_DDL,
+                          *ch.intake_views(columns[ch.TELEMETRY.name])]:
+            self._idle[0].query(statement)
+
+    @staticmethod
+    def _session() -> Any:
+        import chdb
+
+        session = chdb.connect(":memory:")
+        crashes_end_the_process()  # chDB's engine start installed ClickHouse's handlers
+        # A session does nothing but judge: eager_views's setting once, not per insert.
+        session.query("SET short_circuit_function_evaluation = 'disable'")
+        return session
 
     def insert(self, query: str) -> int:
         """Run ``insert_query``'s text; the rows written (the record, judged, then sent)."""
-        return int(self._connection.query(query).rows_written())
+        with self._lock:
+            session = self._idle.pop() if self._idle else None
+        if session is None:  # every session is busy: another thread inserts
+            session = self._session()
+        try:
+            return int(session.query(query).rows_written())
+        finally:
+            with self._lock:
+                if self._closed:
+                    session.close()
+                else:
+                    self._idle.append(session)
 
     def close(self) -> None:
-        self._connection.close()
+        """Close the sessions; one still inserting closes when done. The engine, its tables
+        with it, ends with the last session."""
+        with self._lock:
+            self._closed = True
+            while self._idle:
+                self._idle.pop().close()
 
 
 def _quoted(text: str) -> str:

@@ -1,10 +1,11 @@
 """`smartport sink`: Kafka → ClickHouse in batched inserts, offsets committed after the insert.
 
 A consumer group over telemetry, alerts, declarations, anchors and the DLQ. Rows are buffered
-per table and inserted every ``batches.sink_rows`` rows or ``batches.sink_seconds``, by an
-inserter thread while the next batch is read; only when every table accepted a batch's rows
-are its offsets committed, in order, so a crash never loses a row and a redelivery only adds
-duplicates that ReplacingMergeTree collapses. While ClickHouse is
+per table and inserted every ``batches.sink_rows`` rows or ``batches.sink_seconds``, by
+inserter threads (``Store.inserts_in_flight`` batches at once) while the next batch is read;
+only when every table accepted a batch's rows are its offsets committed, in the order read,
+so a crash never loses a row and a redelivery only adds duplicates that ReplacingMergeTree
+collapses. While ClickHouse is
 unreachable the sink retries with backoff and keeps its offsets. Rows ClickHouse refuses (a
 value it cannot store, a batch spanning too many partitions) are split off until each refused
 row is alone, and that row goes to ``sink_rejects`` with ClickHouse's reason: one row never
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -96,8 +97,9 @@ class Sink:
         self._offsets: dict[tuple[str, int], int] = {}
         self._buffered = 0
         self._first_buffered = 0.0
-        self._inserter = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
-        self._in_flight: tuple[Future[bool], _Batch] | None = None
+        self._inserter = ThreadPoolExecutor(store.inserts_in_flight,
+                                            thread_name_prefix="sink-insert")
+        self._in_flight: deque[tuple[Future[bool], _Batch]] = deque()
         self._stop = threading.Event()
         self.readiness = Readiness(READY_GAUGE, "sink", settings.kafka.join_timeout_s,
                                    conditions=("store",), stall_s=STALL_S)
@@ -156,12 +158,13 @@ class Sink:
         intake.clear()
 
     def _flush(self, wait: bool = False) -> None:
-        """Make the buffered rows a batch and hand it to the inserter thread once the batch
-        before it is stored and committed; with ``wait``, until this one is too. The batch's
-        inserts are encoded here, under the GIL, while the inserter sends the one before
-        (chDB and the network release the GIL): on chDB, 68-71k rows/s one batch after the
-        other, 87-88k overlapped (bench/sink_bench.py, 10,000 rows per insert). So at most
-        two batches are held."""
+        """Make the buffered rows a batch and hand it to an inserter thread once fewer than
+        ``Store.inserts_in_flight`` batches are in flight (the oldest stored and committed
+        first); with ``wait``, until every batch is. The batch's inserts are encoded here,
+        under the GIL, while the inserters send the ones before (chDB and the network release
+        the GIL): on chDB, 68-71k rows/s one batch after the other, 87-88k overlapped
+        (bench/sink_bench.py, 10,000 rows per insert). So at most one batch more than those
+        in flight is held."""
         if self._buffered:
             self._convert_small_intake()
             by_table = {table: items for table, items in self._buffer.items() if items}
@@ -169,9 +172,10 @@ class Sink:
                 table: send for table, items in by_table.items()
                 if (send := self._prepare(table, items)) is not None})
             self._buffer, self._offsets, self._buffered = defaultdict(list), {}, 0
-            self._settle()
-            self._in_flight = (self._inserter.submit(self._store_batch, batch), batch)
-        if wait:
+            while len(self._in_flight) >= self._store.inserts_in_flight:
+                self._settle()
+            self._in_flight.append((self._inserter.submit(self._store_batch, batch), batch))
+        while wait and self._in_flight:
             self._settle()
 
     def _prepare(self, table: ch.Table, items: list[_Buffered]) -> PreparedInsert | None:
@@ -181,13 +185,15 @@ class Sink:
             return None    # again, where a refused row goes to sink_rejects
 
     def _settle(self) -> None:
-        """Wait for the batch in flight; once stored, commit its offsets."""
-        if self._in_flight is None:
+        """Wait for the oldest batch in flight; once stored, commit its offsets. Batches are
+        committed in the order they were read, whichever insert ended first: a later batch's
+        offsets would commit an earlier one's records too."""
+        future, batch = self._in_flight.popleft()
+        if not future.result():  # shutting down: its records are redelivered next time,
+            for later, _ in self._in_flight:  # and so are those of the batches after it
+                later.result()
+            self._in_flight.clear()
             return
-        future, batch = self._in_flight
-        self._in_flight = None
-        if not future.result():
-            return  # shutting down: its records are redelivered next time
         self._consumer.commit(batch.offsets)
         self.inserted += batch.rows
         log.info("inserted", extra={"rows": batch.rows, "total": self.inserted})
@@ -318,16 +324,16 @@ class Sink:
                     if self._buffered and (self._buffered >= self._max_rows or time.monotonic()
                                            - self._first_buffered >= self._max_seconds):
                         self._flush()
-                    elif self._in_flight is not None and self._in_flight[0].done():
+                    while self._in_flight and self._in_flight[0][0].done():
                         self._settle()  # commit as soon as it is stored
                     self.readiness.check()
                     if idle_exit_s is not None and not self._buffered and (
-                            self._in_flight is None) and (
+                            not self._in_flight) and (
                             time.monotonic() - last_message > idle_exit_s):
                         break
                 self._flush(wait=True)
         finally:
-            if self._in_flight is not None:  # left by an error: stop its retries
+            if self._in_flight:  # left by an error: stop their retries
                 self._stop.set()
             self._inserter.shutdown()
             self._consumer.close()

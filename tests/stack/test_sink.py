@@ -862,3 +862,129 @@ def test_the_next_batch_is_read_while_one_is_inserted_and_committed_only_once_st
         assert tuple(stored[0]) == (200, 200)
     finally:
         store.close()
+
+
+class _FirstInsertHeld:
+    """Wraps a store's ``prepare``: a send of the first batch's rows (offsets below 100) waits
+    for ``release`` or, with ``unreachable``, fails as an unreachable store does until then;
+    the others go through. Two batches may be in flight."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch,
+                 unreachable: bool = False) -> None:
+        self.sending, self.release = threading.Event(), threading.Event()
+        self._unreachable = unreachable
+        self._prepare = store.prepare
+        monkeypatch.setattr(store, "prepare", self.prepare)
+        monkeypatch.setattr(store, "inserts_in_flight", 2)
+
+    def prepare(self, table: ch.Table, batch: Any) -> Callable[[], int | None]:
+        send = self._prepare(table, batch)
+        if batch[0]["kafka_offset"] >= 100:
+            return send
+
+        def held_send() -> int | None:
+            self.sending.set()
+            if self._unreachable and not self.release.is_set():
+                raise ConnectionRefusedError("ClickHouse is unreachable (held by the test)")
+            self.release.wait(60)
+            return send()
+
+        return held_send
+
+
+class _OverlapTopic:
+    """A one-partition topic the sink reads as telemetry.v1, and one device's readings on it."""
+
+    def __init__(self, stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.name, self.device = unique("overlap"), unique("overlap")
+        self._admin = AdminClient(stack.kafka.client_config())
+        self._admin.create_topics([NewTopic(self.name, 1, 1)])[self.name].result()
+        monkeypatch.setitem(rows.CONVERTERS, self.name, rows.CONVERTERS[topics.TELEMETRY])
+        self._producer = Producer(stack.kafka.client_config())
+
+    def produce(self, seqs: range) -> None:
+        for seq in seqs:
+            self._producer.produce(self.name, _gateway_envelope(
+                crane_reading(device_id=self.device, seq=seq)))
+        assert self._producer.flush(30) == 0
+
+    def stored(self, store: Store) -> int:
+        """How many of the device's readings ``store`` holds (each seq once)."""
+        _, found = store.query(
+            f"SELECT uniqExact(seq) FROM telemetry WHERE device_id = '{self.device}'")
+        return int(found[0][0])
+
+    def delete(self) -> None:
+        self._admin.delete_topics([self.name])[self.name].result()
+
+
+def _running_sink(stack: Settings, store: Store, topic: str, group: str
+                  ) -> tuple[Sink, threading.Event, threading.Thread]:
+    sink = Sink(stack.model_copy(update={"batches": stack.batches.model_copy(
+        update={"sink_rows": 100})}), store, group=group, source_topics=(topic,))
+    stop = threading.Event()
+    runner = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    runner.start()
+    return sink, stop, runner
+
+
+def test_a_batch_stored_before_the_one_read_before_it_waits_for_it_to_be_committed(
+        stack: Settings, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two batches in flight the second can be stored first; committing its offsets
+    then would commit the first batch's records too, before ClickHouse has them."""
+    topic, group = _OverlapTopic(stack, monkeypatch), unique("sink")
+    topic.produce(range(100))
+    store = open_store(store_url)
+    ensure_schema(store, ttl_days=None)
+    held = _FirstInsertHeld(store, monkeypatch)
+    sink, stop, runner = _running_sink(stack, store, topic.name, group)
+    try:
+        wait_for(held.sending.is_set, 60, "the first insert")
+        topic.produce(range(100, 200))
+        wait_for(lambda: topic.stored(store) == 100, 60, "the second batch stored first")
+        time.sleep(1)  # the sink's loop comes round: nothing to commit yet
+        assert _committed(stack, group, topic.name) < 0, "committed the first batch unstored"
+        assert sink.inserted == 0
+        held.release.set()
+        wait_for(lambda: _committed(stack, group, topic.name) == 200, 60,
+                 "both batches stored and committed")
+        assert topic.stored(store) == 200
+        assert sink.inserted == 200
+    finally:
+        held.release.set()
+        stop.set()
+        runner.join(60)
+        store.close()
+        topic.delete()
+
+
+def test_stopping_while_a_batch_is_retried_commits_none_of_the_batches_after_it(
+        stack: Settings, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first batch cannot be stored (its inserts fail as an unreachable server's do)
+    while the second is; the sink stops: neither is committed, and the next sink stores the
+    first batch's records."""
+    topic, group = _OverlapTopic(stack, monkeypatch), unique("sink")
+    topic.produce(range(100))
+    store = open_store(store_url)
+    ensure_schema(store, ttl_days=None)
+    held = _FirstInsertHeld(store, monkeypatch, unreachable=True)
+    sink, stop, runner = _running_sink(stack, store, topic.name, group)
+    try:
+        wait_for(held.sending.is_set, 60, "the first insert")
+        topic.produce(range(100, 200))
+        wait_for(lambda: topic.stored(store) == 100, 60, "the second batch stored")
+    finally:
+        stop.set()
+        runner.join(60)
+    try:
+        assert not runner.is_alive()
+        assert _committed(stack, group, topic.name) < 0, "committed past an unstored batch"
+        assert sink.inserted == 0
+        monkeypatch.undo()  # the store as it is, and the topic still read as telemetry
+        monkeypatch.setitem(rows.CONVERTERS, topic.name, rows.CONVERTERS[topics.TELEMETRY])
+        Sink(stack, store, group=group, source_topics=(topic.name,)).run(idle_exit_s=5)
+        assert _committed(stack, group, topic.name) == 200
+        assert topic.stored(store) == 200
+    finally:
+        store.close()
+        topic.delete()
