@@ -242,8 +242,8 @@ def create_table(table: Table, dialect: Dialect, ttl_days: int | None) -> str:
 # times (valid JSON?, the envelope's keys and fields, the reading's fields and raw values:
 # types are judged on those, since JSONExtract turns 1.5 into 1 and true into 1). Each
 # expression is named once in a subquery: ClickHouse evaluates an alias at every use. multiIf
-# still evaluated them once per branch under short-circuit evaluation, which the chDB store
-# turns off for the intake's inserts (ChdbStore._eager_views).
+# still evaluated them once per branch under short-circuit evaluation, which the sessions that
+# run the intake's inserts turn off (streams.analytics.intake.JudgingSessions).
 _READING_TYPE = ("Tuple(ts Nullable(String), device_id Nullable(String), boot Nullable(UInt32), "
                  "seq Nullable(UInt64), kind Nullable(String), port Nullable(String), "
                  + ", ".join(f"{name} Nullable(String)" for name in _READING_STRINGS)

@@ -15,8 +15,7 @@ from __future__ import annotations
 import base64
 import threading
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -44,22 +43,6 @@ def _tsv_string(text: str) -> str:
             .replace("\r", "\\r").replace("\0", "\\0"))
 
 
-@contextmanager
-def eager_views(connection: Any) -> Iterator[None]:
-    """Short-circuit evaluation off while the intake's views judge an insert. With it on,
-    multiIf evaluates each branch apart, and every branch parsed the record again (the
-    reading's tuple once per field checked): 13 µs of judging a record against 5 in
-    isolation; in bench/sink_bench.py at 5,000 rows/s, 31-34 CPU-µs per intake row against
-    35-39. None of the views' functions throws, so evaluating every branch changes no
-    result. Set around the insert alone: an INSERT's SETTINGS clause does not reach the
-    views, and the session's other queries keep ClickHouse's default."""
-    connection.query("SET short_circuit_function_evaluation = 'disable'")
-    try:
-        yield
-    finally:
-        connection.query("SET short_circuit_function_evaluation = 'enable'")
-
-
 def is_network_error(error: Exception) -> bool:
     """Whether a chDB error is the network failing (the server unreachable, restarting)."""
     return isinstance(error, RuntimeError) and any(
@@ -69,20 +52,66 @@ def is_network_error(error: Exception) -> bool:
 Columns = list[tuple[str, str]]  # (name, type) as the server declares them
 
 
-class ServerIntake:
-    """The intake in an in-memory chDB engine, its views writing to a ClickHouse server's
-    ``telemetry`` and ``sink_rejects`` (``columns``: each table's, as the server has them).
+class JudgingSessions:
+    """chDB sessions of one engine (``path``; ``:memory:`` too) that run intake inserts, each
+    insert through a session of its own, so that inserts from several threads run side by
+    side (the sessions share the engine's tables; chDB releases the GIL). In front of a
+    server, 10,000 records an insert: one session judged and sent 72-98k rows/s, two
+    109-121k; on chDB, 20,000 records an insert: 131k against 216-221k.
 
-    Inserts may come from several threads at once, each through a session of its own (the
-    sessions share the engine's tables): one insert's records are judged while the server
-    stores the rows of another, which a single session would do one after the other (10,000
-    records an insert, two sessions: 109-121k rows/s judged and stored against 72-98k)."""
+    A session does nothing but judge, with short-circuit evaluation off: with it on, multiIf
+    evaluates each branch apart, and every branch parsed the record again (the reading's tuple
+    once per field checked): 13 µs of judging a record against 5 in isolation; in
+    bench/sink_bench.py at 5,000 rows/s, 31-34 CPU-µs per intake row against 35-39. None of
+    the views' functions throws, so evaluating every branch changes no result (an INSERT's
+    SETTINGS clause does not reach the views)."""
 
-    def __init__(self, http_url: str, database: str, user: str, password: str,
-                 columns: dict[str, Columns]) -> None:
+    def __init__(self, path: str) -> None:
+        self._path = path
         self._idle = [self._session()]
         self._lock = threading.Lock()
         self._closed = False
+
+    def _session(self) -> Any:
+        import chdb
+
+        session = chdb.connect(self._path)
+        crashes_end_the_process()  # chDB's engine start installed ClickHouse's handlers
+        session.query("SET short_circuit_function_evaluation = 'disable'")
+        return session
+
+    def run(self, query: str) -> int:
+        """Run ``query`` (``insert_query``'s text, or DDL); the rows it wrote (each intake
+        record three times: the record, judged, then stored)."""
+        with self._lock:
+            session = self._idle.pop() if self._idle else None
+        if session is None:  # every session is busy: another thread inserts
+            session = self._session()
+        try:
+            return int(session.query(query).rows_written())
+        finally:
+            with self._lock:
+                if self._closed:
+                    session.close()
+                else:
+                    self._idle.append(session)
+
+    def close(self) -> None:
+        """Close the sessions; one still inserting closes when done."""
+        with self._lock:
+            self._closed = True
+            while self._idle:
+                self._idle.pop().close()
+
+
+class ServerIntake(JudgingSessions):
+    """The intake in an in-memory chDB engine, its views writing to a ClickHouse server's
+    ``telemetry`` and ``sink_rejects`` (``columns``: each table's, as the server has them).
+    The engine, its tables with it, ends with its last session."""
+
+    def __init__(self, http_url: str, database: str, user: str, password: str,
+                 columns: dict[str, Columns]) -> None:
+        super().__init__(":memory:")
         # Basic authentication, not the URL's user and password: ClickHouse's errors quote
         # the URL, and they reach the logs and sink_rejects.
         authorization = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -98,40 +127,7 @@ class ServerIntake:
                 f"'RowBinary', headers('Authorization' = 'Basic {authorization}'))")
         for statement in [*statements, *ch.INTAKE_JUDGE_DDL,
                           *ch.intake_views(columns[ch.TELEMETRY.name])]:
-            self._idle[0].query(statement)
-
-    @staticmethod
-    def _session() -> Any:
-        import chdb
-
-        session = chdb.connect(":memory:")
-        crashes_end_the_process()  # chDB's engine start installed ClickHouse's handlers
-        # A session does nothing but judge: eager_views's setting once, not per insert.
-        session.query("SET short_circuit_function_evaluation = 'disable'")
-        return session
-
-    def insert(self, query: str) -> int:
-        """Run ``insert_query``'s text; the rows written (the record, judged, then sent)."""
-        with self._lock:
-            session = self._idle.pop() if self._idle else None
-        if session is None:  # every session is busy: another thread inserts
-            session = self._session()
-        try:
-            return int(session.query(query).rows_written())
-        finally:
-            with self._lock:
-                if self._closed:
-                    session.close()
-                else:
-                    self._idle.append(session)
-
-    def close(self) -> None:
-        """Close the sessions; one still inserting closes when done. The engine, its tables
-        with it, ends with the last session."""
-        with self._lock:
-            self._closed = True
-            while self._idle:
-                self._idle.pop().close()
+            self.run(statement)
 
 
 def _quoted(text: str) -> str:

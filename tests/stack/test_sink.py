@@ -577,7 +577,7 @@ def test_the_intake_stores_each_reading_as_the_sink_would(store_url: str) -> Non
 
 
 def test_the_chdb_intake_leaves_the_stores_session_as_it_was(tmp_path: Path) -> None:
-    """The views judged with short-circuit evaluation off, for the insert alone."""
+    """The views judge with short-circuit evaluation off, in sessions of their own."""
     store = open_store(f"chdb://{tmp_path / 'chdb'}")
     try:
         ensure_schema(store, ttl_days=None)
@@ -602,7 +602,7 @@ def test_the_server_intakes_errors_do_not_show_the_password(stack: Settings) -> 
                              "s3cret-pw", columns)
         try:
             with pytest.raises(RuntimeError) as error:
-                judge.insert(insert_query([{"topic": topics.TELEMETRY, "kafka_partition": 0,
+                judge.run(insert_query([{"topic": topics.TELEMETRY, "kafka_partition": 0,
                                             "kafka_offset": 0, "raw": _GOOD.decode()}]))
         finally:
             judge.close()
