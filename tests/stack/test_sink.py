@@ -781,6 +781,42 @@ def test_an_intake_without_its_views_loses_nothing(
     assert rejected == 1
 
 
+class _OverlapTopic:
+    """A one-partition topic the sink reads as telemetry.v1, and one device's readings on it."""
+
+    def __init__(self, stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.name, self.device = unique("overlap"), unique("overlap")
+        self._admin = AdminClient(stack.kafka.client_config())
+        self._admin.create_topics([NewTopic(self.name, 1, 1)])[self.name].result()
+        monkeypatch.setitem(rows.CONVERTERS, self.name, rows.CONVERTERS[topics.TELEMETRY])
+        self._producer = Producer(stack.kafka.client_config())
+
+    def produce(self, seqs: range) -> None:
+        for seq in seqs:
+            self._producer.produce(self.name, _gateway_envelope(
+                crane_reading(device_id=self.device, seq=seq)))
+        assert self._producer.flush(30) == 0
+
+    def stored(self, store: Store) -> int:
+        """How many of the device's readings ``store`` holds (each seq once)."""
+        _, found = store.query(
+            f"SELECT uniqExact(seq) FROM telemetry WHERE device_id = '{self.device}'")
+        return int(found[0][0])
+
+    def delete(self) -> None:
+        self._admin.delete_topics([self.name])[self.name].result()
+
+
+def _running_sink(stack: Settings, store: Store, topic: str, group: str
+                  ) -> tuple[Sink, threading.Event, threading.Thread]:
+    sink = Sink(stack.model_copy(update={"batches": stack.batches.model_copy(
+        update={"sink_rows": 100})}), store, group=group, source_topics=(topic,))
+    stop = threading.Event()
+    runner = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    runner.start()
+    return sink, stop, runner
+
+
 class _HeldInserts:
     """Wraps a store's ``prepare``: notes each batch's size, and holds every send until
     ``release`` is set."""
@@ -818,47 +854,33 @@ def test_the_next_batch_is_read_while_one_is_inserted_and_committed_only_once_st
     insert (which runs without the GIL) and the Python work never overlapped. Now an inserter
     thread sends a batch while the next is read and encoded; a batch's offsets are still
     committed only once ClickHouse took it, and in order."""
-    topic, group, device = unique("overlap"), unique("sink"), unique("overlap")
-    admin = AdminClient(stack.kafka.client_config())
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
-    monkeypatch.setitem(rows.CONVERTERS, topic, rows.CONVERTERS[topics.TELEMETRY])
-    producer = Producer(stack.kafka.client_config())
-
-    def produce(seqs: range) -> None:
-        for seq in seqs:
-            producer.produce(topic, _gateway_envelope(crane_reading(device_id=device, seq=seq)))
-        assert producer.flush(30) == 0
-
-    produce(range(100))
+    topic, group = _OverlapTopic(stack, monkeypatch), unique("sink")
+    topic.produce(range(100))
     store = open_store(f"chdb://{tmp_path / 'chdb'}")
     ensure_schema(store, ttl_days=None)
     held = _HeldInserts(store, monkeypatch)
-    sink = Sink(stack.model_copy(update={"batches": stack.batches.model_copy(
-        update={"sink_rows": 100})}), store, group=group, source_topics=(topic,))
-    stop = threading.Event()
-    runner = threading.Thread(target=sink.run, kwargs={"stop": stop})
-    runner.start()
+    sink, stop, runner = _running_sink(stack, store, topic.name, group)
     try:
         wait_for(held.sending.is_set, 60, "the first insert")
-        produce(range(100, 200))
+        topic.produce(range(100, 200))
         wait_for(lambda: len(held.prepared) >= 2, 60,
                  "the next batch read during the first insert")
         time.sleep(1)  # the sink's loop comes round: nothing to commit yet
-        assert _committed(stack, group, topic) < 0, "committed before ClickHouse took the rows"
+        assert _committed(stack, group, topic.name) < 0, "committed before ClickHouse took the rows"
         assert sink.inserted == 0
         held.release.set()
-        wait_for(lambda: _committed(stack, group, topic) == 200, 60,
+        wait_for(lambda: _committed(stack, group, topic.name) == 200, 60,
                  "both batches stored and committed")
     finally:
         held.release.set()
         stop.set()
         runner.join(60)
-        admin.delete_topics([topic])[topic].result()
+        topic.delete()
     try:
         assert held.prepared == [100, 100]
         assert sink.inserted == 200
         _, stored = store.query(f"SELECT count(), uniqExact(seq) FROM telemetry "
-                                f"WHERE device_id = '{device}'")
+                                f"WHERE device_id = '{topic.device}'")
         assert tuple(stored[0]) == (200, 200)
     finally:
         store.close()
@@ -890,42 +912,6 @@ class _FirstInsertHeld:
             return send()
 
         return held_send
-
-
-class _OverlapTopic:
-    """A one-partition topic the sink reads as telemetry.v1, and one device's readings on it."""
-
-    def __init__(self, stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.name, self.device = unique("overlap"), unique("overlap")
-        self._admin = AdminClient(stack.kafka.client_config())
-        self._admin.create_topics([NewTopic(self.name, 1, 1)])[self.name].result()
-        monkeypatch.setitem(rows.CONVERTERS, self.name, rows.CONVERTERS[topics.TELEMETRY])
-        self._producer = Producer(stack.kafka.client_config())
-
-    def produce(self, seqs: range) -> None:
-        for seq in seqs:
-            self._producer.produce(self.name, _gateway_envelope(
-                crane_reading(device_id=self.device, seq=seq)))
-        assert self._producer.flush(30) == 0
-
-    def stored(self, store: Store) -> int:
-        """How many of the device's readings ``store`` holds (each seq once)."""
-        _, found = store.query(
-            f"SELECT uniqExact(seq) FROM telemetry WHERE device_id = '{self.device}'")
-        return int(found[0][0])
-
-    def delete(self) -> None:
-        self._admin.delete_topics([self.name])[self.name].result()
-
-
-def _running_sink(stack: Settings, store: Store, topic: str, group: str
-                  ) -> tuple[Sink, threading.Event, threading.Thread]:
-    sink = Sink(stack.model_copy(update={"batches": stack.batches.model_copy(
-        update={"sink_rows": 100})}), store, group=group, source_topics=(topic,))
-    stop = threading.Event()
-    runner = threading.Thread(target=sink.run, kwargs={"stop": stop})
-    runner.start()
-    return sink, stop, runner
 
 
 def test_a_batch_stored_before_the_one_read_before_it_waits_for_it_to_be_committed(
