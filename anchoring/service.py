@@ -210,8 +210,11 @@ class Anchorer:
             offsets[key] = max(offsets.get(key, 0), record.manifest.last_offset + 1)
         self._consumer.commit(offsets)
         # Only now are the batches done; a failure above retries them (and finds them on the
-        # ledger if it was Kafka that failed).
-        self._closed = [c for c in self._closed if c not in closed]
+        # ledger if it was Kafka that failed). A republish is done with the ledger's batches
+        # only (``_resync`` dropped their partitions' closed ones, to be read again): batches
+        # of other partitions that closed during the retries wait for the next entry.
+        if known is None:
+            self._closed = [c for c in self._closed if c not in closed]
         self._reading_backlog = len(records) == MAX_BATCHES_PER_ENTRY
         self.anchored_batches += len(records)
         log.info("anchored", extra={"batches": len(records), "ledger": records[0].ledger.entry,
