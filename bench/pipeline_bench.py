@@ -327,14 +327,21 @@ def _bottleneck(settings: Settings, result: LoadResult, rate: float) -> str:
     return f"none behind; busiest: {busiest} {cpu:.0f} %"
 
 
-def _usage(pipeline: Pipeline, settings: Settings) -> dict[str, ProcessUsage]:
-    found = {p.name: p.process.pid for p in pipeline.processes if p.process is not None}
+def broker_usage(settings: Settings) -> dict[str, ProcessUsage]:
+    """Meters of the local stack's Kafka and Mosquitto (those running)."""
+    found = {}
     for name, pid_path in (("kafka", Kafka(settings.state_dir, 1).pid_path),
                            ("mosquitto", Mosquitto(settings.state_dir).pid_path)):
         pid = read_pid(pid_path)
         if pid is not None:
-            found[name] = pid
-    return {name: ProcessUsage(pid) for name, pid in found.items()}
+            found[name] = ProcessUsage(pid)
+    return found
+
+
+def _usage(pipeline: Pipeline, settings: Settings) -> dict[str, ProcessUsage]:
+    found = {p.name: ProcessUsage(p.process.pid)
+             for p in pipeline.processes if p.process is not None}
+    return {**found, **broker_usage(settings)}
 
 
 def _quantiles(values: Sequence[float]) -> tuple[float | None, float | None]:

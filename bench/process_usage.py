@@ -4,7 +4,7 @@ purpose, so that a bench's publisher processes do not import the pipeline bench)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -65,3 +65,36 @@ class ProcessUsage:
         self.involuntary_switches = max(0, involuntary - self.started_switches[1])
         peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
         self.peak_rss_mb = int(peak.split()[1]) / 1024
+
+
+@dataclass
+class MachineUsage:
+    """CPU of every process on the machine over a window (the brokers, the bench itself,
+    whatever else runs), to tell what a stage leaves the others. Summed per process: the
+    machine-wide ticks of /proc/stat are sampled at the timer tick and read a third of the
+    truth here for processes that wake on timers of their own (the benches' publishers)."""
+
+    started: dict[int, int] = field(default_factory=dict)
+    latest: dict[int, int] = field(default_factory=dict)  # a process that ended: as last read
+
+    @staticmethod
+    def _ticks() -> dict[int, int]:
+        ticks = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue  # the process ended
+                ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+        return ticks
+
+    def start(self) -> None:
+        self.started = self._ticks()
+        self.latest = dict(self.started)
+
+    def used_s(self) -> float:
+        """CPU seconds since ``start`` (a process started meanwhile counts whole, one that
+        ended as it was last read: read often)."""
+        self.latest.update(self._ticks())
+        return sum(t - self.started.get(pid, 0) for pid, t in self.latest.items()) / CLOCK_TICKS
