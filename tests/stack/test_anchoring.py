@@ -365,10 +365,10 @@ def test_a_producer_that_delivers_nothing_is_replaced_and_the_batch_published_on
     good: the anchorer's every retry would wait on it again, its batches on the ledger and
     never on anchors.v1. Here the first producer talks to a port nothing listens on.
 
-    With batches of 200 records, partition 0's closes at its last record and goes into the
-    first entry alone; partition 1's (100 records) closes by time during the retries. The
-    republish of the first entry once dropped it with partition 0's (a CI run of the first
-    case caught it, when its two partitions' records came in consume rounds apart)."""
+    In "partition 0 alone", batches are of 200 records: partition 0's closes at its last
+    record and goes into the first entry alone; partition 1's (100 records) closes by time
+    during the retries. The republish of the first entry once dropped it with partition 0's
+    (a CI run of "both partitions" caught it, its partitions' records read rounds apart)."""
     batch = {} if first_entry == "both partitions" else {"anchor_records": 200}
     settings = _settings(stack, f"file://{tmp_path / 'ledger'}", **batch)
     settings = settings.model_copy(update={
