@@ -306,10 +306,12 @@ class ChdbStore:
         return send
 
     def _judging_sessions(self) -> intake.JudgingSessions:
-        with self._lock:
-            if self._judging is None:
-                self._judging = intake.JudgingSessions(str(self._path))
-            return self._judging
+        # The lock only to open them: an analyst's query holding it must not stall inserts.
+        if self._judging is None:
+            with self._lock:
+                if self._judging is None:
+                    self._judging = intake.JudgingSessions(str(self._path))
+        return self._judging
 
     def has_intake(self) -> bool:
         _, found = self.query("SELECT count() FROM system.tables WHERE database = "

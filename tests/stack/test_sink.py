@@ -588,6 +588,34 @@ def test_the_chdb_intake_leaves_the_stores_session_as_it_was(tmp_path: Path) -> 
         store.close()
 
 
+def test_an_analysts_long_query_does_not_hold_up_the_chdb_intakes_inserts(
+    tmp_path: Path
+) -> None:
+    """The store's lock keeps its own sessions to one query at a time (an analyst's through
+    the query port among them); the intake's inserts have sessions of their own and pass."""
+    store = open_store(f"chdb://{tmp_path / 'chdb'}")
+    assert isinstance(store, ChdbStore)
+    values = [_gateway_envelope(reading) for reading in INTAKE_READINGS]
+    finished: list[str] = []
+    try:
+        ensure_schema(store, ttl_days=None)
+        _intake(store, values)  # the intake's sessions opened
+
+        def analyst() -> None:
+            store.read("SELECT sum(sleepEachRow(0.5)) FROM numbers(6)")  # 3 s
+            finished.append("analyst's query")
+
+        query = threading.Thread(target=analyst)
+        query.start()
+        wait_for(store._lock.locked, 10, "the analyst's query under way")
+        _intake(store, values)
+        finished.append("intake insert")
+        query.join(30)
+        assert finished == ["intake insert", "analyst's query"]
+    finally:
+        store.close()
+
+
 def test_the_server_intakes_errors_do_not_show_the_password(stack: Settings) -> None:
     """ClickHouse quotes the URL it was sent to in its errors, which reach the sink's log and
     sink_rejects: the intake's credentials go in a header, not in the URL."""
